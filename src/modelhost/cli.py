@@ -1,0 +1,256 @@
+"""The command line: serve, deploy, invoke, ls, delete, logs.
+
+Every command except ``serve`` talks to a running server through the SageMaker API (boto3), so
+it does exactly what any other SageMaker client could do.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.table import Table
+
+from modelhost.client import DEFAULT_URL, clients
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
+err = Console(stderr=True)
+out = Console()
+
+UrlOption = Annotated[str, typer.Option("--url", envvar="MODELHOST_URL", help="The modelhost server.")]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _call(fn: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(**kwargs)
+    except ClientError as exc:
+        e = exc.response.get("Error", {})
+        fail(f"{e.get('Code')}: {e.get('Message')}")
+    except BotoCoreError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for both the control plane and the runtime.")] = 8080,
+    data_dir: Annotated[Path, typer.Option(help="Metadata, bucket store, model cache and logs.")] = Path("./mh-data"),
+    region: Annotated[str, typer.Option(help="Region used in ARNs.")] = "us-east-1",
+    account_id: Annotated[str, typer.Option(help="Account id used in ARNs.")] = "123456789012",
+    example: Annotated[bool, typer.Option(help="Deploy the example diabetes endpoint once the server is up.")] = False,
+) -> None:
+    """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
+    from modelhost.config import Settings
+    from modelhost.server.app import serve as run_server
+
+    settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region, account_id=account_id)
+    if example:
+        from modelhost.examples import deploy_example_in_background
+
+        deploy_example_in_background(settings)
+    err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
+    run_server(settings)
+
+
+def _model_data_url(artifact: str) -> str:
+    if "://" in artifact:
+        return artifact
+    path = Path(artifact).expanduser().resolve()
+    if not path.exists():
+        fail(f"{artifact} does not exist")
+    return path.as_uri()
+
+
+@app.command()
+def deploy(
+    artifact: Annotated[str, typer.Argument(help="model.tar.gz, a model directory, or an s3:// URI.")],
+    name: Annotated[str, typer.Option("--name", help="Name of the model, config and endpoint.")],
+    instances: Annotated[int, typer.Option(help="Instance count.")] = 1,
+    image: Annotated[str | None, typer.Option(help="Image URI (default: detected from the artifact).")] = None,
+    instance_type: Annotated[str, typer.Option(help="Instance type recorded in the config.")] = "ml.m5.large",
+    env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for the model (repeatable).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for InService.")] = True,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Create a model, an endpoint config and an endpoint, and wait until it is InService."""
+    sm, _ = clients(url)
+    model_data = _model_data_url(artifact)
+    if image is None:
+        image = _detect_image(artifact)
+    environment = {}
+    for item in env or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--env expects KEY=VALUE, got {item!r}")
+        environment[key] = value
+    container: dict[str, Any] = {"Image": image, "ModelDataUrl": model_data}
+    if environment:
+        container["Environment"] = environment
+    _call(
+        sm.create_model,
+        ModelName=name,
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/modelhost",
+        PrimaryContainer=container,
+    )
+    _call(
+        sm.create_endpoint_config,
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": instances,
+                "InstanceType": instance_type,
+            }
+        ],
+    )
+    _call(sm.create_endpoint, EndpointName=name, EndpointConfigName=name)
+    if not wait:
+        out.print(f"endpoint {name}: Creating")
+        return
+    started = time.monotonic()
+    with err.status(f"waiting for endpoint {name} to be InService") as status:
+        while True:
+            desc = _call(sm.describe_endpoint, EndpointName=name)
+            state = desc["EndpointStatus"]
+            status.update(f"endpoint {name}: {state} ({time.monotonic() - started:.1f}s)")
+            if state == "InService":
+                break
+            if state == "Failed":
+                fail(f"endpoint {name} failed: {desc.get('FailureReason', 'no reason given')}")
+            time.sleep(0.25)
+    out.print(f"endpoint {name}: InService in {time.monotonic() - started:.1f}s")
+    out.print(f"  modelhost invoke {name} --content-type text/csv --body '...'", highlight=False)
+
+
+def _detect_image(artifact: str) -> str:
+    from modelhost.serving.images import detect_runtime
+
+    path = Path(artifact)
+    if path.is_dir():
+        runtime = detect_runtime(path)
+        if runtime:
+            return f"modelhost/{runtime}"
+    elif path.is_file():
+        import tarfile
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp, tarfile.open(path) as tar:
+            names = [m for m in tar.getmembers() if m.isfile() and m.size < 1 << 20 or m.name.endswith(".py")]
+            for m in names:
+                (Path(tmp) / m.name).parent.mkdir(parents=True, exist_ok=True)
+                (Path(tmp) / m.name).touch()
+            runtime = detect_runtime(Path(tmp))
+            if runtime:
+                return f"modelhost/{runtime}"
+    fail("cannot tell the framework of this artifact; pass --image (e.g. modelhost/sklearn)")
+
+
+@app.command()
+def invoke(
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    content_type: Annotated[str, typer.Option(help="Request content type.")] = "application/json",
+    accept: Annotated[str | None, typer.Option(help="Accept header.")] = None,
+    body: Annotated[str | None, typer.Option(help="Request body.")] = None,
+    file: Annotated[Path | None, typer.Option(help="Read the request body from a file ('-' for stdin).")] = None,
+    target_variant: Annotated[str | None, typer.Option(help="Send to this variant.")] = None,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Invoke an endpoint and print the response body."""
+    if (body is None) == (file is None):
+        fail("give exactly one of --body or --file")
+    data = body.encode() if body is not None else (sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes())  # type: ignore[union-attr]
+    _, rt = clients(url)
+    kwargs: dict[str, Any] = {"EndpointName": name, "ContentType": content_type, "Body": data}
+    if accept:
+        kwargs["Accept"] = accept
+    if target_variant:
+        kwargs["TargetVariant"] = target_variant
+    resp = _call(rt.invoke_endpoint, **kwargs)
+    sys.stdout.buffer.write(resp["Body"].read())
+    sys.stdout.buffer.write(b"\n")
+
+
+@app.command("ls")
+def list_resources(url: UrlOption = DEFAULT_URL) -> None:
+    """List models, endpoint configs and endpoints."""
+    sm, _ = clients(url)
+    for title, op, key, cols in (
+        ("Models", "list_models", "Models", ("ModelName", "CreationTime")),
+        ("Endpoint configs", "list_endpoint_configs", "EndpointConfigs", ("EndpointConfigName", "CreationTime")),
+        ("Endpoints", "list_endpoints", "Endpoints", ("EndpointName", "EndpointStatus", "CreationTime")),
+    ):
+        table = Table(title=title, title_justify="left")
+        for c in cols:
+            table.add_column(c)
+        try:
+            for page in sm.get_paginator(op).paginate():
+                for item in page[key]:
+                    table.add_row(*(str(item.get(c, "")) for c in cols))
+        except (ClientError, BotoCoreError) as exc:
+            fail(str(exc))
+        out.print(table)
+
+
+@app.command()
+def delete(
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    keep_config: Annotated[bool, typer.Option(help="Keep the endpoint config and model of the same name.")] = False,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Delete an endpoint (and, when they share its name, its config and model)."""
+    sm, _ = clients(url)
+    _call(sm.delete_endpoint, EndpointName=name)
+    if not keep_config:
+        for fn, kwargs in ((sm.delete_endpoint_config, {"EndpointConfigName": name}), (sm.delete_model, {"ModelName": name})):
+            try:
+                fn(**kwargs)
+            except ClientError:
+                pass  # not created by `deploy`; nothing to clean up
+    out.print(f"endpoint {name}: Deleting")
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Print an endpoint's logs: its instances' output and the platform's lifecycle lines."""
+    offset = 0
+    while True:
+        target = f"{url.rstrip('/')}/modelhost/endpoints/{urllib.parse.quote(name)}/logs?offset={offset}"
+        try:
+            with urllib.request.urlopen(target, timeout=10) as resp:
+                data = resp.read()
+                offset = int(resp.headers.get("X-Modelhost-Next-Offset", offset + len(data)))
+        except urllib.error.HTTPError as exc:
+            fail(exc.read().decode().strip() or str(exc))
+        except urllib.error.URLError as exc:
+            fail(f"cannot reach {url}: {exc.reason}")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        if not follow:
+            return
+        time.sleep(0.5)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

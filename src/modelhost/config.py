@@ -1,0 +1,59 @@
+"""Settings: data dir, bind address, identity (region/account) and limits.
+
+Every setting can come from the command line or from a ``MODELHOST_*`` environment variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(f"MODELHOST_{name}", default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(_env("DATA_DIR", "./mh-data")).resolve())
+    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1"))
+    port: int = field(default_factory=lambda: int(_env("PORT", "8080")))
+    region: str = field(default_factory=lambda: _env("REGION", "us-east-1"))
+    account_id: str = field(default_factory=lambda: _env("ACCOUNT_ID", "123456789012"))
+    # How often the reconciler re-checks every endpoint even without an event (seconds).
+    reconcile_interval: float = field(default_factory=lambda: float(_env("RECONCILE_INTERVAL", "2")))
+    # How often instance health is probed with /ping (seconds).
+    ping_interval: float = field(default_factory=lambda: float(_env("PING_INTERVAL", "5")))
+    # Startup window when the variant does not set ContainerStartupHealthCheckTimeoutInSeconds.
+    default_startup_timeout: float = field(default_factory=lambda: float(_env("STARTUP_TIMEOUT", "240")))
+    # How long a request waits for a healthy instance (an instance restarting after a crash).
+    instance_wait_timeout: float = field(default_factory=lambda: float(_env("INSTANCE_WAIT_TIMEOUT", "10")))
+    # Seconds between SIGTERM and SIGKILL when an instance is stopped (SageMaker: 30).
+    stop_grace: float = field(default_factory=lambda: float(_env("STOP_GRACE", "30")))
+    # Python interpreter for instance processes (the server's own by default).
+    python: str = field(default_factory=lambda: _env("PYTHON", ""))
+
+    @property
+    def db_url(self) -> str:
+        return _env("DB_URL", f"sqlite:///{self.data_dir / 'modelhost.db'}")
+
+    @property
+    def buckets_dir(self) -> Path:
+        return self.data_dir / "buckets"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "model-cache"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        # Unix sockets have a ~107 byte path limit, so they live in a short per-server dir.
+        return self.data_dir / "run"
+
+    def arn(self, resource: str, name: str) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account_id}:{resource}/{name.lower()}"

@@ -1,0 +1,46 @@
+"""What every control-plane operation needs: settings, the metadata store and a way to wake
+the reconciler, plus a read-only view of what is running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelhost.config import Settings
+from modelhost.store.db import MetadataStore
+from modelhost.store.objects import ObjectStore
+
+
+class RunningView(Protocol):
+    """What the data plane reports about an endpoint's fleet (see hosting.fleet)."""
+
+    def variant_counts(self, endpoint: str) -> dict[str, tuple[int, int]]:
+        """variant name -> (healthy instances, desired instances)."""
+        ...
+
+
+class _NothingRunning:
+    def variant_counts(self, endpoint: str) -> dict[str, tuple[int, int]]:
+        return {}
+
+
+@dataclass
+class ControlContext:
+    settings: Settings
+    store: MetadataStore
+    objects: ObjectStore
+    wake_reconciler: Callable[[], None] = lambda: None
+    running: RunningView = field(default_factory=_NothingRunning)
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
+
+    def arn(self, resource: str, name: str) -> str:
+        return self.settings.arn(resource, name)
+
+
+Request = dict[str, Any]
+Response = dict[str, Any]

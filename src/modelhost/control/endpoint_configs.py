@@ -1,0 +1,134 @@
+"""CreateEndpointConfig / DescribeEndpointConfig / ListEndpointConfigs / DeleteEndpointConfig."""
+
+from __future__ import annotations
+
+from modelhost.control import listing, models, tags
+from modelhost.control.context import ControlContext, Request, Response
+from modelhost.errors import ValidationException
+from modelhost.store import tables
+
+ECHOED = (
+    "ProductionVariants",
+    "ShadowProductionVariants",
+    "DataCaptureConfig",
+    "AsyncInferenceConfig",
+    "ExplainerConfig",
+    "KmsKeyId",
+    "ExecutionRoleArn",
+    "VpcConfig",
+    "EnableNetworkIsolation",
+    "MetricsConfig",
+)
+INSTANCE_FIELDS = ("InitialInstanceCount", "InstanceType")
+
+
+def not_found(ctx: ControlContext, name: str) -> ValidationException:
+    return ValidationException(f'Could not find endpoint configuration "{ctx.arn("endpoint-config", name)}".')
+
+
+def _check_variants(ctx: ControlContext, req: Request) -> None:
+    variants = req["ProductionVariants"] + req.get("ShadowProductionVariants", [])
+    names = [v["VariantName"] for v in variants]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValidationException(f"Variant names must be unique; duplicated: {', '.join(duplicates)}.")
+    if req.get("ShadowProductionVariants") and (
+        len(req["ProductionVariants"]) != 1 or len(req["ShadowProductionVariants"]) != 1
+    ):
+        raise ValidationException(
+            "When ShadowProductionVariants is specified, exactly one production variant and one shadow "
+            "variant are allowed."
+        )
+    for v in variants:
+        serverless = "ServerlessConfig" in v
+        if serverless and any(f in v for f in INSTANCE_FIELDS):
+            raise ValidationException(
+                f"Variant {v['VariantName']}: ServerlessConfig cannot be combined with InstanceType or "
+                "InitialInstanceCount."
+            )
+        if not serverless:
+            for f in INSTANCE_FIELDS:
+                if f not in v:
+                    raise ValidationException(
+                        f"Variant {v['VariantName']}: {f} is required for instance-based variants."
+                    )
+        sc = v.get("ServerlessConfig") or {}
+        if sc.get("ProvisionedConcurrency", 0) > sc.get("MaxConcurrency", 200):
+            raise ValidationException(
+                f"Variant {v['VariantName']}: ProvisionedConcurrency must be less than or equal to MaxConcurrency."
+            )
+        if sc and sc.get("MemorySizeInMB", 1024) % 1024:
+            raise ValidationException(
+                f"Variant {v['VariantName']}: ServerlessConfig.MemorySizeInMB must be one of 1024, 2048, 3072, "
+                "4096, 5120, 6144."
+            )
+        if "ModelName" not in v:
+            raise ValidationException(f"Variant {v['VariantName']}: ModelName is required.")
+        models.get(ctx, v["ModelName"])  # raises 'Could not find model "arn..."'
+
+
+def create_endpoint_config(ctx: ControlContext, req: Request) -> Response:
+    _check_variants(ctx, req)
+    name = req["EndpointConfigName"]
+    arn = ctx.arn("endpoint-config", name)
+    spec = {k: req[k] for k in ECHOED if k in req}
+    for v in spec["ProductionVariants"]:
+        if "ServerlessConfig" not in v:
+            v.setdefault("InitialVariantWeight", 1.0)
+    with ctx.store.begin() as conn:
+        if ctx.store.get(conn, tables.endpoint_configs, name) is not None:
+            raise ValidationException(f'Cannot create already existing endpoint configuration "{arn}".')
+        ctx.store.insert(
+            conn,
+            tables.endpoint_configs,
+            {"name_key": name.lower(), "name": name, "arn": arn, "creation_time": ctx.now(), "spec": spec},
+        )
+        tags.save(conn, arn, req.get("Tags", []))
+    return {"EndpointConfigArn": arn}
+
+
+def get(ctx: ControlContext, name: str) -> dict:
+    with ctx.store.begin() as conn:
+        row = ctx.store.get(conn, tables.endpoint_configs, name)
+    if row is None:
+        raise not_found(ctx, name)
+    return row
+
+
+def describe_endpoint_config(ctx: ControlContext, req: Request) -> Response:
+    row = get(ctx, req["EndpointConfigName"])
+    return {
+        "EndpointConfigName": row["name"],
+        "EndpointConfigArn": row["arn"],
+        "CreationTime": row["creation_time"],
+        **row["spec"],
+    }
+
+
+def list_endpoint_configs(ctx: ControlContext, req: Request) -> Response:
+    with ctx.store.begin() as conn:
+        rows = ctx.store.all(conn, tables.endpoint_configs)
+    rows = listing.filter_rows(rows, req)
+    rows = listing.sort_rows(rows, req, {"Name": "name", "CreationTime": "creation_time"})
+    return listing.paginate(
+        rows,
+        req,
+        "EndpointConfigs",
+        lambda r: {
+            "EndpointConfigName": r["name"],
+            "EndpointConfigArn": r["arn"],
+            "CreationTime": r["creation_time"],
+        },
+    )
+
+
+def delete_endpoint_config(ctx: ControlContext, req: Request) -> Response:
+    name = req["EndpointConfigName"]
+    with ctx.store.begin() as conn:
+        row = ctx.store.get(conn, tables.endpoint_configs, name)
+        if row is None:
+            raise not_found(ctx, name)
+        # Allowed while an endpoint uses it, as in SageMaker: the endpoint keeps its deployment snapshot.
+        ctx.store.delete(conn, tables.endpoint_configs, name)
+        tags.drop_all(conn, row["arn"])
+    return {}

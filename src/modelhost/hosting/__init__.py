@@ -1,0 +1,1 @@
+"""The data plane on the front door's side: instances, fleets, routing, reconciliation."""

@@ -1,0 +1,197 @@
+"""Instance lifecycle: one OS process per instance serving the container contract on a unix
+socket; spawn, health (/ping), restart after a crash, drain and stop (SIGTERM, then SIGKILL)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from modelhost.hosting.logs import EndpointLog
+
+PING_TIMEOUT = 2.0  # seconds, as SageMaker's health check
+RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class InstanceFailed(Exception):
+    """An instance could not start; the message is meant for FailureReason."""
+
+
+@dataclass
+class InstanceSpec:
+    """Everything needed to run one instance of a variant."""
+
+    endpoint: str
+    variant: str
+    model_dir: Path
+    runtime: str
+    environment: dict[str, str]
+    startup_timeout: float
+    stop_grace: float = 30.0
+    python: str = field(default_factory=lambda: sys.executable)
+
+
+class Instance:
+    def __init__(self, spec: InstanceSpec, index: int, run_dir: Path, log: EndpointLog) -> None:
+        self.spec = spec
+        self.index = index
+        self.name = f"{spec.variant}/{index}"
+        self.socket_path = run_dir / f"{os.getpid()}-{id(self):x}.sock"
+        self.error_file = self.socket_path.with_suffix(".err")
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.healthy = False
+        self.outstanding = 0
+        self.stopping = False
+        self.restarts = 0
+        self.last_output: collections.deque[str] = collections.deque(maxlen=20)
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    async def spawn(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.error_file.unlink()
+        env = {**os.environ, **self.spec.environment}
+        env.update(
+            {
+                "MODELHOST_RUNTIME": self.spec.runtime,
+                "MODELHOST_ERROR_FILE": str(self.error_file),
+                "SAGEMAKER_BIND_TO_PORT": env.get("SAGEMAKER_BIND_TO_PORT", "8080"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.proc = await asyncio.create_subprocess_exec(
+            self.spec.python,
+            "-m",
+            "modelhost.serving.worker",
+            "--uds",
+            str(self.socket_path),
+            "--model-dir",
+            str(self.spec.model_dir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a Ctrl-C on the server is handled by the server, not the instances
+        )
+        self.log.write(self.name, f"instance started (pid {self.proc.pid})")
+        self._pump = asyncio.create_task(self._pump_output(self.proc))
+
+    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            self.last_output.append(text)
+            self.log.write(self.name, text)
+
+    def _connect(self) -> None:
+        if self.session is not None and not self.session.closed:
+            asyncio.get_running_loop().create_task(self.session.close())
+        connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=0, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        )
+
+    async def ping(self) -> bool:
+        if self.session is None:
+            return False
+        try:
+            async with self.session.get(
+                "http://instance/ping", timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT)
+            ) as r:
+                await r.read()
+                return r.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+    def failure_reason(self) -> str:
+        try:
+            reason = self.error_file.read_text().strip()
+        except FileNotFoundError:
+            reason = ""
+        if not reason:
+            tail = " | ".join(line for line in list(self.last_output)[-3:] if line)
+            code = self.proc.returncode if self.proc else None
+            reason = f"The instance exited with code {code} before answering /ping" + (
+                f": {tail}" if tail else "."
+            )
+        return reason[:1000]
+
+    async def wait_healthy(self, timeout: float) -> None:
+        """Wait for the first successful /ping; raise InstanceFailed on exit or timeout."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            if self.proc.returncode is not None:
+                if self._pump:
+                    await self._pump
+                raise InstanceFailed(self.failure_reason())
+            if self.socket_path.exists():
+                if self.session is None or self.session.closed:
+                    self._connect()
+                if await self.ping():
+                    self.healthy = True
+                    self.log.write(self.name, "instance passed /ping and is in service")
+                    return
+            if time.monotonic() > deadline:
+                raise InstanceFailed(
+                    f"The primary container for production variant {self.spec.variant} did not pass the ping "
+                    f"health check within {timeout:g} seconds. Please check the endpoint's logs."
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    async def start(self) -> None:
+        await self.spawn()
+        self._connect()
+        await self.wait_healthy(self.spec.startup_timeout)
+
+    def kill(self) -> None:
+        """Hard-kill (a hung instance); the supervisor restarts it."""
+        self.healthy = False
+        if self.proc and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Take out of rotation, let in-flight requests finish, then SIGTERM and SIGKILL after the grace."""
+        self.stopping = True
+        self.healthy = False
+        deadline = time.monotonic() + drain_timeout
+        while self.outstanding and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        proc = self.proc
+        if proc and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.spec.stop_grace)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if self._pump:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pump, 2)
+        if self.session is not None:
+            await self.session.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.error_file.unlink()
+        self.log.write(self.name, "instance stopped")

@@ -1,0 +1,191 @@
+"""The routing table and the real-time invoke path.
+
+endpoint -> variant (by weight, or TargetVariant) -> least busy healthy instance -> its
+/invocations over a unix socket. The table is in memory and published by the reconciler: a
+request never touches the database or the file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import random
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from modelhost.errors import ModelError, ServiceUnavailable, ValidationError
+from modelhost.hosting.fleet import Fleet
+from modelhost.hosting.metrics import VariantMetrics
+
+# Request headers the platform forwards to the container (SageMaker strips all others).
+FORWARDED = ("X-Amzn-SageMaker-Custom-Attributes", "X-Amzn-SageMaker-Inference-Id")
+CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+
+
+@dataclass
+class VariantRoute:
+    name: str
+    weight: float
+    fleet: Fleet
+    timeout: float  # SAGEMAKER_MODEL_SERVER_TIMEOUT of the variant's model, default 60 s
+    log_stream_arn: str
+    metrics: VariantMetrics
+    client_timeout: aiohttp.ClientTimeout = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client_timeout = aiohttp.ClientTimeout(total=self.timeout)
+
+
+@dataclass
+class EndpointRoute:
+    name: str
+    variants: list[VariantRoute]
+    by_name: dict[str, VariantRoute] = field(init=False)
+    cumulative: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {v.name: v for v in self.variants}
+        total, self.cumulative = 0.0, []
+        for v in self.variants:
+            total += v.weight
+            self.cumulative.append(total)
+
+    def choose(self) -> VariantRoute:
+        if len(self.variants) == 1:
+            return self.variants[0]
+        total = self.cumulative[-1]
+        if total <= 0:  # every weight is 0: SageMaker still serves; spread evenly
+            return random.choice(self.variants)
+        return self.variants[bisect.bisect_right(self.cumulative, random.random() * total)]
+
+
+@dataclass
+class InvokeResult:
+    body: bytes
+    content_type: str
+    variant: str
+    custom_attributes: str | None
+    model_latency_us: float
+
+
+class Router:
+    def __init__(self, account_id: str, instance_wait: float) -> None:
+        self.routes: dict[str, EndpointRoute] = {}
+        self.account_id = account_id
+        self.instance_wait = instance_wait
+
+    def publish(self, route: EndpointRoute) -> None:
+        self.routes[route.name] = route
+
+    def withdraw(self, endpoint: str) -> None:
+        self.routes.pop(endpoint, None)
+
+    async def invoke(
+        self,
+        endpoint: str,
+        body: bytes,
+        content_type: str,
+        accept: str | None,
+        extra_headers: dict[str, str],
+        target_variant: str | None = None,
+    ) -> InvokeResult:
+        route = self.routes.get(endpoint)
+        if route is None:
+            raise ValidationError(f"Endpoint {endpoint} of account {self.account_id} not found.")
+        if target_variant is not None:
+            variant = route.by_name.get(target_variant)
+            if variant is None:
+                raise ValidationError(
+                    f"Variant {target_variant} not found for Request to endpoint {endpoint}. "
+                    f"Valid variants: {', '.join(route.by_name)}."
+                )
+        else:
+            variant = route.choose()
+        headers = {"Content-Type": content_type, **extra_headers}
+        if accept:
+            headers["Accept"] = accept
+        variant.metrics.invocations.inc()
+        try:
+            return await self._send(endpoint, variant, body, headers)
+        except ModelError as exc:
+            # CloudWatch counts by the model's own status: 4xx from the model vs 5xx (or no answer).
+            if 400 <= exc.original_status_code < 500:
+                variant.metrics.errors_4xx.inc()
+            else:
+                variant.metrics.errors_5xx.inc()
+            raise
+        except ServiceUnavailable:
+            variant.metrics.errors_5xx.inc()
+            raise
+
+    async def _send(
+        self, endpoint: str, variant: VariantRoute, body: bytes, headers: dict[str, str]
+    ) -> InvokeResult:
+        fleet = variant.fleet
+        tried = 0
+        while True:
+            inst = fleet.pick_now() or await fleet.pick(self.instance_wait)
+            if inst is None or inst.session is None:
+                raise ServiceUnavailable(
+                    f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
+                )
+            inst.outstanding += 1
+            started = time.perf_counter()
+            try:
+                async with inst.session.post(
+                    "http://instance/invocations", data=body, headers=headers, timeout=variant.client_timeout
+                ) as resp:
+                    data = await resp.read()
+                    status = resp.status
+                    resp_headers = resp.headers
+            except aiohttp.ClientConnectorError:
+                # Nothing reached the instance (it is restarting): safe to try another one.
+                inst.healthy = False
+                tried += 1
+                if tried > len(fleet.instances):
+                    raise ServiceUnavailable(
+                        f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
+                    ) from None
+                continue
+            except asyncio.TimeoutError:
+                fleet.recycle(inst)
+                raise self._model_error(
+                    endpoint,
+                    variant,
+                    0,
+                    f"Your invocation timed out while waiting for a response from container primary. "
+                    f"Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
+                    f"and try again. (timeout: {variant.timeout:g}s)",
+                ) from None
+            except aiohttp.ClientError as exc:
+                raise self._model_error(
+                    endpoint,
+                    variant,
+                    0,
+                    f"The container primary closed the connection: {type(exc).__name__}.",
+                ) from None
+            finally:
+                inst.outstanding -= 1
+            latency_us = (time.perf_counter() - started) * 1e6
+            variant.metrics.model_latency.observe(latency_us)
+            if status >= 300:
+                raise self._model_error(endpoint, variant, status, data.decode("utf-8", "replace"))
+            return InvokeResult(
+                data,
+                resp_headers.get("Content-Type", "application/octet-stream"),
+                variant.name,
+                resp_headers.get(CUSTOM_ATTRIBUTES),
+                latency_us,
+            )
+
+    def _model_error(self, endpoint: str, variant: VariantRoute, status: int, message: str) -> ModelError:
+        kind = "client" if 400 <= status < 500 else "server"
+        return ModelError(
+            f'Received {kind} error ({status}) from primary with message "{message}". '
+            f"See the endpoint's logs (modelhost logs {endpoint}) for more information.",
+            original_status_code=status,
+            original_message=message,
+            log_stream_arn=variant.log_stream_arn,
+        )

@@ -1,0 +1,142 @@
+"""ASGI app assembly: one port for the SageMaker control plane and runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from modelhost.config import Settings
+from modelhost.control.context import ControlContext
+from modelhost.control.operations import SAGEMAKER_OPERATIONS
+from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
+from modelhost.hosting.logs import endpoint_log_path
+from modelhost.hosting.metrics import REGISTRY
+from modelhost.hosting.reconciler import Reconciler
+from modelhost.hosting.router import Router
+from modelhost.server import auth
+from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
+from modelhost.server.runtime import make_invocations
+from modelhost.store.artifacts import ArtifactCache
+from modelhost.store.db import MetadataStore
+from modelhost.store.objects import ObjectStore
+
+log = logging.getLogger("modelhost.server")
+
+SERVICES = {"SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS)}
+
+
+class Services:
+    """Everything the routes share, built at startup."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = MetadataStore(settings.db_url)
+        self.objects = ObjectStore(settings.buckets_dir)
+        self.artifacts = ArtifactCache(self.objects, settings.model_cache_dir)
+        self.router = Router(settings.account_id, settings.instance_wait_timeout)
+        self.reconciler = Reconciler(settings, self.store, self.artifacts, self.router)
+        self.control = ControlContext(
+            settings, self.store, self.objects, wake_reconciler=self.reconciler.wake, running=self.reconciler
+        )
+
+
+def create_app(settings: Settings) -> Starlette:
+    services = Services(settings)
+
+    async def control_plane(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            auth.authenticate(request)
+            prefix, operation = parse_target(request.headers.get("x-amz-target"))
+            service = SERVICES.get(prefix)
+            if service is None:
+                raise UnknownOperationException(f"Unknown service target: {prefix}.{operation}")
+            schema_name, operations = service
+            handler = operations.get(operation)
+            if handler is None:
+                raise UnknownOperationException(
+                    f"Operation {operation} is not supported by modelhost."
+                    if get_schema(schema_name).has_operation(operation)
+                    else f"Unknown operation {operation}."
+                )
+            params = decode_body(await request.body())
+            schema = get_schema(schema_name)
+            schema.validate(operation, params)
+            result = await run_in_threadpool(handler, services.control, params)
+            return json_response(schema.output_to_json(operation, result), request_id)
+        except ApiError as err:
+            return error_response(err, request_id)
+        except Exception as exc:  # never leak a stack trace as a non-AWS response
+            log.exception("control plane operation failed")
+            return error_response(InternalFailure(f"{type(exc).__name__}: {exc}"), request_id)
+
+    async def metrics(_request: Request) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def ping(_request: Request) -> Response:
+        return PlainTextResponse("")
+
+    async def endpoint_logs(request: Request) -> Response:
+        """The endpoint's log stream from a byte offset (the CLI polls this for --follow)."""
+        path = endpoint_log_path(settings.logs_dir, request.path_params["name"])
+        offset = int(request.query_params.get("offset", "0"))
+
+        def read() -> bytes | None:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    return f.read(4 * 1024 * 1024)
+            except FileNotFoundError:
+                return None
+
+        data = await asyncio.to_thread(read)
+        if data is None:
+            return PlainTextResponse(f"No logs for endpoint {request.path_params['name']}.\n", status_code=404)
+        return Response(data, media_type="text/plain", headers={"X-Modelhost-Next-Offset": str(offset + len(data))})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await services.reconciler.start()
+        try:
+            yield
+        finally:
+            await services.reconciler.shutdown()
+
+    app = Starlette(
+        routes=[
+            Route("/", control_plane, methods=["POST"]),
+            Route("/endpoints/{name}/invocations", make_invocations(services.router), methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/ping", ping, methods=["GET"]),
+            Route("/modelhost/endpoints/{name}/logs", endpoint_logs, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )

@@ -1,0 +1,44 @@
+"""Per-framework default handler functions, looked up by the runtime name (env ``MODELHOST_RUNTIME``)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from modelhost.serving.errors import ModelLoadError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Defaults used for whatever the user module does not define (none of them take a context)."""
+
+    name: str
+    model_fn: Callable[[str], Any] | None
+    input_fn: Callable[[Any, str], Any]
+    predict_fn: Callable[[Any, Any], Any]
+    output_fn: Callable[[Any, str], Any]
+    # Response type when the request has no Accept (or */*) and SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT is unset.
+    default_accept: str = "application/json"
+
+
+# Runtime name -> module defining RUNTIME. Imported lazily so e.g. the python runtime never imports xgboost.
+# Later issues add e.g. "huggingface" and "pytorch" here (and their image names in serving/images.py).
+RUNTIME_MODULES: dict[str, str] = {
+    "sklearn": "modelhost.serving.runtimes.sklearn",
+    "xgboost": "modelhost.serving.runtimes.xgboost",
+    "python": "modelhost.serving.runtimes.generic",
+}
+
+
+def get_runtime(name: str) -> Runtime:
+    module = RUNTIME_MODULES.get(name)
+    if module is None:
+        known = ", ".join(sorted(RUNTIME_MODULES))
+        raise ModelLoadError(f"Unsupported runtime {name!r} (MODELHOST_RUNTIME); expected one of: {known}")
+    try:
+        runtime: Runtime = importlib.import_module(module).RUNTIME
+    except ImportError as e:
+        raise ModelLoadError(f"Runtime {name!r} is not available: {type(e).__name__}: {e}") from e
+    return runtime

@@ -1,0 +1,1 @@
+"""Persistence: the metadata database and the URI-addressed object store."""

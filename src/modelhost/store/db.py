@@ -1,0 +1,83 @@
+"""The metadata store: SQLAlchemy over SQLite (default) with Alembic migrations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+Row = dict[str, Any]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets the data path's readers (CLI, tests) and the control plane's writer coexist.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class MetadataStore:
+    """Row-level access to the resource tables; JSON columns are decoded on the way out."""
+
+    JSON_COLUMNS = ("spec", "deployment")
+
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, connect_args={"check_same_thread": False})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        upgrade(self.engine)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @classmethod
+    def _encode(cls, values: Row) -> Row:
+        return {k: json.dumps(v) if k in cls.JSON_COLUMNS else v for k, v in values.items()}
+
+    @classmethod
+    def _decode(cls, row: Any) -> Row:
+        out = dict(row._mapping)
+        for k in cls.JSON_COLUMNS:
+            if k in out and isinstance(out[k], str):
+                out[k] = json.loads(out[k])
+        return out
+
+    def insert(self, conn: Connection, table: Table, values: Row) -> None:
+        conn.execute(table.insert().values(**self._encode(values)))
+
+    def get(self, conn: Connection, table: Table, name: str) -> Row | None:
+        row = conn.execute(select(table).where(table.c.name_key == name.lower())).first()
+        return self._decode(row) if row is not None else None
+
+    def all(self, conn: Connection, table: Table) -> list[Row]:
+        return [self._decode(r) for r in conn.execute(select(table))]
+
+    def update(self, conn: Connection, table: Table, name: str, values: Row) -> None:
+        conn.execute(table.update().where(table.c.name_key == name.lower()).values(**self._encode(values)))
+
+    def delete(self, conn: Connection, table: Table, name: str) -> None:
+        conn.execute(table.delete().where(table.c.name_key == name.lower()))

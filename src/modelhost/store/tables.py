@@ -1,0 +1,55 @@
+"""Table definitions. Each resource keeps its request as JSON (`spec`) plus the columns we filter on.
+
+Names are unique case-insensitively (`name_key` is the lower-cased name), as in SageMaker.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+models = Table(
+    "models",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+)
+
+endpoint_configs = Table(
+    "endpoint_configs",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+)
+
+endpoints = Table(
+    "endpoints",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("config_name", String(63), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("failure_reason", Text),
+    Column("creation_time", Float, nullable=False),
+    Column("last_modified_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+    # What is deployed: the endpoint config and its models as they were when the endpoint was
+    # created. Configs and models may be deleted while the endpoint runs; a restart needs this.
+    Column("deployment", Text, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("resource_arn", String(256), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("value", String(256), nullable=False),
+)
