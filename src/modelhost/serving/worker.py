@@ -15,6 +15,8 @@ import asyncio
 import logging
 import os
 import signal
+import time
+import threading
 import sys
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model-dir", required=True, type=Path, help="extracted model artifact (/opt/ml/model)"
     )
     args = parser.parse_args(argv)
+    _exit_with_parent()
     logging.basicConfig(
         stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -193,6 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         app.executor.shutdown(wait=False, cancel_futures=True)
     return 0
+
+
+def _exit_with_parent() -> None:
+    """Exit when the server that started us is gone (kill -9 of the server must not leave
+    orphaned instances holding memory; the restarted server starts fresh ones)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

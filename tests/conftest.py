@@ -1,0 +1,28 @@
+"""Fixtures: one real server per test module (tests in a module must not interfere)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import Server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = Server(tmp_path_factory.mktemp("mh") / "data").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def sm(server: Server):  # type: ignore[no-untyped-def]
+    return server.clients()[0]
+
+
+@pytest.fixture(scope="module")
+def rt(server: Server):  # type: ignore[no-untyped-def]
+    return server.clients()[1]

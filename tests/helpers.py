@@ -1,0 +1,167 @@
+"""Shared test helpers: a real modelhost server process on a free loopback port, real clients,
+and model artifacts built from scikit-learn / XGBoost trained on load_diabetes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+ROLE = "arn:aws:iam::123456789012:role/modelhost-test"
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+XGBOOST_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+PYTHON_IMAGE = "modelhost/python:latest"
+SERVER_START_TIMEOUT = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A real `modelhost serve` process; stopped by its own PID."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"server-{self.port}.log"
+
+    def start(self) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MODELHOST_STOP_GRACE": "5", "MODELHOST_PING_INTERVAL": "1", **self.env}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelhost.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(self.data_dir)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"modelhost serve exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                urllib.request.urlopen(f"{self.url}/ping", timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"modelhost serve did not answer /ping within {SERVER_START_TIMEOUT}s")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def put_object(self, uri: str, data: bytes) -> None:
+        """Write into the embedded bucket store (s3://bucket/key lives under <data-dir>/buckets)."""
+        assert uri.startswith("s3://")
+        path = self.data_dir / "buckets" / uri.removeprefix("s3://")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def logs(self, endpoint: str) -> str:
+        path = self.data_dir / "logs" / "endpoints" / f"{endpoint}.log"
+        return path.read_text() if path.exists() else ""
+
+    def clients(self, read_timeout: float = 70) -> tuple[Any, Any]:
+        session = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret", region_name="us-east-1")
+        config = Config(read_timeout=read_timeout, retries={"mode": "standard", "max_attempts": 1})
+        return (
+            session.client("sagemaker", endpoint_url=self.url, config=config),
+            session.client("sagemaker-runtime", endpoint_url=self.url, config=config),
+        )
+
+
+def tarball(files: dict[str, bytes | str]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def diabetes() -> tuple[Any, Any]:
+    from sklearn.datasets import load_diabetes
+
+    return load_diabetes(return_X_y=True)
+
+
+def sklearn_model() -> tuple[bytes, Any]:
+    """(model.tar.gz with model.joblib, the fitted model)."""
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    x, y = diabetes()
+    model = LinearRegression().fit(x, y)
+    buf = io.BytesIO()
+    joblib.dump(model, buf)
+    return tarball({"model.joblib": buf.getvalue()}), model
+
+
+def csv_row(values: Iterable[float]) -> str:
+    return ",".join(f"{v:.6f}" for v in values)
+
+
+def wait_status(sm: Any, name: str, statuses: tuple[str, ...], timeout: float = 120) -> dict:
+    """Poll DescribeEndpoint until EndpointStatus is one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = sm.describe_endpoint(EndpointName=name)
+        if desc["EndpointStatus"] in statuses:
+            return desc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"endpoint {name} stuck in {desc['EndpointStatus']}: {desc.get('FailureReason')}")
+        time.sleep(0.2)
+
+
+def deploy(sm: Any, name: str, container: dict, instances: int = 1, wait: bool = True, **variant: Any) -> dict:
+    """CreateModel + CreateEndpointConfig + CreateEndpoint, all named ``name``."""
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer=container)
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": instances,
+             "InstanceType": "ml.m5.large", **variant}
+        ],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    if not wait:
+        return {}
+    return wait_status(sm, name, ("InService", "Failed"))
