@@ -36,7 +36,9 @@ class ControlContext:
 
     @staticmethod
     def now() -> float:
-        return time.time()
+        # Millisecond precision, as SageMaker's timestamps: a CreationTime a client got back (and
+        # sends as CreationTimeBefore/After) then compares equal to the stored value.
+        return round(time.time(), 3)
 
     def arn(self, resource: str, name: str) -> str:
         return self.settings.arn(resource, name)

@@ -44,7 +44,8 @@ def create_endpoint(ctx: ControlContext, req: Request) -> Response:
     with ctx.store.begin() as conn:
         if ctx.store.get(conn, tables.endpoints, name) is not None:
             raise ValidationException(f'Cannot create already existing endpoint "{arn}".')
-    deployment = {"current": snapshot(ctx, req["EndpointConfigName"]), "pending": None}
+    current = snapshot(ctx, req["EndpointConfigName"])
+    deployment: dict[str, Any] = {"current": current, "pending": None}
     if "DeploymentConfig" in req:
         deployment["last_deployment_config"] = req["DeploymentConfig"]
     now = ctx.now()
@@ -58,7 +59,7 @@ def create_endpoint(ctx: ControlContext, req: Request) -> Response:
                 "name_key": name.lower(),
                 "name": name,
                 "arn": arn,
-                "config_name": deployment["current"]["config_name"],
+                "config_name": current["config_name"],
                 "status": "Creating",
                 "failure_reason": None,
                 "creation_time": now,

@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
+from modelhost.hosting.http import ConnectError, ConnectionLost, RequestTimeout, UnixHttpPool
 from modelhost.hosting.logs import EndpointLog
 
 PING_TIMEOUT = 2.0  # seconds, as SageMaker's health check
@@ -48,7 +47,7 @@ class Instance:
         self.error_file = self.socket_path.with_suffix(".err")
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UnixHttpPool | None = None
         self.healthy = False
         self.outstanding = 0
         self.stopping = False
@@ -99,24 +98,18 @@ class Instance:
             self.log.write(self.name, text)
 
     def _connect(self) -> None:
-        if self.session is not None and not self.session.closed:
-            asyncio.get_running_loop().create_task(self.session.close())
-        connector = aiohttp.UnixConnector(path=str(self.socket_path), limit=0, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
-        )
+        if self.client is not None:
+            asyncio.get_running_loop().create_task(self.client.close())
+        self.client = UnixHttpPool(str(self.socket_path))
 
     async def ping(self) -> bool:
-        if self.session is None:
+        if self.client is None:
             return False
         try:
-            async with self.session.get(
-                "http://instance/ping", timeout=aiohttp.ClientTimeout(total=PING_TIMEOUT)
-            ) as r:
-                await r.read()
-                return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            response = await self.client.request(b"GET", b"/ping", [], b"", PING_TIMEOUT)
+        except (ConnectError, ConnectionLost, RequestTimeout):
             return False
+        return response.status == 200
 
     def failure_reason(self) -> str:
         try:
@@ -142,7 +135,7 @@ class Instance:
                     await self._pump
                 raise InstanceFailed(self.failure_reason())
             if self.socket_path.exists():
-                if self.session is None or self.session.closed:
+                if self.client is None:
                     self._connect()
                 if await self.ping():
                     self.healthy = True
@@ -188,8 +181,8 @@ class Instance:
         if self._pump:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._pump, 2)
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         with contextlib.suppress(FileNotFoundError):

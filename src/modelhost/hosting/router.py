@@ -13,15 +13,11 @@ import random
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from modelhost.errors import ModelError, ServiceUnavailable, ValidationError
 from modelhost.hosting.fleet import Fleet
+from modelhost.hosting.http import ConnectError, ConnectionLost, RequestTimeout
 from modelhost.hosting.metrics import VariantMetrics
 
-# Request headers the platform forwards to the container (SageMaker strips all others).
-FORWARDED = ("X-Amzn-SageMaker-Custom-Attributes", "X-Amzn-SageMaker-Inference-Id")
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
 @dataclass
@@ -32,10 +28,6 @@ class VariantRoute:
     timeout: float  # SAGEMAKER_MODEL_SERVER_TIMEOUT of the variant's model, default 60 s
     log_stream_arn: str
     metrics: VariantMetrics
-    client_timeout: aiohttp.ClientTimeout = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.client_timeout = aiohttp.ClientTimeout(total=self.timeout)
 
 
 @dataclass
@@ -65,7 +57,7 @@ class EndpointRoute:
 class InvokeResult:
     body: bytes
     content_type: str
-    variant: str
+    variant: VariantRoute
     custom_attributes: str | None
     model_latency_us: float
 
@@ -86,11 +78,10 @@ class Router:
         self,
         endpoint: str,
         body: bytes,
-        content_type: str,
-        accept: str | None,
-        extra_headers: dict[str, str],
+        headers: list[tuple[bytes, bytes]],
         target_variant: str | None = None,
     ) -> InvokeResult:
+        """Send one request; ``headers`` are the ones forwarded to the container (lower-case)."""
         route = self.routes.get(endpoint)
         if route is None:
             raise ValidationError(f"Endpoint {endpoint} of account {self.account_id} not found.")
@@ -103,9 +94,6 @@ class Router:
                 )
         else:
             variant = route.choose()
-        headers = {"Content-Type": content_type, **extra_headers}
-        if accept:
-            headers["Accept"] = accept
         variant.metrics.invocations.inc()
         try:
             return await self._send(endpoint, variant, body, headers)
@@ -121,26 +109,21 @@ class Router:
             raise
 
     async def _send(
-        self, endpoint: str, variant: VariantRoute, body: bytes, headers: dict[str, str]
+        self, endpoint: str, variant: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]
     ) -> InvokeResult:
         fleet = variant.fleet
         tried = 0
         while True:
             inst = fleet.pick_now() or await fleet.pick(self.instance_wait)
-            if inst is None or inst.session is None:
+            if inst is None or inst.client is None:
                 raise ServiceUnavailable(
                     f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
                 )
             inst.outstanding += 1
             started = time.perf_counter()
             try:
-                async with inst.session.post(
-                    "http://instance/invocations", data=body, headers=headers, timeout=variant.client_timeout
-                ) as resp:
-                    data = await resp.read()
-                    status = resp.status
-                    resp_headers = resp.headers
-            except aiohttp.ClientConnectorError:
+                resp = await inst.client.request(b"POST", b"/invocations", headers, body, variant.timeout)
+            except ConnectError:
                 # Nothing reached the instance (it is restarting): safe to try another one.
                 inst.healthy = False
                 tried += 1
@@ -149,34 +132,30 @@ class Router:
                         f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
                     ) from None
                 continue
-            except asyncio.TimeoutError:
+            except RequestTimeout:
                 fleet.recycle(inst)
                 raise self._model_error(
                     endpoint,
                     variant,
                     0,
-                    f"Your invocation timed out while waiting for a response from container primary. "
-                    f"Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
+                    "Your invocation timed out while waiting for a response from container primary. "
+                    "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
                     f"and try again. (timeout: {variant.timeout:g}s)",
                 ) from None
-            except aiohttp.ClientError as exc:
-                raise self._model_error(
-                    endpoint,
-                    variant,
-                    0,
-                    f"The container primary closed the connection: {type(exc).__name__}.",
-                ) from None
+            except ConnectionLost as exc:
+                raise self._model_error(endpoint, variant, 0, f"The container primary failed: {exc}.") from None
             finally:
                 inst.outstanding -= 1
             latency_us = (time.perf_counter() - started) * 1e6
             variant.metrics.model_latency.observe(latency_us)
-            if status >= 300:
-                raise self._model_error(endpoint, variant, status, data.decode("utf-8", "replace"))
+            if resp.status >= 300:
+                raise self._model_error(endpoint, variant, resp.status, resp.body.decode("utf-8", "replace"))
+            custom = resp.headers.get(b"x-amzn-sagemaker-custom-attributes")
             return InvokeResult(
-                data,
-                resp_headers.get("Content-Type", "application/octet-stream"),
-                variant.name,
-                resp_headers.get(CUSTOM_ATTRIBUTES),
+                resp.body,
+                resp.headers.get(b"content-type", b"application/octet-stream").decode("latin-1"),
+                variant,
+                custom.decode("latin-1") if custom is not None else None,
                 latency_us,
             )
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -25,7 +26,7 @@ from modelhost.hosting.reconciler import Reconciler
 from modelhost.hosting.router import Router
 from modelhost.server import auth
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
-from modelhost.server.runtime import make_invocations
+from modelhost.server.runtime import Invocations
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.db import MetadataStore
 from modelhost.store.objects import ObjectStore
@@ -50,7 +51,7 @@ class Services:
         )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> FrontDoor:
     services = Services(settings)
 
     async def control_plane(request: Request) -> Response:
@@ -115,7 +116,6 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", control_plane, methods=["POST"]),
-            Route("/endpoints/{name}/invocations", make_invocations(services.router), methods=["POST"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/ping", ping, methods=["GET"]),
             Route("/modelhost/endpoints/{name}/logs", endpoint_logs, methods=["GET"]),
@@ -123,7 +123,30 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.services = services
-    return app
+    return FrontDoor(app, Invocations(services.router))
+
+
+class FrontDoor:
+    """The ASGI entry: InvokeEndpoint goes straight to its raw handler (the hot path skips
+    Starlette's routing and Request objects); everything else goes to the Starlette app."""
+
+    PREFIX = "/endpoints/"
+    SUFFIX = "/invocations"
+
+    def __init__(self, app: Starlette, invocations: Invocations) -> None:
+        self.app = app
+        self.invocations = invocations
+        self.state = app.state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(self.PREFIX) and path.endswith(self.SUFFIX):
+                name = path[len(self.PREFIX) : -len(self.SUFFIX)]
+                if "/" not in name:
+                    await self.invocations(scope, receive, send, name)
+                    return
+        await self.app(scope, receive, send)
 
 
 def serve(settings: Settings) -> None:

@@ -1,16 +1,16 @@
 """sagemaker-runtime routes (rest-json): POST /endpoints/{name}/invocations.
 
-Thin: check headers and limits, hand off to the router, map the result to the wire.
+Thin, and a raw ASGI handler because it is the hot path: check headers and limits, hand off to
+the router, write the result. Only the headers SageMaker forwards reach the container.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import regex
-from starlette.requests import Request
-from starlette.responses import Response
 
 from modelhost.errors import RuntimeApiError, ValidationError
 from modelhost.hosting.router import Router
@@ -18,96 +18,104 @@ from modelhost.server.awsjson import runtime_error_response
 
 MAX_BODY = 6 * 1024 * 1024  # 6291456 bytes, InvokeEndpoint's request limit
 NAME = regex.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-VISIBLE_ASCII = regex.compile(r"\p{ASCII}*")
-PRINTABLE_ID = regex.compile(r"\S\p{Print}*")
+NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
+VISIBLE_ASCII = regex.compile(r"[\x20-\x7e]*")
+PRINTABLE_ID = regex.compile(r"\S[\x20-\x7e]*")
+UNSUPPORTED = {
+    b"x-amzn-sagemaker-target-model": "TargetModel",
+    b"x-amzn-sagemaker-target-container-hostname": "TargetContainerHostname",
+}
+
+Scope = dict[str, Any]
 
 
 def _constraint(value: str, member: str, constraint: str) -> ValidationError:
     return ValidationError(
-        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: {constraint}"
+        f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: "
+        f"Member must {constraint}"
     )
 
 
-def _check_headers(name: str, request: Request) -> None:
-    if not NAME.fullmatch(name):
-        raise _constraint(
-            name,
-            "endpointName",
-            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*",
-        )
-    headers = request.headers
-    custom = headers.get("x-amzn-sagemaker-custom-attributes")
-    if custom is not None and (len(custom) > 1024 or not VISIBLE_ASCII.fullmatch(custom)):
-        raise _constraint(
-            custom[:64],
-            "customAttributes",
-            "Member must have length less than or equal to 1024 and be visible ASCII",
-        )
-    inference_id = headers.get("x-amzn-sagemaker-inference-id")
-    if inference_id is not None and not (len(inference_id) <= 64 and PRINTABLE_ID.fullmatch(inference_id)):
-        raise _constraint(
-            inference_id[:80],
-            "inferenceId",
-            "Member must have length less than or equal to 64 and be printable",
-        )
-    variant = headers.get("x-amzn-sagemaker-target-variant")
-    if variant is not None and not NAME.fullmatch(variant):
-        raise _constraint(
-            variant,
-            "targetVariant",
-            "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9])*",
-        )
-    for header in ("x-amzn-sagemaker-target-model", "x-amzn-sagemaker-target-container-hostname"):
-        if header in headers:
+def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
+    """(headers for the container, TargetVariant, Content-Length) with each modelled header checked."""
+    forwarded: list[tuple[bytes, bytes]] = []
+    target_variant = None
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"content-type" or name == b"accept":
+            forwarded.append((name, value))
+        elif name == b"content-length":
+            length = int(value)
+        elif name == b"x-amzn-sagemaker-custom-attributes":
+            text = value.decode("latin-1")
+            if len(text) > 1024 or not VISIBLE_ASCII.fullmatch(text):
+                raise _constraint(text[:64], "customAttributes", "have length less than or equal to 1024 and "
+                                  "contain only visible ASCII characters")
+            forwarded.append((name, value))
+        elif name == b"x-amzn-sagemaker-inference-id":
+            text = value.decode("latin-1")
+            if len(text) > 64 or not PRINTABLE_ID.fullmatch(text):
+                raise _constraint(text[:80], "inferenceId", "have length less than or equal to 64 and "
+                                  r"satisfy regular expression pattern: \A\S[\p{Print}]*\z")
+            forwarded.append((name, value))
+        elif name == b"x-amzn-sagemaker-target-variant":
+            target_variant = value.decode("latin-1")
+            if not NAME.fullmatch(target_variant):
+                raise _constraint(target_variant, "targetVariant",
+                                  f"satisfy regular expression pattern: {NAME_PATTERN}")
+        elif name in UNSUPPORTED:
             raise ValidationError(
-                f"{header} is not supported by this endpoint: it does not host multiple models or containers."
+                f"{UNSUPPORTED[name]} is not supported by this endpoint: it does not host multiple models "
+                "or containers."
             )
+    return forwarded, target_variant, length
 
 
-def make_invocations(router: Router):  # type: ignore[no-untyped-def]
-    async def invocations(request: Request) -> Response:
+class Invocations:
+    """POST /endpoints/{name}/invocations as a raw ASGI handler."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
-        name = request.path_params["name"]
         try:
-            _check_headers(name, request)
-            length = request.headers.get("content-length")
-            if length is not None and int(length) > MAX_BODY:
-                raise ValidationError(
-                    f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB)."
-                )
-            body = await request.body()
-            if len(body) > MAX_BODY:
-                raise ValidationError(
-                    f"Request body is {len(body)} bytes; the maximum is {MAX_BODY} bytes (6 MB)."
-                )
-            headers = request.headers
-            extra = {}
-            if (custom := headers.get("x-amzn-sagemaker-custom-attributes")) is not None:
-                extra["X-Amzn-SageMaker-Custom-Attributes"] = custom
-            if (inference_id := headers.get("x-amzn-sagemaker-inference-id")) is not None:
-                extra["X-Amzn-SageMaker-Inference-Id"] = inference_id
-            result = await router.invoke(
-                name,
-                body,
-                headers.get("content-type", "application/octet-stream"),
-                headers.get("accept"),
-                extra,
-                headers.get("x-amzn-sagemaker-target-variant"),
-            )
+            if not NAME.fullmatch(name):
+                raise _constraint(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+            headers, target_variant, length = _forwarded_headers(scope)
+            if length is not None and length > MAX_BODY:
+                raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")
+            body = await _read_body(receive)
+            result = await self.router.invoke(name, body, headers, target_variant)
         except RuntimeApiError as err:
-            return runtime_error_response(err, request_id)
-        response_headers = {
-            "Content-Type": result.content_type,
-            "x-Amzn-Invoked-Production-Variant": result.variant,
-            "x-amzn-RequestId": request_id,
-        }
+            await runtime_error_response(err, request_id)(scope, receive, send)
+            return
+        out = [
+            (b"content-type", result.content_type.encode("latin-1")),
+            (b"content-length", str(len(result.body)).encode()),
+            (b"x-amzn-invoked-production-variant", result.variant.name.encode()),
+            (b"x-amzn-requestid", request_id.encode()),
+        ]
         if result.custom_attributes is not None:
-            response_headers["X-Amzn-SageMaker-Custom-Attributes"] = result.custom_attributes
-        route = router.routes.get(name)
-        if route is not None and (variant := route.by_name.get(result.variant)) is not None:
-            total_us = (time.perf_counter() - started) * 1e6
-            variant.metrics.overhead_latency.observe(max(total_us - result.model_latency_us, 0.0))
-        return Response(result.body, headers=response_headers)
+            out.append((b"x-amzn-sagemaker-custom-attributes", result.custom_attributes.encode("latin-1")))
+        await send({"type": "http.response.start", "status": 200, "headers": out})
+        await send({"type": "http.response.body", "body": result.body})
+        total_us = (time.perf_counter() - started) * 1e6
+        result.variant.metrics.overhead_latency.observe(max(total_us - result.model_latency_us, 0.0))
 
-    return invocations
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise ValidationError(f"Request body exceeds the maximum of {MAX_BODY} bytes (6 MB).")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,159 @@
+"""Real-time invoke benchmark: platform overhead of modelhost against references measured in the
+same run.
+
+An endpoint serving a scikit-learn LinearRegression trained on load_diabetes is invoked over
+HTTP with one CSV row at concurrency 1 and 16. References: the model called in-process, and the
+same model behind a bare Starlette app (one uvicorn process). Prints a table; writes JSON.
+
+    .venv/bin/python bench/realtime.py [--seconds 5] [--instances 1] [--out bench/results/realtime.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import joblib
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, free_port, sklearn_model  # noqa: E402
+
+
+async def load(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    """Closed-loop load: `concurrency` clients each sending the next request when the last returns."""
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": "text/csv", "Accept": "application/json"}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # warm-up: open connections, warm caches
+        for _ in range(50):
+            async with session.post(url, data=body, headers=headers) as r:
+                await r.read()
+        deadline = time.perf_counter() + seconds
+
+        async def client() -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - t0)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+    }
+
+
+def in_process(model: object, row: str, seconds: float) -> dict:
+    lat = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        x = np.array([[float(v) for v in row.split(",")]])
+        json.dumps(model.predict(x).tolist())  # type: ignore[attr-defined]
+        lat.append(time.perf_counter() - t0)
+    lat.sort()
+    return {"requests": len(lat), "rps": len(lat) / sum(lat), "p50_ms": lat[len(lat) // 2] * 1e3,
+            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3}
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each load phase")
+    ap.add_argument("--instances", type=int, default=1, help="instances of the modelhost endpoint")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
+    args = ap.parse_args()
+
+    from tests.helpers import diabetes
+
+    tarball, model = sklearn_model()
+    x, _ = diabetes()
+    row = csv_row(x[0])
+    body = row.encode()
+    results: dict[str, dict] = {"in_process": in_process(model, row, min(args.seconds, 2))}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(tmp) / "model.joblib"
+        joblib.dump(model, model_path)
+        port = free_port()
+        bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_app.py"), str(model_path), str(port)])
+        server = Server(Path(tmp) / "data")
+        try:
+            wait_http(f"http://127.0.0.1:{port}/invocations")
+            bare_url = f"http://127.0.0.1:{port}/invocations"
+            server.start()
+            server.put_object("s3://bench/model.tar.gz", tarball)
+            sm, _ = server.clients()
+            desc = deploy(sm, "bench", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
+                          instances=args.instances)
+            assert desc["EndpointStatus"] == "InService", desc
+            mh_url = f"{server.url}/endpoints/bench/invocations"
+            for conc in (1, 16):
+                results[f"bare_starlette_c{conc}"] = asyncio.run(load(bare_url, body, conc, args.seconds))
+                results[f"modelhost_c{conc}"] = asyncio.run(load(mh_url, body, conc, args.seconds))
+        finally:
+            server.stop()
+            bare.terminate()
+            bare.wait(10)
+
+    overhead_ms = results["modelhost_c1"]["p50_ms"] - results["bare_starlette_c1"]["p50_ms"]
+    ratios = {
+        "overhead_p50_c1_ms": overhead_ms,
+        "latency_ratio_p50_c1": results["modelhost_c1"]["p50_ms"] / results["bare_starlette_c1"]["p50_ms"],
+        "throughput_ratio_c16": results["modelhost_c16"]["rps"] / results["bare_starlette_c16"]["rps"],
+    }
+    print(f"\nreal-time invoke, 1 CSV row, LinearRegression(load_diabetes); {args.instances} instance(s); "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, r in results.items():
+        print(f"{name:<22}{r['rps']:>10.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r.get('errors', 0):>8}")
+    print(f"\nplatform overhead at c=1, p50: {overhead_ms:.3f} ms "
+          f"(modelhost p50 / bare p50 = {ratios['latency_ratio_p50_c1']:.2f}x)")
+    print(f"throughput at c=16: modelhost / bare Starlette = {ratios['throughput_ratio_c16']:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(),
+                                    "instances": args.instances, "seconds": args.seconds,
+                                    "results": results, "ratios": ratios}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
