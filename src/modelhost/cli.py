@@ -29,7 +29,8 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="MODELHOST_URL", help="T
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    # soft_wrap: one line whatever the terminal width (rich wraps at 80 columns when not a tty).
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

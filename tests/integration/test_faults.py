@@ -92,7 +92,7 @@ def current_count(sm: Any, name: str) -> int:
     return int(sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["CurrentInstanceCount"])
 
 
-PYTHON_MODEL = '''
+PYTHON_MODEL = """
 import json
 import os
 import time
@@ -117,7 +117,7 @@ def predict_fn(data, model):
 
 def output_fn(prediction, accept):
     return json.dumps(prediction), "application/json"
-'''
+"""
 
 
 def python_model(server: Server, key: str) -> str:
@@ -207,7 +207,9 @@ def test_kill9_of_one_instance_under_load(server: Server, sm: Any, sk_model: Any
     assert len(started) == 3 and started[-1][1] in new_pids - pids
     victim_instance = next(inst for inst, pid in started if pid == victim)
     assert started[-1][0] == victim_instance
-    assert re.search(rf"\[{re.escape(victim_instance)}\] instance exited with code -9; restarting in", server.logs(name))
+    assert re.search(
+        rf"\[{re.escape(victim_instance)}\] instance exited with code -9; restarting in", server.logs(name)
+    )
 
     rt = server.clients()[1]
     for i in range(6):  # least-busy routing spreads these over both instances; all succeed
@@ -220,7 +222,8 @@ def test_hung_instance_is_recycled(server: Server, sm: Any, rt: Any) -> None:
     name = "faults-hang"
     uri = python_model(server, "hang")
     desc = deploy(
-        sm, name,
+        sm,
+        name,
         {"Image": PYTHON_IMAGE, "ModelDataUrl": uri, "Environment": {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "2"}},
     )
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
@@ -266,14 +269,17 @@ def test_crash_loop_backs_off_and_recovers(server: Server, sm: Any, rt: Any, tmp
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     (pid,) = worker_pids(server, name)
     assert json.loads(rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body="x")["Body"].read()) == {
-        "echo": "x", "pid": pid,
+        "echo": "x",
+        "pid": pid,
     }
 
     marker.write_text("no more loads")
     os.kill(pid, signal.SIGKILL)
 
     def delays() -> list[float]:
-        return [float(d) for d in re.findall(r"instance exited with code -?\d+; restarting in ([\d.]+)s", server.logs(name))]
+        return [
+            float(d) for d in re.findall(r"instance exited with code -?\d+; restarting in ([\d.]+)s", server.logs(name))
+        ]
 
     # Every reload fails (model_fn raises), and each restart waits longer than the one before.
     wait_until(lambda: len(delays()) >= 3, 20, "three restart attempts in the endpoint log")

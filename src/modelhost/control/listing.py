@@ -64,6 +64,8 @@ def paginate(items: Sequence[dict], request: dict, key: str, to_item: Callable[[
     if token:
         try:
             start = int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+            if start < 0:
+                raise ValueError(start)
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise ValidationException(f"Invalid pagination token: {token}") from None
     size = int(request.get("MaxResults", DEFAULT_PAGE_SIZE))

@@ -37,7 +37,7 @@ class Fleet:
 
     async def start(self) -> None:
         """Start every instance and wait until all pass /ping; on any failure stop them all."""
-        results = await asyncio.gather(*(i.start() for i in self.instances), return_exceptions=True)
+        results = await asyncio.gather(*(self._start_one(i) for i in self.instances), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             await self.stop(drain_timeout=0)
@@ -49,6 +49,10 @@ class Fleet:
             )
         self._available.set()
         self._tasks = [asyncio.create_task(self._supervise(i)) for i in self.instances]
+
+    async def _start_one(self, inst: Instance) -> None:
+        await inst.start()
+        self._update_available()  # a request waiting in pick() may use it before its siblings are up
 
     async def _supervise(self, inst: Instance) -> None:
         """Restart the instance whenever it exits; replace it when it stops answering /ping."""

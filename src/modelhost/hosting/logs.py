@@ -15,7 +15,8 @@ class EndpointLog:
         self._file: TextIO = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the endpoint
 
     def write(self, source: str, line: str) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
         self._file.write(f"{stamp} [{source}] {line.rstrip()}\n")
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,12 @@ class Reconciler:
     async def shutdown(self) -> None:
         if self._main:
             self._main.cancel()
-        for task in list(self._busy.values()):
+        busy = list(self._busy.values())
+        for task in busy:
             task.cancel()
+        # Let them clean up (a deployment cancelled while its instances load stops them) before the
+        # server exits; otherwise those instances outlive a graceful stop.
+        await asyncio.gather(*busy, return_exceptions=True)
         for key in list(self.running):
             await self._teardown(key, drain_timeout=5)
         for endpoint_log in self.logs.values():
@@ -153,8 +158,12 @@ class Reconciler:
             self.logs[endpoint] = EndpointLog(self.settings.logs_dir, endpoint)
         return self.logs[endpoint]
 
-    async def _start_fleets(self, row: dict, snap: dict) -> dict[str, Fleet]:
-        """Start every production variant of a deployment snapshot; all or nothing."""
+    async def _start_fleets(
+        self, row: dict, snap: dict, on_created: Callable[[dict[str, Fleet]], None] | None = None
+    ) -> dict[str, Fleet]:
+        """Start every production variant of a deployment snapshot; all or nothing.
+
+        ``on_created`` gets the fleets before their instances start (to route to them as they come up)."""
         endpoint = row["name"]
         fleets: dict[str, Fleet] = {}
         try:
@@ -165,6 +174,8 @@ class Reconciler:
                 fleets[spec.variant] = Fleet(
                     spec, count, self.run_dir, self._log(endpoint), self.settings.ping_interval
                 )
+            if on_created is not None:
+                on_created(fleets)
             await asyncio.gather(*(f.start() for f in fleets.values()))
         except BaseException:
             await asyncio.gather(*(f.stop(drain_timeout=0) for f in fleets.values()), return_exceptions=True)
@@ -265,12 +276,25 @@ class Reconciler:
         snap = row["deployment"]["current"]
         endpoint_log = self._log(endpoint)
         endpoint_log.write("platform", f"deploying endpoint config {snap['config_name']} ({row['status']})")
+        # An endpoint that is already InService (the server restarted) stays routable while its instances
+        # start: requests wait briefly for a healthy instance (ServiceUnavailable) instead of "not found".
+        recovering = row["status"] == "InService"
+
+        def publish_early(fleets: dict[str, Fleet]) -> None:
+            self.router.publish(self._route(endpoint, snap, fleets))
+
         try:
-            fleets = await self._start_fleets(row, snap)
+            fleets = await self._start_fleets(row, snap, publish_early if recovering else None)
         except (DeploymentFailed, InstanceFailed) as exc:
+            if recovering:
+                self.router.withdraw(endpoint)
             endpoint_log.write("platform", f"deployment failed: {exc}")
             await asyncio.to_thread(self._set, endpoint, status="Failed", failure_reason=str(exc)[:1024])
             return
+        except BaseException:
+            if recovering:
+                self.router.withdraw(endpoint)
+            raise
         self.running[key] = Running(endpoint, snap["config_name"], fleets)
         self.router.publish(self._route(endpoint, snap, fleets))
         if row["status"] != "InService":

@@ -24,11 +24,13 @@ from modelhost.hosting.logs import endpoint_log_path
 from modelhost.hosting.metrics import REGISTRY
 from modelhost.hosting.reconciler import Reconciler
 from modelhost.hosting.router import Router
-from modelhost.server import auth
+from modelhost.server import auth, s3
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
 from modelhost.server.runtime import Invocations
 from modelhost.store.artifacts import ArtifactCache
+from modelhost.store.buckets import BucketStore
 from modelhost.store.db import MetadataStore
+from modelhost.store.multipart import MultipartUploads
 from modelhost.store.objects import ObjectStore
 
 log = logging.getLogger("modelhost.server")
@@ -123,7 +125,9 @@ def create_app(settings: Settings) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.services = services
-    return FrontDoor(app, Invocations(services.router))
+    buckets = BucketStore(settings.buckets_dir, settings.data_dir)
+    s3_app = s3.S3App(buckets, MultipartUploads(buckets, settings.data_dir / "uploads"), settings.region)
+    return FrontDoor(app, Invocations(services.router), s3_app)
 
 
 class FrontDoor:
@@ -133,12 +137,16 @@ class FrontDoor:
     PREFIX = "/endpoints/"
     SUFFIX = "/invocations"
 
-    def __init__(self, app: Starlette, invocations: Invocations) -> None:
+    def __init__(self, app: Starlette, invocations: Invocations, s3_app: s3.S3App | None = None) -> None:
         self.app = app
         self.invocations = invocations
+        self.s3 = s3_app
         self.state = app.state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if self.s3 is not None and s3.is_s3_request(scope):  # S3 first: a bucket may be called "endpoints"
+            await self.s3(scope, receive, send)
+            return
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith(self.PREFIX) and path.endswith(self.SUFFIX):
