@@ -47,6 +47,16 @@ class Settings:
         return self.data_dir / "model-cache"
 
     @property
+    def requirements_dir(self) -> Path:
+        # code/requirements.txt installs, one directory per file content hash.
+        return self.data_dir / "requirements"
+
+    @property
+    def hf_cache_dir(self) -> Path:
+        # Hugging Face Hub downloads (HF_MODEL_ID), shared by every instance.
+        return self.data_dir / "hf-cache"
+
+    @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 

@@ -453,7 +453,7 @@ def test_unknown_operation_and_malformed_body(server) -> None:  # type: ignore[n
     assert "not valid JSON" in body["message"]
     status, _, body = raw_post(server.url, "SageMaker.ListModels", b"[1, 2]")
     assert (status, body["__type"]) == (400, "SerializationException")
-    status, _, body = raw_post(server.url, None, b"{}")
+    status, _, body = raw_post(server.url, "NotSageMaker.ListModels", b"{}")
     assert (status, body["__type"]) == (400, "UnknownOperationException")
     # An unsigned raw call with a good body works (JSON 1.1 wire format, epoch-second timestamps).
     status, headers, body = raw_post(server.url, "SageMaker.ListEndpoints", b"{}")

@@ -228,6 +228,8 @@ class Reconciler:
         env["SAGEMAKER_ENDPOINT_NAME"] = endpoint
         env["SAGEMAKER_VARIANT_NAME"] = name
         env["SAGEMAKER_INFERENCE_MODEL_DIR"] = str(model_dir)
+        env["MODELHOST_REQUIREMENTS_DIR"] = str(self.settings.requirements_dir)
+        env["MODELHOST_HF_CACHE"] = str(self.settings.hf_cache_dir)
         spec = InstanceSpec(
             endpoint=endpoint,
             variant=name,
