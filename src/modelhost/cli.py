@@ -216,7 +216,10 @@ def delete(
     sm, _ = clients(url)
     _call(sm.delete_endpoint, EndpointName=name)
     if not keep_config:
-        for fn, kwargs in ((sm.delete_endpoint_config, {"EndpointConfigName": name}), (sm.delete_model, {"ModelName": name})):
+        for fn, kwargs in (
+            (sm.delete_endpoint_config, {"EndpointConfigName": name}),
+            (sm.delete_model, {"ModelName": name}),
+        ):
             try:
                 fn(**kwargs)
             except ClientError:

@@ -65,7 +65,7 @@ SLOW_CODE = """
 import time
 
 def model_fn(model_dir):
-    time.sleep(8)
+    time.sleep(4)
     return lambda data: data
 """
 

@@ -14,15 +14,26 @@ from modelhost.store.objects import ObjectStore
 
 
 class RunningView(Protocol):
-    """What the data plane reports about an endpoint's fleet (see hosting.fleet)."""
+    """What the data plane reports about an endpoint's fleets (see hosting.reconciler).
 
-    def variant_counts(self, endpoint: str) -> dict[str, tuple[int, int]]:
-        """variant name -> (healthy instances, desired instances)."""
+    Each maps variant name -> {"current_weight": float, "current_count": int,
+    "statuses": [{"Status", "StatusMessage"?, "StartTime"}]}.
+    """
+
+    def variant_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+        """The fleets serving now."""
+        ...
+
+    def pending_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+        """The fleets of a config being deployed by UpdateEndpoint."""
         ...
 
 
 class _NothingRunning:
-    def variant_counts(self, endpoint: str) -> dict[str, tuple[int, int]]:
+    def variant_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+        return {}
+
+    def pending_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
         return {}
 
 

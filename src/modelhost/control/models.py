@@ -36,9 +36,7 @@ def _check_containers(req: Request) -> None:
         env = c.get("Environment") or {}
         total_env += sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
         if c.get("ModelDataUrl") and c.get("ModelDataSource"):
-            raise ValidationException(
-                "ModelDataUrl and ModelDataSource cannot both be specified for a container."
-            )
+            raise ValidationException("ModelDataUrl and ModelDataSource cannot both be specified for a container.")
     if total_env > MAX_ENVIRONMENT_BYTES:
         raise ValidationException(
             f"The total size of the environment variables of the model exceeds {MAX_ENVIRONMENT_BYTES} bytes."

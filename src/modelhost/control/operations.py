@@ -22,6 +22,7 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "DescribeEndpoint": endpoints.describe_endpoint,
     "ListEndpoints": endpoints.list_endpoints,
     "UpdateEndpoint": endpoints.update_endpoint,
+    "UpdateEndpointWeightsAndCapacities": endpoints.update_endpoint_weights_and_capacities,
     "DeleteEndpoint": endpoints.delete_endpoint,
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,

@@ -13,12 +13,8 @@ MAX_TAGS = 50
 
 def save(conn: Connection, arn: str, tags: list[dict]) -> None:
     for tag in tags:
-        conn.execute(
-            delete(tables.tags).where(tables.tags.c.resource_arn == arn, tables.tags.c.key == tag["Key"])
-        )
-        conn.execute(
-            tables.tags.insert().values(resource_arn=arn, key=tag["Key"], value=tag.get("Value", ""))
-        )
+        conn.execute(delete(tables.tags).where(tables.tags.c.resource_arn == arn, tables.tags.c.key == tag["Key"]))
+        conn.execute(tables.tags.insert().values(resource_arn=arn, key=tag["Key"], value=tag.get("Value", "")))
     count = len(conn.execute(select(tables.tags.c.key).where(tables.tags.c.resource_arn == arn)).all())
     if count > MAX_TAGS:
         raise ResourceLimitExceeded(f"The resource {arn} cannot have more than {MAX_TAGS} tags.")
@@ -70,8 +66,6 @@ def delete_tags(ctx: ControlContext, req: Request) -> Response:
         _require(conn, req["ResourceArn"])
         for key in req["TagKeys"]:
             conn.execute(
-                delete(tables.tags).where(
-                    tables.tags.c.resource_arn == req["ResourceArn"], tables.tags.c.key == key
-                )
+                delete(tables.tags).where(tables.tags.c.resource_arn == req["ResourceArn"], tables.tags.c.key == key)
             )
     return {}

@@ -1,7 +1,9 @@
-"""A fleet: the instances of one production variant, kept at the desired count.
+"""A fleet: the instances of one variant, kept at the desired count.
 
 The fleet restarts crashed instances (with back-off), replaces instances that stop answering
-/ping, and hands the router the least busy healthy instance.
+/ping, scales in and out without dropping requests (new instances take traffic only once
+healthy; removed ones leave the rotation first, then drain), and hands the router the least
+busy healthy instance.
 """
 
 from __future__ import annotations
@@ -13,23 +15,29 @@ from pathlib import Path
 
 from modelhost.hosting.instances import RESTART_BACKOFF, Instance, InstanceFailed, InstanceSpec
 from modelhost.hosting.logs import EndpointLog
+from modelhost.hosting.stats import FleetStats
 
 UNHEALTHY_PINGS = 3  # consecutive failed pings before an instance is replaced
 STABLE_AFTER = 60.0  # seconds up after which a crash no longer counts as part of a crash loop
+CRASH_LOOP = 3  # consecutive failed restarts reported as a crash loop in DescribeEndpoint
 
 
 class Fleet:
-    def __init__(
-        self, spec: InstanceSpec, count: int, run_dir: Path, log: EndpointLog, ping_interval: float
-    ) -> None:
+    def __init__(self, spec: InstanceSpec, count: int, run_dir: Path, log: EndpointLog, ping_interval: float) -> None:
         self.spec = spec
         self.desired = count
+        self.run_dir = run_dir
         self.log = log
         self.ping_interval = ping_interval
         self.instances = [Instance(spec, i, run_dir, log) for i in range(count)]
+        self._next_index = count
         self._available = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisors: dict[Instance, asyncio.Task[None]] = {}
+        self._scale_lock = asyncio.Lock()
         self.stopping = False
+        # Instance name -> why it is crash-looping (shown as a VariantStatus message).
+        self.crash_loops: dict[str, str] = {}
+        self.stats = FleetStats()
 
     @property
     def healthy_count(self) -> int:
@@ -42,17 +50,51 @@ class Fleet:
         if failures:
             await self.stop(drain_timeout=0)
             first = failures[0]
-            raise (
-                first
-                if isinstance(first, InstanceFailed)
-                else InstanceFailed(f"{type(first).__name__}: {first}")
-            )
-        self._available.set()
-        self._tasks = [asyncio.create_task(self._supervise(i)) for i in self.instances]
+            raise first if isinstance(first, InstanceFailed) else InstanceFailed(f"{type(first).__name__}: {first}")
+        self._update_available()
+        for inst in self.instances:
+            self._supervisors[inst] = asyncio.create_task(self._supervise(inst))
 
     async def _start_one(self, inst: Instance) -> None:
         await inst.start()
         self._update_available()  # a request waiting in pick() may use it before its siblings are up
+
+    async def scale_to(self, count: int, drain_timeout: float = 30.0) -> None:
+        """Change the instance count. Scale-out: new instances join the rotation only once they
+        pass /ping (a failure raises InstanceFailed and leaves the fleet as it was). Scale-in:
+        the removed instances leave the rotation at once, finish their in-flight requests, stop."""
+        async with self._scale_lock:
+            self.desired = count
+            current = len(self.instances)
+            if count > current:
+                fresh = [
+                    Instance(self.spec, self._next_index + i, self.run_dir, self.log) for i in range(count - current)
+                ]
+                self._next_index += len(fresh)
+                results = await asyncio.gather(*(i.start() for i in fresh), return_exceptions=True)
+                failures = [r for r in results if isinstance(r, BaseException)]
+                if failures:
+                    await asyncio.gather(*(i.stop(0) for i in fresh), return_exceptions=True)
+                    self.desired = current
+                    first = failures[0]
+                    raise first if isinstance(first, InstanceFailed) else InstanceFailed(str(first))
+                self.instances = self.instances + fresh  # one assignment: the router sees all or none
+                for inst in fresh:
+                    self._supervisors[inst] = asyncio.create_task(self._supervise(inst))
+                self._update_available()
+            elif count < current:
+                # Remove the busiest-last: unhealthy instances first, then the newest.
+                ordered = sorted(self.instances, key=lambda i: (i.healthy, -i.index))
+                leaving = ordered[: current - count]
+                self.instances = [i for i in self.instances if i not in leaving]
+                self._update_available()
+                for inst in leaving:
+                    inst.stopping = True
+                    task = self._supervisors.pop(inst, None)
+                    if task is not None:
+                        task.cancel()
+                    self.crash_loops.pop(inst.name, None)
+                await asyncio.gather(*(i.stop(drain_timeout) for i in leaving), return_exceptions=True)
 
     async def _supervise(self, inst: Instance) -> None:
         """Restart the instance whenever it exits; replace it when it stops answering /ping."""
@@ -72,7 +114,7 @@ class Fleet:
                 delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]
                 self.log.write(inst.name, f"instance exited with code {code}; restarting in {delay:g}s")
                 await asyncio.sleep(delay)
-                if self.stopping:
+                if self.stopping or inst.stopping:
                     return
                 inst.restarts += 1
                 failures += 1
@@ -80,15 +122,21 @@ class Fleet:
                     await inst.start()
                 except InstanceFailed as exc:
                     self.log.write(inst.name, f"restart failed: {exc}")
+                    if failures >= CRASH_LOOP:
+                        self.crash_loops[inst.name] = (
+                            f"Instance {inst.name} is crash-looping ({failures} failed restarts; backing off "
+                            f"{RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)]:g}s): {exc}"
+                        )[:1000]
                     inst.kill()
                     continue
+                self.crash_loops.pop(inst.name, None)
                 self._update_available()
         finally:
             watchdog.cancel()
 
     async def _watch_pings(self, inst: Instance) -> None:
         missed = 0
-        while not self.stopping:
+        while not self.stopping and not inst.stopping:
             await asyncio.sleep(self.ping_interval)
             if not inst.healthy or inst.stopping:
                 missed = 0
@@ -134,6 +182,7 @@ class Fleet:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         self.stopping = True
-        for t in self._tasks:
-            t.cancel()
+        for task in self._supervisors.values():
+            task.cancel()
+        self._supervisors.clear()
         await asyncio.gather(*(i.stop(drain_timeout) for i in self.instances), return_exceptions=True)

@@ -127,7 +127,14 @@ class UnixHttpPool:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
         conn.waiter = waiter
-        head = [method, b" ", path, b" HTTP/1.1\r\nhost: instance\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]
+        head = [
+            method,
+            b" ",
+            path,
+            b" HTTP/1.1\r\nhost: instance\r\ncontent-length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
         for name, value in headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")

@@ -2,8 +2,9 @@
 
 Creating -> start every variant's fleet, wait for /ping -> publish routes -> InService (or
 Failed with a FailureReason). InService with nothing running (after a restart) -> start it
-again. Updating -> start the new config's fleets beside the old, switch traffic at once, drain
-and stop the old. Deleting -> withdraw routes, drain, stop, forget the row.
+again. Updating -> either new weights and instance counts applied in place, or a blue/green
+deployment of a new config (hosting/deployment.py: traffic steps, baking, rollback alarms).
+Deleting -> withdraw routes, drain, stop, forget the row.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from typing import Any
 
 from modelhost.config import Settings
 from modelhost.control import tags
+from modelhost.control.endpoints import desired
+from modelhost.hosting import deployment as bluegreen
 from modelhost.hosting.fleet import Fleet
 from modelhost.hosting.instances import InstanceFailed, InstanceSpec
 from modelhost.hosting.logs import EndpointLog
@@ -33,6 +37,7 @@ from modelhost.store.db import MetadataStore
 log = logging.getLogger("modelhost.reconciler")
 
 DEFAULT_MODEL_TIMEOUT = 60.0
+RESTORABLE = ("InService", "Updating", "RollingBack")  # statuses whose current fleet must be running
 DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
 
 
@@ -42,17 +47,19 @@ class DeploymentFailed(Exception):
 
 @dataclass
 class Running:
-    """What runs for one endpoint: its fleets (one per production variant) and its log."""
+    """What runs for one endpoint: its fleets (one per variant, shadows included) and its route."""
 
     name: str
     config_name: str
     fleets: dict[str, Fleet] = field(default_factory=dict)
+    route: EndpointRoute | None = None
+    # variant -> VariantStatus entries shown by DescribeEndpoint (Updating, ActivatingTraffic, ...)
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pending: Running | None = None  # the green side of a blue/green update
 
 
 class Reconciler:
-    def __init__(
-        self, settings: Settings, store: MetadataStore, artifacts: ArtifactCache, router: Router
-    ) -> None:
+    def __init__(self, settings: Settings, store: MetadataStore, artifacts: ArtifactCache, router: Router) -> None:
         self.settings = settings
         self.store = store
         self.artifacts = artifacts
@@ -69,11 +76,33 @@ class Reconciler:
 
     # --- the view the control plane reads (from its worker threads; plain reads only)
 
-    def variant_counts(self, endpoint: str) -> dict[str, tuple[int, int]]:
+    def variant_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+        return self._view(self.running.get(endpoint.lower()))
+
+    def pending_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
         running = self.running.get(endpoint.lower())
+        return self._view(running.pending if running else None)
+
+    @staticmethod
+    def _view(running: Running | None) -> dict[str, dict[str, Any]]:
         if running is None:
             return {}
-        return {name: (f.healthy_count, f.desired) for name, f in list(running.fleets.items())}
+        route = running.route
+        weights = {v.name: v.weight for v in route.variants} if route else {}
+        if route is not None and route.green is not None:
+            # During a traffic shift the blue fleet's weights scale by what it still receives.
+            weights = {k: w * (1.0 - route.green_share) for k, w in weights.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for name, fleet in list(running.fleets.items()):
+            statuses = list(running.statuses.get(name, []))
+            for message in list(fleet.crash_loops.values()):
+                statuses.append({"Status": "Updating", "StatusMessage": message, "StartTime": time.time()})
+            out[name] = {
+                "current_weight": weights.get(name, 0.0),
+                "current_count": fleet.healthy_count,
+                "statuses": statuses,
+            }
+        return out
 
     # --- loop
 
@@ -103,9 +132,12 @@ class Reconciler:
             if key in self._busy:
                 continue
             status = row["status"]
-            if status == "Creating" or (status == "InService" and key not in self.running):
+            if status == "Creating" or (status in RESTORABLE and key not in self.running):
+                # (after a restart, an endpoint caught mid-update first gets its old fleet back)
                 self._spawn(key, self._deploy(row))
-            elif status == "Updating":
+            elif status == "Updating" and row["deployment"].get("capacity_change"):
+                self._spawn(key, self._apply_capacity(row))
+            elif status in ("Updating", "RollingBack"):
                 self._spawn(key, self._update(row))
             elif status == "Deleting":
                 self._spawn(key, self._delete(row))
@@ -140,9 +172,7 @@ class Reconciler:
             return self.store.all(conn, tables.endpoints)
 
     def _set(self, name: str, **values: Any) -> None:
-        from time import time
-
-        values.setdefault("last_modified_time", time())
+        values.setdefault("last_modified_time", time.time())
         with self.store.begin() as conn:
             self.store.update(conn, tables.endpoints, name, values)
 
@@ -167,10 +197,10 @@ class Reconciler:
         endpoint = row["name"]
         fleets: dict[str, Fleet] = {}
         try:
-            specs = [
-                await self._variant_spec(endpoint, snap, v) for v in snap["config"]["ProductionVariants"]
-            ]
-            for spec, count in specs:
+            config = snap["config"]
+            for v in config["ProductionVariants"] + config.get("ShadowProductionVariants", []):
+                spec = await self._variant_spec(endpoint, snap, v)
+                count = desired(snap, v)["count"]
                 fleets[spec.variant] = Fleet(
                     spec, count, self.run_dir, self._log(endpoint), self.settings.ping_interval
                 )
@@ -182,12 +212,10 @@ class Reconciler:
             raise
         return fleets
 
-    async def _variant_spec(self, endpoint: str, snap: dict, variant: dict) -> tuple[InstanceSpec, int]:
+    async def _variant_spec(self, endpoint: str, snap: dict, variant: dict) -> InstanceSpec:
         name = variant["VariantName"]
         model = snap["models"][variant["ModelName"]]
-        containers = (
-            [model["PrimaryContainer"]] if "PrimaryContainer" in model else model.get("Containers", [])
-        )
+        containers = [model["PrimaryContainer"]] if "PrimaryContainer" in model else model.get("Containers", [])
         if len(containers) != 1:
             raise DeploymentFailed(
                 f"Variant {name}: model {variant['ModelName']} has {len(containers)} containers; inference "
@@ -203,9 +231,7 @@ class Reconciler:
                 "modelhost/xgboost, modelhost/python."
             )
         if container.get("Mode") == "MultiModel":
-            raise DeploymentFailed(
-                f"Variant {name}: multi-model containers are not supported by modelhost yet."
-            )
+            raise DeploymentFailed(f"Variant {name}: multi-model containers are not supported by modelhost yet.")
         download_timeout = float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
         try:
             model_dir = await asyncio.wait_for(
@@ -237,41 +263,49 @@ class Reconciler:
             runtime=runtime,
             environment=env,
             startup_timeout=float(
-                variant.get(
-                    "ContainerStartupHealthCheckTimeoutInSeconds", self.settings.default_startup_timeout
-                )
+                variant.get("ContainerStartupHealthCheckTimeoutInSeconds", self.settings.default_startup_timeout)
             ),
             stop_grace=self.settings.stop_grace,
             **({"python": self.settings.python} if self.settings.python else {}),
         )
-        count = 1 if "ServerlessConfig" in variant else int(variant["InitialInstanceCount"])
-        return spec, count
+        return spec
 
     def _route(self, endpoint: str, snap: dict, fleets: dict[str, Fleet]) -> EndpointRoute:
-        variants = []
-        for v in snap["config"]["ProductionVariants"]:
-            model = snap["models"][v["ModelName"]]
-            container = model.get("PrimaryContainer") or model["Containers"][0]
-            env = container.get("Environment") or {}
-            timeout = float(
-                env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS")
-                or env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT")
-                or DEFAULT_MODEL_TIMEOUT
-            )
-            variants.append(
-                VariantRoute(
-                    name=v["VariantName"],
-                    weight=float(v.get("InitialVariantWeight", 1.0)),
-                    fleet=fleets[v["VariantName"]],
-                    timeout=timeout,
-                    log_stream_arn=(
-                        f"arn:aws:logs:{self.settings.region}:{self.settings.account_id}:log-group:"
-                        f"/aws/sagemaker/Endpoints/{endpoint}"
-                    ),
-                    metrics=VariantMetrics.for_variant(endpoint, v["VariantName"]),
-                )
-            )
-        return EndpointRoute(endpoint, variants)
+        config = snap["config"]
+        variants = [self._variant_route(endpoint, snap, v, fleets) for v in config["ProductionVariants"]]
+        route = EndpointRoute(endpoint, variants)
+        shadows = config.get("ShadowProductionVariants") or []
+        if shadows:
+            shadow = self._variant_route(endpoint, snap, shadows[0], fleets)
+            live_weight = sum(v.weight for v in variants) or 1.0
+            # SageMaker samples the shadow's share of requests as its weight relative to production.
+            route.shadow, route.shadow_share = shadow, min(1.0, shadow.weight / live_weight)
+        return route
+
+    def _variant_route(self, endpoint: str, snap: dict, v: dict, fleets: dict[str, Fleet]) -> VariantRoute:
+        model = snap["models"][v["ModelName"]]
+        container = model.get("PrimaryContainer") or model["Containers"][0]
+        env = container.get("Environment") or {}
+        timeout = float(
+            env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS")
+            or env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT")
+            or DEFAULT_MODEL_TIMEOUT
+        )
+        return VariantRoute(
+            name=v["VariantName"],
+            weight=desired(snap, v)["weight"],
+            fleet=fleets[v["VariantName"]],
+            timeout=timeout,
+            log_stream_arn=(
+                f"arn:aws:logs:{self.settings.region}:{self.settings.account_id}:log-group:"
+                f"/aws/sagemaker/Endpoints/{endpoint}"
+            ),
+            metrics=VariantMetrics.for_variant(endpoint, v["VariantName"]),
+        )
+
+    def _publish(self, running: Running, route: EndpointRoute) -> None:
+        running.route = route
+        self.router.publish(route)
 
     async def _deploy(self, row: dict) -> None:
         key, endpoint = row["name_key"], row["name"]
@@ -280,69 +314,187 @@ class Reconciler:
         endpoint_log.write("platform", f"deploying endpoint config {snap['config_name']} ({row['status']})")
         # An endpoint that is already InService (the server restarted) stays routable while its instances
         # start: requests wait briefly for a healthy instance (ServiceUnavailable) instead of "not found".
-        recovering = row["status"] == "InService"
+        recovering = row["status"] in RESTORABLE
+        running = Running(endpoint, snap["config_name"])
 
         def publish_early(fleets: dict[str, Fleet]) -> None:
-            self.router.publish(self._route(endpoint, snap, fleets))
+            running.fleets = fleets
+            self._publish(running, self._route(endpoint, snap, fleets))
 
+        self.running[key] = running
         try:
-            fleets = await self._start_fleets(row, snap, publish_early if recovering else None)
+            running.fleets = await self._start_fleets(row, snap, publish_early if recovering else None)
         except (DeploymentFailed, InstanceFailed) as exc:
+            self.running.pop(key, None)
             if recovering:
                 self.router.withdraw(endpoint)
             endpoint_log.write("platform", f"deployment failed: {exc}")
             await asyncio.to_thread(self._set, endpoint, status="Failed", failure_reason=str(exc)[:1024])
             return
         except BaseException:
+            self.running.pop(key, None)
             if recovering:
                 self.router.withdraw(endpoint)
             raise
-        self.running[key] = Running(endpoint, snap["config_name"], fleets)
-        self.router.publish(self._route(endpoint, snap, fleets))
-        if row["status"] != "InService":
+        self._publish(running, self._route(endpoint, snap, running.fleets))
+        if row["status"] == "Creating":
             await asyncio.to_thread(self._set, endpoint, status="InService", failure_reason=None)
         endpoint_log.write("platform", "endpoint is InService")
 
-    async def _update(self, row: dict) -> None:
+    async def _apply_capacity(self, row: dict) -> None:
+        """UpdateEndpointWeightsAndCapacities (and autoscaling): scale fleets in place, then move
+        the weights. New instances take traffic only once healthy; removed ones drain first."""
         key, endpoint = row["name_key"], row["name"]
         deployment = dict(row["deployment"])
-        pending = deployment["pending"]
+        snap = deployment["current"]
+        running = self.running.get(key)
         endpoint_log = self._log(endpoint)
+        if running is None or running.route is None:
+            return  # not running yet (restart in progress); the next pass retries
+        failure = None
+        started = time.time()
+        for v in snap["config"]["ProductionVariants"]:
+            fleet = running.fleets[v["VariantName"]]
+            want = desired(snap, v)["count"]
+            if want != len(fleet.instances):
+                running.statuses[v["VariantName"]] = [{"Status": "Updating", "StartTime": started}]
+                endpoint_log.write("platform", f"scaling {v['VariantName']} from {len(fleet.instances)} to {want}")
+                try:
+                    await fleet.scale_to(want, drain_timeout=self.settings.stop_grace)
+                except InstanceFailed as exc:
+                    failure = f"Failed to scale variant {v['VariantName']} to {want} instances: {exc}"
+                    endpoint_log.write("platform", failure)
+                    snap.setdefault("variants", {}).setdefault(v["VariantName"], dict(desired(snap, v)))
+                    snap["variants"][v["VariantName"]]["count"] = len(fleet.instances)
+                running.statuses.pop(v["VariantName"], None)
+        self._publish(running, self._route(endpoint, snap, running.fleets))
+        deployment.pop("capacity_change", None)
+        deployment["current"] = snap
+        await asyncio.to_thread(self._set, endpoint, status="InService", failure_reason=failure, deployment=deployment)
+        endpoint_log.write("platform", "weights and capacities updated; endpoint is InService")
+
+    async def _update(self, row: dict) -> None:
+        """Blue/green: start the new config's fleets beside the old, shift traffic in the policy's
+        steps with baking, watch the alarms, then stop the old fleets (or roll back to them)."""
+        key, endpoint = row["name_key"], row["name"]
+        deployment = dict(row["deployment"])
+        pending, policy = deployment["pending"], deployment.get("pending_policy")
+        endpoint_log = self._log(endpoint)
+        blue = self.running.get(key)
+        if blue is None or blue.route is None:
+            return  # not running yet (restart in progress); the next pass retries
+        if row["status"] == "RollingBack":
+            await self._finish_rollback(row, deployment, blue, "The update was interrupted by a server restart.")
+            return
         endpoint_log.write("platform", f"updating to endpoint config {pending['config_name']}")
+        limit = ((policy or {}).get("BlueGreenUpdatePolicy") or {}).get("MaximumExecutionTimeoutInSeconds")
+        deadline = time.monotonic() + float(limit) if limit else None
+        green = Running(endpoint, pending["config_name"])
+        blue.pending = green
         try:
-            fleets = await self._start_fleets(row, pending)
+            green.fleets = await self._start_fleets(row, pending)
         except (DeploymentFailed, InstanceFailed) as exc:
-            # The old fleet never stopped serving: roll back to it.
-            endpoint_log.write("platform", f"update failed, keeping {row['config_name']}: {exc}")
-            deployment["pending"] = None
-            await asyncio.to_thread(
-                self._set, endpoint, status="InService", failure_reason=str(exc)[:1024], deployment=deployment
+            blue.pending = None
+            await self._finish_rollback(
+                row, deployment, blue, f"The new endpoint configuration failed to deploy: {exc}"
             )
             return
-        old = self.running.get(key)
-        self.running[key] = Running(endpoint, pending["config_name"], fleets)
-        self.router.publish(self._route(endpoint, pending, fleets))  # the switch: one dict assignment
-        deployment["current"], deployment["pending"] = pending, None
+        except BaseException:
+            blue.pending = None
+            raise
+        green.route = self._route(endpoint, pending, green.fleets)
+        live = blue.route
+        rules = bluegreen.alarm_rules(policy)
+        production = [v["VariantName"] for v in pending["config"]["ProductionVariants"]]
+        steps = bluegreen.traffic_steps(policy, sum(len(green.fleets[n].instances) for n in production))
+        green_stats = [green.fleets[n].stats for n in production]
+        termination_wait = float(((policy or {}).get("BlueGreenUpdatePolicy") or {}).get("TerminationWaitInSeconds", 0))
+        try:
+            for step in steps:
+                now = time.time()
+                for n in production:
+                    green.statuses[n] = [{"Status": "ActivatingTraffic", "StartTime": now}]
+                live.green, live.green_share = green.route, step.share
+                endpoint_log.write("platform", f"shifted {step.share:.0%} of traffic to {pending['config_name']}")
+                for n in production:
+                    green.statuses[n] = [{"Status": "Baking", "StartTime": now}]
+                tripped = await self._bake(step.bake, rules, green_stats, deadline)
+                if tripped:
+                    live.green, live.green_share = None, 0.0
+                    await self._stop_green(blue, green)
+                    await self._finish_rollback(row, deployment, blue, tripped)
+                    return
+            # All traffic is on green: make it the live route, keep blue for the termination wait.
+            old_fleets = blue.fleets
+            green.statuses.clear()
+            self.running[key] = green
+            self._publish(green, green.route)
+            blue.pending = None
+            deployment["current"], deployment["pending"] = pending, None
+            deployment.pop("pending_policy", None)
+            await asyncio.to_thread(
+                self._set,
+                endpoint,
+                status="InService",
+                failure_reason=None,
+                config_name=pending["config_name"],
+                deployment=deployment,
+            )
+            if termination_wait:
+                await asyncio.sleep(termination_wait)
+            await asyncio.gather(
+                *(f.stop(self.settings.stop_grace) for f in old_fleets.values()), return_exceptions=True
+            )
+            endpoint_log.write("platform", "update complete; old fleet stopped; endpoint is InService")
+        except BaseException:
+            if blue.pending is green:  # cancelled mid-shift (shutdown): send everything back to blue
+                live.green, live.green_share = None, 0.0
+                blue.pending = None
+                await self._stop_green(blue, green)
+            raise
+
+    async def _bake(
+        self, seconds: float, rules: list[bluegreen.AlarmRule], stats: list, deadline: float | None
+    ) -> str | None:
+        """Watch the alarms for ``seconds``; return why to roll back, or None."""
+        since = time.monotonic()
+        baseline = {id(s): s.snapshot() for s in stats}
+        end = since + seconds
+        while True:
+            for rule in rules:
+                if rule.tripped(stats, baseline, since):
+                    return f"Rolled back: alarm {rule.name!r} went into ALARM state while baking the new fleet."
+            now = time.monotonic()
+            if deadline is not None and now > deadline:
+                return "Rolled back: the update exceeded MaximumExecutionTimeoutInSeconds."
+            if now >= end:
+                return None
+            await asyncio.sleep(min(0.5, end - now))
+
+    async def _stop_green(self, blue: Running, green: Running) -> None:
+        blue.pending = None
+        await asyncio.gather(*(f.stop(self.settings.stop_grace) for f in green.fleets.values()), return_exceptions=True)
+
+    async def _finish_rollback(self, row: dict, deployment: dict, blue: Running, reason: str) -> None:
+        endpoint = row["name"]
+        self._log(endpoint).write("platform", f"rolling back to {row['config_name']}: {reason}")
+        await asyncio.to_thread(self._set, endpoint, status="RollingBack")
+        if blue.route is not None:
+            blue.route.green, blue.route.green_share = None, 0.0
+        deployment["pending"] = None
+        deployment.pop("pending_policy", None)
         await asyncio.to_thread(
-            self._set,
-            endpoint,
-            status="InService",
-            failure_reason=None,
-            config_name=pending["config_name"],
-            deployment=deployment,
+            self._set, endpoint, status="InService", failure_reason=reason[:1024], deployment=deployment
         )
-        if old is not None:
-            await asyncio.gather(*(f.stop() for f in old.fleets.values()), return_exceptions=True)
-        endpoint_log.write("platform", "update complete; endpoint is InService")
+        self._log(endpoint).write("platform", f"rollback complete; endpoint is InService on {row['config_name']}")
 
     async def _teardown(self, key: str, drain_timeout: float = 30.0) -> None:
         running = self.running.pop(key, None)
         if running is None:
             return
         self.router.withdraw(running.name)
-        await asyncio.gather(
-            *(f.stop(drain_timeout) for f in running.fleets.values()), return_exceptions=True
-        )
+        fleets = list(running.fleets.values()) + (list(running.pending.fleets.values()) if running.pending else [])
+        await asyncio.gather(*(f.stop(drain_timeout) for f in fleets), return_exceptions=True)
 
     async def _delete(self, row: dict) -> None:
         self._log(row["name"]).write("platform", "deleting endpoint")

@@ -18,6 +18,7 @@ from modelhost.hosting.fleet import Fleet
 from modelhost.hosting.http import ConnectError, ConnectionLost, RequestTimeout
 from modelhost.hosting.metrics import VariantMetrics
 
+SHADOW_MAX_IN_FLIGHT = 64  # shadow copies beyond this are dropped (counted), never queued
 
 
 @dataclass
@@ -32,8 +33,15 @@ class VariantRoute:
 
 @dataclass
 class EndpointRoute:
+    """One deployed config's variants. During a blue/green update the live (blue) route points
+    at the new config's route as ``green`` and sends it ``green_share`` of the traffic."""
+
     name: str
     variants: list[VariantRoute]
+    shadow: VariantRoute | None = None
+    shadow_share: float = 0.0
+    green: EndpointRoute | None = None
+    green_share: float = 0.0
     by_name: dict[str, VariantRoute] = field(init=False)
     cumulative: list[float] = field(init=False)
 
@@ -67,6 +75,8 @@ class Router:
         self.routes: dict[str, EndpointRoute] = {}
         self.account_id = account_id
         self.instance_wait = instance_wait
+        self.shadow_in_flight = 0
+        self.shadow_dropped = 0
 
     def publish(self, route: EndpointRoute) -> None:
         self.routes[route.name] = route
@@ -85,8 +95,14 @@ class Router:
         route = self.routes.get(endpoint)
         if route is None:
             raise ValidationError(f"Endpoint {endpoint} of account {self.account_id} not found.")
+        live = route
+        green = route.green
+        if green is not None and (route.green_share >= 1.0 or random.random() < route.green_share):
+            route = green
         if target_variant is not None:
             variant = route.by_name.get(target_variant)
+            if variant is None and green is not None:
+                variant = (live if route is green else green).by_name.get(target_variant)
             if variant is None:
                 raise ValidationError(
                     f"Variant {target_variant} not found for Request to endpoint {endpoint}. "
@@ -94,19 +110,48 @@ class Router:
                 )
         else:
             variant = route.choose()
+        result = await self._invoke_variant(endpoint, variant, body, headers)
+        shadow = live.shadow
+        if shadow is not None and (live.shadow_share >= 1.0 or random.random() < live.shadow_share):
+            # The copy runs after the live response is produced and never affects it.
+            if self.shadow_in_flight < SHADOW_MAX_IN_FLIGHT:
+                self.shadow_in_flight += 1
+                asyncio.get_running_loop().create_task(self._shadow(endpoint, shadow, body, headers))
+            else:
+                self.shadow_dropped += 1
+        return result
+
+    async def _invoke_variant(
+        self, endpoint: str, variant: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> InvokeResult:
         variant.metrics.invocations.inc()
+        stats = variant.fleet.stats
+        stats.requests += 1
         try:
             return await self._send(endpoint, variant, body, headers)
         except ModelError as exc:
             # CloudWatch counts by the model's own status: 4xx from the model vs 5xx (or no answer).
             if 400 <= exc.original_status_code < 500:
                 variant.metrics.errors_4xx.inc()
+                stats.errors_4xx += 1
             else:
                 variant.metrics.errors_5xx.inc()
+                stats.errors_5xx += 1
             raise
         except ServiceUnavailable:
             variant.metrics.errors_5xx.inc()
+            stats.errors_5xx += 1
             raise
+
+    async def _shadow(
+        self, endpoint: str, shadow: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        try:
+            await self._invoke_variant(endpoint, shadow, body, headers)
+        except Exception as exc:  # a shadow's failure is recorded, never surfaced
+            shadow.fleet.log.write(f"{shadow.name}/shadow", f"shadow request failed: {exc}")
+        finally:
+            self.shadow_in_flight -= 1
 
     async def _send(
         self, endpoint: str, variant: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]
@@ -148,6 +193,7 @@ class Router:
                 inst.outstanding -= 1
             latency_us = (time.perf_counter() - started) * 1e6
             variant.metrics.model_latency.observe(latency_us)
+            fleet.stats.observe(latency_us)
             if resp.status >= 300:
                 raise self._model_error(endpoint, variant, resp.status, resp.body.decode("utf-8", "replace"))
             custom = resp.headers.get(b"x-amzn-sagemaker-custom-attributes")

@@ -20,6 +20,7 @@ from typing import Any
 
 from modelhost.serving import codecs
 from modelhost.serving.errors import BadRequest, ModelLoadError
+from modelhost.serving.requirements import ensure_requirements
 from modelhost.serving.runtimes import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ def load_user_module(model_dir: Path) -> ModuleType | None:
         if program:
             raise ModelLoadError(f"SAGEMAKER_PROGRAM {program!r} not found in {directory}")
         return None
-    if (directory / "requirements.txt").is_file():
-        log.warning("%s/requirements.txt is not installed (not supported yet)", directory)
     name = path.stem
     if str(directory) not in sys.path:
         sys.path.insert(0, str(directory))  # so the user module can import its siblings
@@ -121,6 +120,8 @@ class Handler:
 
     def __init__(self, model_dir: str | Path, runtime: str | Runtime) -> None:
         self.model_dir = str(model_dir)
+        # code/requirements.txt first: the runtime and the user module may import what it installs.
+        ensure_requirements(code_dir(Path(model_dir)), Path(model_dir))
         self.runtime = get_runtime(runtime) if isinstance(runtime, str) else runtime
         self.user_module = load_user_module(Path(model_dir))
         user = self.user_module
@@ -150,6 +151,8 @@ class Handler:
                 raise ModelLoadError(f"the {self.runtime.name} runtime needs code/inference.py with model_fn")
             try:
                 return self.runtime.model_fn(self.model_dir)
+            except ModelLoadError:  # the runtime's own one-line reason
+                raise
             except Exception as e:
                 raise ModelLoadError(f"Failed to load model: {type(e).__name__}: {e}") from e
         try:

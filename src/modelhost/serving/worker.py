@@ -15,9 +15,9 @@ import asyncio
 import logging
 import os
 import signal
-import time
-import threading
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor

@@ -1,0 +1,192 @@
+"""The ONNX runtime (``modelhost/onnx`` and the ONNX repository names in ``serving/images.py``).
+
+Model: ``model.onnx``, else the one ``*.onnx`` file in the model dir, run by onnxruntime on the CPU
+(``CPUExecutionProvider``; ``MODELHOST_ONNX_THREADS`` sets intra-op threads).
+
+Requests (``input_fn`` only decodes; which model input gets what is decided in ``predict_fn``):
+
+* JSON ``{"inputs": {"<name>": ..., ...}}`` or ``{"<name>": ..., ...}`` (keys are model input names) feed
+  those inputs; ``{"inputs": <array>}``, ``{"instances": <array>}`` or a bare array feed the first input;
+* CSV and NPY feed the first input; NPZ feeds its arrays by name (or its single array to the first input).
+
+Values are cast to each input's element type; one missing leading (batch) dimension is added, so ``[1, 2, 3]``
+works for a ``[batch, 3]`` input. Response JSON: the single output's value, or ``{"<output>": value, ...}``
+when the model has several outputs; CSV/NPY need a single output.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from modelhost.serving import codecs
+from modelhost.serving.errors import BadRequest, UnsupportedAccept
+from modelhost.serving.runtimes import Runtime
+
+DEFAULT_MODEL_FILENAME = "model.onnx"
+
+# onnxruntime's element type names -> numpy dtypes.
+ONNX_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.object_,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str
+    shape: tuple[Any, ...]  # ints, symbolic dim names or None
+
+    @property
+    def dtype(self) -> Any:
+        return ONNX_DTYPES.get(self.type)
+
+
+@dataclass(frozen=True)
+class Positional:
+    """A request value meant for the model's first input."""
+
+    value: Any
+
+
+class OnnxModel:
+    """An InferenceSession plus what requests are checked against."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.inputs = [InputSpec(i.name, i.type, tuple(i.shape)) for i in session.get_inputs()]
+        self.outputs = [o.name for o in session.get_outputs()]
+
+    def feeds(self, data: Any) -> dict[str, Any]:
+        """Request data (a name -> value dict or a Positional) -> onnxruntime feeds."""
+        by_name = {i.name: i for i in self.inputs}
+        if isinstance(data, Positional):
+            if not self.inputs:
+                raise BadRequest("the model has no inputs")
+            if len(self.inputs) > 1:
+                names = ", ".join(by_name)
+                raise BadRequest(
+                    f"the model has {len(self.inputs)} inputs ({names}); send a JSON object keyed by input name, "
+                    'e.g. {"inputs": {"' + self.inputs[0].name + '": ...}}'
+                )
+            data = {self.inputs[0].name: data.value}
+        if not isinstance(data, dict):
+            raise BadRequest(f"expected a JSON object keyed by input name or an array, got {type(data).__name__}")
+        unknown = [k for k in data if k not in by_name]
+        if unknown:
+            raise BadRequest(f"unknown model input(s) {unknown}; the model's inputs are {list(by_name)}")
+        missing = [n for n in by_name if n not in data]
+        if missing:
+            raise BadRequest(f"missing model input(s) {missing}; the model's inputs are {list(by_name)}")
+        return {name: _cast(by_name[name], value) for name, value in data.items()}
+
+    def run(self, data: Any) -> dict[str, Any]:
+        return dict(zip(self.outputs, self.session.run(self.outputs, self.feeds(data)), strict=True))
+
+
+def _cast(spec: InputSpec, value: Any) -> Any:
+    dtype = spec.dtype
+    try:
+        if dtype is np.object_:
+            arr = np.asarray(value, dtype=object)
+        elif dtype is not None:
+            arr = np.asarray(value, dtype=dtype)
+        else:
+            return value  # sequence/map inputs: as sent
+    except (TypeError, ValueError) as e:
+        raise BadRequest(f"input {spec.name!r}: cannot convert the value to {spec.type}: {e}") from e
+    rank = len(spec.shape)
+    if spec.shape and arr.ndim == rank - 1:
+        arr = arr[np.newaxis, ...]  # a single example for a batched input
+    if spec.shape and arr.ndim != rank:
+        raise BadRequest(f"input {spec.name!r}: expected {rank} dimensions {list(spec.shape)}, got shape {list(arr.shape)}")
+    for axis, (want, got) in enumerate(zip(spec.shape, arr.shape, strict=True)):
+        if isinstance(want, int) and want > 0 and want != got:
+            raise BadRequest(
+                f"input {spec.name!r}: dimension {axis} must be {want} (shape {list(spec.shape)}), got shape {list(arr.shape)}"
+            )
+    return arr
+
+
+def _model_path(model_dir: str) -> Path:
+    base = Path(model_dir)
+    path = base / DEFAULT_MODEL_FILENAME
+    if path.is_file():
+        return path
+    files = sorted(p.name for p in base.iterdir() if p.is_file() and p.suffix == ".onnx")
+    if len(files) != 1:
+        raise ValueError(f"Exactly one .onnx file (or model.onnx) is required for ONNX models: {files}")
+    return base / files[0]
+
+
+def model_fn(model_dir: str) -> OnnxModel:
+    options = ort.SessionOptions()
+    threads = os.environ.get("MODELHOST_ONNX_THREADS")
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(_model_path(model_dir)), options, providers=["CPUExecutionProvider"])
+    return OnnxModel(session)
+
+
+def decode_request(data: Any, content_type: str) -> Any:
+    """The body as a name -> value dict (named inputs) or a Positional (the first input)."""
+    mt = codecs.media_type(content_type)
+    if mt == codecs.JSON:
+        import json
+
+        try:
+            value = json.loads(data)
+        except ValueError as e:
+            raise BadRequest(f"Failed to decode {codecs.JSON} body: {e}") from e
+        if isinstance(value, dict):
+            if "inputs" in value and len(value) == 1:
+                value = value["inputs"]
+            elif "instances" in value and len(value) == 1:
+                value = value["instances"]
+            if isinstance(value, dict):
+                return value
+        return Positional(value)
+    decoded = codecs.decode(data, content_type)
+    if isinstance(decoded, dict):  # NPZ with several arrays
+        return decoded
+    return Positional(decoded)
+
+
+def input_fn(data: Any, content_type: str) -> Any:
+    return decode_request(data, content_type)
+
+
+def predict_fn(data: Any, model: OnnxModel) -> dict[str, Any]:
+    if not isinstance(data, Positional | dict):
+        data = Positional(data)  # a user input_fn returned an array
+    return model.run(data)
+
+
+def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
+    if isinstance(prediction, dict) and prediction:
+        outputs = prediction
+        if len(outputs) == 1:
+            prediction = next(iter(outputs.values()))
+        elif codecs.select_accept(accept) != codecs.JSON:
+            raise UnsupportedAccept(accept, [codecs.JSON])  # several outputs: only JSON can carry them
+    return codecs.encode(prediction, accept)
+
+
+RUNTIME = Runtime(name="onnx", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)
