@@ -31,6 +31,9 @@ class Settings:
     instance_wait_timeout: float = field(default_factory=lambda: float(_env("INSTANCE_WAIT_TIMEOUT", "10")))
     # Seconds between SIGTERM and SIGKILL when an instance is stopped (SageMaker: 30).
     stop_grace: float = field(default_factory=lambda: float(_env("STOP_GRACE", "30")))
+    # Autoscaling: seconds between evaluations, and the metric window (CloudWatch: 1-minute periods).
+    autoscale_interval: float = field(default_factory=lambda: float(_env("AUTOSCALE_INTERVAL", "10")))
+    autoscale_window: float = field(default_factory=lambda: float(_env("AUTOSCALE_WINDOW", "60")))
     # Python interpreter for instance processes (the server's own by default).
     python: str = field(default_factory=lambda: _env("PYTHON", ""))
 

@@ -62,6 +62,12 @@ class InternalFailure(ApiError):
     status = 500
 
 
+class ObjectNotFoundException(ApiError):
+    """Application Auto Scaling: the scalable target or policy does not exist."""
+
+    code = "ObjectNotFoundException"
+
+
 # --- runtime (sagemaker-runtime, rest-json): modelled error shapes use capitalised ``Message``.
 
 
@@ -141,6 +147,7 @@ __all__ = [
     "InternalFailure",
     "ModelError",
     "ModelNotReadyException",
+    "ObjectNotFoundException",
     "ResourceInUse",
     "ResourceLimitExceeded",
     "ResourceNotFound",

@@ -22,7 +22,7 @@ from modelhost.serving.images import detect_runtime, runtime_for_image
         ("modelhost/xgboost:latest", "xgboost"),
         ("modelhost/python:0.1", "python"),
         ("localhost:5000/modelhost/python:dev", "python"),
-        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310", None),
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.1-cpu-py310", "pytorch"),
         ("xgboost:latest", None),
         ("nginx", None),
         ("", None),

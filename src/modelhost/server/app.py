@@ -17,9 +17,11 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from modelhost.config import Settings
+from modelhost.control import autoscaling
 from modelhost.control.context import ControlContext
-from modelhost.control.operations import SAGEMAKER_OPERATIONS
+from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
 from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
+from modelhost.hosting.autoscaler import Autoscaler
 from modelhost.hosting.logs import endpoint_log_path
 from modelhost.hosting.metrics import REGISTRY
 from modelhost.hosting.reconciler import Reconciler
@@ -35,7 +37,10 @@ from modelhost.store.objects import ObjectStore
 
 log = logging.getLogger("modelhost.server")
 
-SERVICES = {"SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS)}
+SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
+    "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
+    "AnyScaleFrontendService": ("application-autoscaling", autoscaling.OPERATIONS),
+}
 
 
 class Services:
@@ -50,6 +55,9 @@ class Services:
         self.reconciler = Reconciler(settings, self.store, self.artifacts, self.router)
         self.control = ControlContext(
             settings, self.store, self.objects, wake_reconciler=self.reconciler.wake, running=self.reconciler
+        )
+        self.autoscaler = Autoscaler(
+            self.control, self.reconciler, settings.autoscale_interval, settings.autoscale_window
         )
 
 
@@ -110,9 +118,11 @@ def create_app(settings: Settings) -> FrontDoor:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await services.reconciler.start()
+        await services.autoscaler.start()
         try:
             yield
         finally:
+            await services.autoscaler.stop()
             await services.reconciler.shutdown()
 
     app = Starlette(

@@ -115,6 +115,18 @@ def _adapt2(fn: Callable[..., Any], name: str) -> Callable[[Any, Any, Context], 
     return lambda a, b, ctx: fn(a, b)
 
 
+def _mapping_errors(transform: Transform, map_error: Callable[[Exception], Exception]) -> Transform:
+    """``transform`` with every exception replaced by ``map_error(exc)`` (a runtime's own error convention)."""
+
+    def mapped(model: Any, data: Any, content_type: str, accept: str, ctx: Context) -> Any:
+        try:
+            return transform(model, data, content_type, accept, ctx)
+        except Exception as e:
+            raise map_error(e) from e
+
+    return mapped
+
+
 class Handler:
     """Loads the model once and turns request bodies into response bodies."""
 
@@ -144,6 +156,8 @@ class Handler:
         self.default_accept = env_accept or (self.runtime.default_accept if user is None else codecs.JSON)
         self.model = self._load_model(fns.get("model_fn"))
         self.transform = self._build_transform(fns)
+        if self.runtime.map_error is not None:
+            self.transform = _mapping_errors(self.transform, self.runtime.map_error)
 
     def _load_model(self, user_model_fn: Callable[..., Any] | None) -> Any:
         if user_model_fn is None:

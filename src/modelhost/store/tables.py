@@ -53,3 +53,35 @@ tags = Table(
     Column("key", String(128), primary_key=True),
     Column("value", String(256), nullable=False),
 )
+
+# Application Auto Scaling (keyed by resource id "endpoint/<name>/variant/<variant>" and dimension).
+scalable_targets = Table(
+    "scalable_targets",
+    metadata,
+    Column("resource_id", String(1600), primary_key=True),
+    Column("dimension", String(128), primary_key=True),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+)
+
+scaling_policies = Table(
+    "scaling_policies",
+    metadata,
+    Column("resource_id", String(1600), primary_key=True),
+    Column("dimension", String(128), primary_key=True),
+    Column("name", String(256), primary_key=True),
+    Column("arn", String(512), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+)
+
+scaling_activities = Table(
+    "scaling_activities",
+    metadata,
+    Column("activity_id", String(64), primary_key=True),
+    Column("resource_id", String(1600), nullable=False, index=True),
+    Column("dimension", String(128), nullable=False),
+    Column("start_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+)

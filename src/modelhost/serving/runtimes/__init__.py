@@ -21,14 +21,21 @@ class Runtime:
     output_fn: Callable[[Any, str], Any]
     # Response type when the request has no Accept (or */*) and SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT is unset.
     default_accept: str = "application/json"
+    # Maps any exception of the request chain (user code included) to the one the worker answers with; None keeps
+    # the generic behaviour (ModelServerError keeps its status, anything else is a 500). The HF toolkit: all 400.
+    map_error: Callable[[Exception], Exception] | None = None
 
 
 # Runtime name -> module defining RUNTIME. Imported lazily so e.g. the python runtime never imports xgboost.
-# Later issues add e.g. "huggingface" and "pytorch" here (and their image names in serving/images.py).
 RUNTIME_MODULES: dict[str, str] = {
     "sklearn": "modelhost.serving.runtimes.sklearn",
     "xgboost": "modelhost.serving.runtimes.xgboost",
     "python": "modelhost.serving.runtimes.generic",
+    "huggingface": "modelhost.serving.runtimes.huggingface",
+    "pytorch": "modelhost.serving.runtimes.pytorch",
+    "onnx": "modelhost.serving.runtimes.onnx",
+    "spacy": "modelhost.serving.runtimes.spacy",
+    "tensorflow": "modelhost.serving.runtimes.tensorflow",
 }
 
 

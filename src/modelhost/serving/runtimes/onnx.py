@@ -16,6 +16,7 @@ when the model has several outputs; CSV/NPY need a single output.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,12 @@ class OnnxModel:
     def feeds(self, data: Any) -> dict[str, Any]:
         """Request data (a name -> value dict or a Positional) -> onnxruntime feeds."""
         by_name = {i.name: i for i in self.inputs}
+        if isinstance(data, dict):
+            for envelope in ("inputs", "instances"):  # {"inputs": ...} unless a model input has that name
+                if envelope in data and envelope not in by_name:
+                    inner = data[envelope]
+                    data = inner if isinstance(inner, dict) else Positional(inner)
+                    break
         if isinstance(data, Positional):
             if not self.inputs:
                 raise BadRequest("the model has no inputs")
@@ -115,13 +122,12 @@ def _cast(spec: InputSpec, value: Any) -> Any:
     rank = len(spec.shape)
     if spec.shape and arr.ndim == rank - 1:
         arr = arr[np.newaxis, ...]  # a single example for a batched input
+    want, got = list(spec.shape), list(arr.shape)
     if spec.shape and arr.ndim != rank:
-        raise BadRequest(f"input {spec.name!r}: expected {rank} dimensions {list(spec.shape)}, got shape {list(arr.shape)}")
-    for axis, (want, got) in enumerate(zip(spec.shape, arr.shape, strict=True)):
-        if isinstance(want, int) and want > 0 and want != got:
-            raise BadRequest(
-                f"input {spec.name!r}: dimension {axis} must be {want} (shape {list(spec.shape)}), got shape {list(arr.shape)}"
-            )
+        raise BadRequest(f"input {spec.name!r}: expected {rank} dimensions {want}, got shape {got}")
+    for axis, (size, actual) in enumerate(zip(want, got, strict=True)):
+        if isinstance(size, int) and size > 0 and size != actual:
+            raise BadRequest(f"input {spec.name!r}: dimension {axis} must be {size} (shape {want}), got shape {got}")
     return arr
 
 
@@ -146,23 +152,14 @@ def model_fn(model_dir: str) -> OnnxModel:
 
 
 def decode_request(data: Any, content_type: str) -> Any:
-    """The body as a name -> value dict (named inputs) or a Positional (the first input)."""
+    """The body as a dict (input names, or an ``inputs``/``instances`` envelope) or a Positional (first input)."""
     mt = codecs.media_type(content_type)
     if mt == codecs.JSON:
-        import json
-
         try:
             value = json.loads(data)
         except ValueError as e:
             raise BadRequest(f"Failed to decode {codecs.JSON} body: {e}") from e
-        if isinstance(value, dict):
-            if "inputs" in value and len(value) == 1:
-                value = value["inputs"]
-            elif "instances" in value and len(value) == 1:
-                value = value["instances"]
-            if isinstance(value, dict):
-                return value
-        return Positional(value)
+        return value if isinstance(value, dict) else Positional(value)
     decoded = codecs.decode(data, content_type)
     if isinstance(decoded, dict):  # NPZ with several arrays
         return decoded

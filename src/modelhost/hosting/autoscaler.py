@@ -1,0 +1,205 @@
+"""Target-tracking autoscaling of variant instance counts (Application Auto Scaling).
+
+Every ``MODELHOST_AUTOSCALE_INTERVAL`` seconds each registered target's metric is computed over
+the last ``MODELHOST_AUTOSCALE_WINDOW`` seconds from the fleet's in-memory counters:
+
+    SageMakerVariantInvocationsPerInstance / InvocationsPerInstance  invocations per minute per instance
+    Invocations                                                      invocations per minute
+    ModelLatency                                                     average model latency (µs)
+    Invocation5XXErrors / Invocation4XXErrors                        errors per minute
+
+and the desired count is ``ceil(current * metric / target)``, clamped to [MinCapacity, MaxCapacity].
+Scale-out happens when any policy asks for more; scale-in only when every policy asks for less
+and the metric is under 90% of the target (as CloudWatch's low alarm), honouring the cooldowns
+and DisableScaleIn. The change is applied through UpdateEndpointWeightsAndCapacities, so it
+follows the same drain-safe path, and each one is recorded as a scaling activity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from modelhost.control import autoscaling, endpoints
+from modelhost.control.context import ControlContext
+from modelhost.errors import ApiError
+from modelhost.hosting.fleet import Fleet
+from modelhost.store import tables
+
+log = logging.getLogger("modelhost.autoscaler")
+SCALE_IN_MARGIN = 0.9
+
+
+@dataclass
+class _History:
+    samples: collections.deque[tuple[float, int, int, int]] = field(
+        default_factory=lambda: collections.deque(maxlen=4096)
+    )
+    last_scale_out: float = -math.inf
+    last_scale: float = -math.inf
+    fleet_id: int = 0
+
+
+class Autoscaler:
+    def __init__(self, ctx: ControlContext, fleets: Any, interval: float, window: float) -> None:
+        self.ctx = ctx
+        self.fleets = fleets  # the reconciler: .running[endpoint_key].fleets[variant]
+        self.interval = interval
+        self.window = window
+        self._history: dict[str, _History] = collections.defaultdict(_History)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.evaluate_once()
+            except Exception:  # keep scaling whatever one pass hit
+                log.exception("autoscaling pass failed")
+
+    def _load(self) -> list[tuple[dict, list[dict]]]:
+        with self.ctx.store.begin() as conn:
+            targets = [autoscaling._decode(r) for r in conn.execute(select(tables.scalable_targets))]
+            policies = [autoscaling._decode(r) for r in conn.execute(select(tables.scaling_policies))]
+        by_target: dict[str, list[dict]] = collections.defaultdict(list)
+        for p in policies:
+            by_target[p["resource_id"]].append(p)
+        return [(t, by_target[t["resource_id"]]) for t in targets]
+
+    def _fleet(self, resource_id: str) -> Fleet | None:
+        m = autoscaling.RESOURCE.fullmatch(resource_id)
+        if m is None:
+            return None
+        running = self.fleets.running.get(m["endpoint"].lower())
+        if running is None or running.pending is not None:
+            return None  # not running, or a blue/green update is in progress
+        fleet: Fleet | None = running.fleets.get(m["variant"])
+        return fleet
+
+    async def evaluate_once(self) -> None:
+        now = time.monotonic()
+        for target, policies in await asyncio.to_thread(self._load):
+            fleet = self._fleet(target["resource_id"])
+            if fleet is None or not policies:
+                continue
+            hist = self._history[target["resource_id"]]
+            if hist.fleet_id != id(fleet):  # a new fleet (update, restart): start over
+                hist.samples.clear()
+                hist.fleet_id = id(fleet)
+            s = fleet.stats
+            hist.samples.append((now, s.requests, s.errors_4xx, s.errors_5xx))
+            while hist.samples and now - hist.samples[0][0] > self.window:
+                hist.samples.popleft()
+            if len(hist.samples) < 2 or now - hist.samples[0][0] < self.window * 0.5:
+                continue  # not enough data yet
+            current = fleet.desired
+            decisions = [self._desired(p, fleet, hist, now, current) for p in policies]
+            spec = target["spec"]
+            suspended = spec.get("SuspendedState") or {}
+            wants_out = [d for d in decisions if d[0] > current]
+            wants_in = all(d[0] < current and d[2] for d in decisions)
+            new = None
+            if wants_out and not suspended.get("DynamicScalingOutSuspended"):
+                best = max(wants_out, key=lambda d: d[0])
+                if now - hist.last_scale_out >= best[1].get("ScaleOutCooldown", 300):
+                    new, reason = best[0], best
+            elif wants_in and not suspended.get("DynamicScalingInSuspended"):
+                best = max(decisions, key=lambda d: d[0])
+                if now - hist.last_scale >= best[1].get("ScaleInCooldown", 300):
+                    new, reason = best[0], best
+            if new is None:
+                continue
+            new = max(int(spec["MinCapacity"]), min(int(spec["MaxCapacity"]), new))
+            if new == current:
+                continue
+            await self._apply(target, fleet, current, new, reason)
+            hist.last_scale = now
+            if new > current:
+                hist.last_scale_out = now
+
+    def _desired(
+        self, policy: dict, fleet: Fleet, hist: _History, now: float, current: int
+    ) -> tuple[int, dict, bool, str, float]:
+        """(desired count, policy config, scale-in allowed, policy name, metric value)."""
+        config = policy["spec"]["TargetTrackingScalingPolicyConfiguration"]
+        custom = config.get("CustomizedMetricSpecification")
+        metric = custom["MetricName"] if custom else "InvocationsPerInstance"
+        t0, r0, a0, b0 = hist.samples[0]
+        _, r1, a1, b1 = hist.samples[-1]
+        minutes = max(now - t0, 1e-6) / 60.0
+        instances = max(fleet.healthy_count, 1)
+        if metric == "InvocationsPerInstance":
+            value = (r1 - r0) / minutes / instances
+        elif metric == "Invocations":
+            value = (r1 - r0) / minutes
+        elif metric == "Invocation5XXErrors":
+            value = (b1 - b0) / minutes
+        elif metric == "Invocation4XXErrors":
+            value = (a1 - a0) / minutes
+        else:  # ModelLatency
+            lat = [v for t, v in fleet.stats.latencies if t >= t0]
+            value = sum(lat) / len(lat) if lat else 0.0
+        target = float(config["TargetValue"])
+        want = math.ceil(max(current, 1) * value / target - 1e-9) if value > 0 else 0
+        can_scale_in = not config.get("DisableScaleIn", False) and value < target * SCALE_IN_MARGIN
+        return want, config, can_scale_in, policy["name"], value
+
+    async def _apply(self, target: dict, fleet: Fleet, current: int, new: int, reason: tuple) -> None:
+        resource_id = target["resource_id"]
+        m = autoscaling.RESOURCE.fullmatch(resource_id)
+        assert m is not None
+        _, _, _, policy_name, value = reason
+        kind = "High" if new > current else "Low"
+        started = time.time()
+        activity: dict[str, Any] = {
+            "ActivityId": str(uuid.uuid4()),
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": resource_id,
+            "ScalableDimension": autoscaling.DIMENSION,
+            "Description": f"Setting desired instance count to {new}.",
+            "Cause": (
+                f"monitor alarm TargetTracking-{resource_id}-Alarm{kind} in state ALARM triggered policy "
+                f"{policy_name} (metric {value:.2f})"
+            ),
+            "StartTime": started,
+        }
+        try:
+            await asyncio.to_thread(
+                endpoints.update_endpoint_weights_and_capacities,
+                self.ctx,
+                {
+                    "EndpointName": m["endpoint"],
+                    "DesiredWeightsAndCapacities": [{"VariantName": m["variant"], "DesiredInstanceCount": new}],
+                },
+            )
+        except ApiError as exc:  # e.g. the endpoint is being updated: try again next pass
+            log.info("autoscaling %s to %d deferred: %s", resource_id, new, exc.message)
+            return
+        activity.update(
+            EndTime=time.time(),
+            StatusCode="Successful",
+            StatusMessage=(
+                f"Successfully set desired instance count to {new}. Change successfully fulfilled by sagemaker."
+            ),
+            Details=f"Resource {resource_id}: desired instance count {current} -> {new}.",
+        )
+        fleet.log.write("autoscaling", f"{activity['Description']} Cause: {activity['Cause']}")
+        await asyncio.to_thread(autoscaling.record_activity, self.ctx, resource_id, activity)

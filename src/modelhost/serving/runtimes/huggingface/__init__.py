@@ -1,0 +1,132 @@
+"""The Hugging Face runtime: the SageMaker HF inference toolkit's defaults (huggingface-pytorch-inference images).
+
+Environment (the model's ``Environment``; see ``loading``): ``HF_TASK``, ``HF_MODEL_ID``, ``HF_MODEL_REVISION``,
+``HF_API_TOKEN`` (``HF_TOKEN`` is read by huggingface_hub itself), ``HF_TRUST_REMOTE_CODE``, ``HF_HOME`` /
+``HF_HUB_CACHE`` / ``HF_HUB_OFFLINE`` (huggingface_hub's own). Without ``HF_HOME`` the Hub cache is
+``MODELHOST_HF_CACHE`` (set by the platform: ``<data-dir>/hf-cache``, shared by all instances).
+
+Requests: ``{"inputs": ..., "parameters": {...}}`` -> ``pipeline(inputs, **parameters)``; decoders and encoders
+in ``decoder_encoder``. As in the toolkit, every error of the handler chain (user code included) answers 400
+with MMS's JSON error body, which clients see as ``ModelError`` with ``OriginalStatusCode`` 400.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+
+from modelhost.serving.errors import BadRequest, ModelServerError
+from modelhost.serving.runtimes import Runtime
+from modelhost.serving.runtimes.huggingface import content_types, decoder_encoder
+from modelhost.serving.runtimes.huggingface.decoder_encoder import JsonLines
+from modelhost.serving.runtimes.huggingface.loading import configure_hub_cache, load_model
+
+log = logging.getLogger(__name__)
+
+configure_hub_cache()  # before anything imports huggingface_hub (it reads HF_HOME once)
+
+CSV_REFUSING_TASKS = ("zero-shot-classification", "table-question-answering")
+PREDICTION_ERROR_STATUS = 400
+
+
+def model_fn(model_dir: str) -> Any:
+    return load_model(model_dir)
+
+
+def input_fn(input_data: Any, content_type: str) -> Any:
+    task = os.environ.get("HF_TASK")
+    if task in CSV_REFUSING_TASKS and content_type == content_types.CSV:
+        raise BadRequest(f"content type {content_type} not support with {task}, use different content_type")
+    return decoder_encoder.decode(input_data, content_type)
+
+
+def predict_fn(data: Any, model: Any) -> Any:
+    """``inputs = data.pop("inputs", data)``, ``parameters = data.pop("parameters", None)``, then the pipeline."""
+    if isinstance(data, JsonLines):
+        return JsonLines(predict_fn(item, model) for item in data)
+    if isinstance(data, dict):
+        inputs = data.pop("inputs", data)
+        parameters = data.pop("parameters", None)
+    elif isinstance(data, np.ndarray):
+        inputs, parameters = data, None
+    else:
+        raise BadRequest(
+            f'the request must be a JSON object like {{"inputs": ..., "parameters": {{...}}}}, '
+            f"not a {type(data).__name__} (the toolkit fails with {type(data).__name__!r} object has no attribute 'pop')"
+        )
+    if isinstance(inputs, bytes | bytearray):
+        inputs = _audio_for(model, bytes(inputs))
+    if parameters is None:
+        return model(inputs)
+    if not isinstance(parameters, dict):
+        raise BadRequest(f'"parameters" must be a JSON object, not {type(parameters).__name__}')
+    return model(inputs, **parameters)
+
+
+def _audio_for(model: Any, raw: bytes) -> Any:
+    """Audio bytes as the float32 mono waveform at the model's sampling rate (what the pipelines get from
+    ffmpeg in the DLC; here libsndfile decodes WAV/FLAC/OGG/MP3, and ffmpeg is used only if installed)."""
+    extractor = getattr(model, "feature_extractor", None)
+    rate = getattr(extractor, "sampling_rate", None)
+    if rate is None:
+        return raw
+    import soundfile
+
+    try:
+        audio, source_rate = soundfile.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    except Exception as e:
+        if shutil.which("ffmpeg"):
+            return raw  # the pipeline's own ffmpeg_read
+        raise BadRequest(f"Failed to decode audio body: {e}") from e
+    wave = audio.mean(axis=1)
+    if source_rate != rate:
+        wave = _resample(wave, int(source_rate), int(rate))
+    return wave.astype(np.float32)
+
+
+def _resample(wave: np.ndarray, source: int, target: int) -> np.ndarray:
+    try:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(source, target)
+        return resample_poly(wave, target // g, source // g)  # type: ignore[no-any-return]
+    except ImportError:
+        n = int(round(len(wave) * target / source))
+        return np.interp(np.linspace(0, len(wave) - 1, n), np.arange(len(wave)), wave)  # type: ignore[no-any-return]
+
+
+def output_fn(prediction: Any, accept: str) -> Any:
+    return decoder_encoder.encode(prediction, accept)
+
+
+def _gson(text: str) -> str:
+    """Escape as MMS's Gson does (HTML-safe): ' < > & = become \\u0027 \\u003c \\u003e \\u0026 \\u003d."""
+    for ch in "'<>&=":
+        text = text.replace(ch, f"\\u{ord(ch):04x}")
+    return text
+
+
+def prediction_error(e: Exception) -> ModelServerError:
+    """Any exception of a request -> 400 with MMS's error body (the toolkit's PredictionException)."""
+    message = e.message if isinstance(e, ModelServerError) else str(e)
+    log.error("prediction failed: %s: %s", type(e).__name__, message, exc_info=e)
+    body = {"code": PREDICTION_ERROR_STATUS, "type": "InternalServerException", "message": message}
+    return ModelServerError(PREDICTION_ERROR_STATUS, _gson(json.dumps(body, indent=2, ensure_ascii=False)))
+
+
+RUNTIME = Runtime(
+    name="huggingface",
+    model_fn=model_fn,
+    input_fn=input_fn,
+    predict_fn=predict_fn,
+    output_fn=output_fn,
+    map_error=prediction_error,
+)

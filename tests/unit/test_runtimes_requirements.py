@@ -1,0 +1,139 @@
+"""code/requirements.txt: content-keyed overlay installs with real pip, offline (local wheels, satisfied pins)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelhost.serving import requirements as req
+from modelhost.serving.errors import ModelLoadError
+from tests.runtime_artifacts import make_wheel
+
+OFFLINE_PIP = {
+    "PIP_CONFIG_FILE": os.devnull,  # ignore machine-wide indexes/find-links: only what the file names
+    "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+    "PIP_RETRIES": "0",
+    "PIP_TIMEOUT": "2",
+    "PIP_FIND_LINKS": "",
+}
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in OFFLINE_PIP.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv(req.REQUIREMENTS_DIR_ENV, raising=False)
+    # activate() edits these; restore them for the other tests.
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PATH", os.environ["PATH"])
+
+
+def _model(tmp_path: Path, lines: list[str]) -> tuple[Path, Path]:
+    model = tmp_path / "model"
+    code = model / "code"
+    code.mkdir(parents=True)
+    (code / "requirements.txt").write_text("\n".join(lines) + "\n")
+    return model, code
+
+
+def test_no_requirements_file(tmp_path: Path) -> None:
+    assert req.ensure_requirements(tmp_path / "code", tmp_path, tmp_path / "root") is None
+    assert not (tmp_path / "root").exists()
+
+
+def test_cache_key_covers_content_and_local_archives(tmp_path: Path) -> None:
+    code = tmp_path / "code"
+    wheel = make_wheel(code / "wheels", "keypkg", "1.0", "X = 1\n")
+    (code / "requirements.txt").write_text("wheels/keypkg-1.0-py3-none-any.whl\n")
+    key1 = req.cache_key(code / "requirements.txt")
+    assert key1 == req.cache_key(code / "requirements.txt")
+    make_wheel(code / "wheels", "keypkg", "1.0", "X = 2\n")  # same name, other bytes
+    assert wheel.exists() and req.cache_key(code / "requirements.txt") != key1
+    (code / "requirements.txt").write_text("wheels/keypkg-1.0-py3-none-any.whl\n# comment\n")
+    assert req.cache_key(code / "requirements.txt") not in (key1,)
+
+
+@pytest.mark.parametrize(
+    ("line", "found"),
+    [
+        ("wheels/a-1.0-py3-none-any.whl", True),
+        ("./wheels/a-1.0-py3-none-any.whl ; python_version >= '3'", True),
+        ("numpy==1.0", False),
+        ("-r other.txt", False),
+        ("https://example.com/a-1.0-py3-none-any.whl", False),
+        ("wheels/missing-1.0-py3-none-any.whl", False),
+    ],
+)
+def test_local_file(tmp_path: Path, line: str, found: bool) -> None:
+    make_wheel(tmp_path / "wheels", "a", "1.0", "")
+    assert (req._local_file(line, tmp_path) is not None) is found
+
+
+def test_default_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(req.REQUIREMENTS_DIR_ENV, str(tmp_path / "configured"))
+    assert req.default_root(tmp_path / "m") == tmp_path / "configured"
+    monkeypatch.delenv(req.REQUIREMENTS_DIR_ENV)
+    (tmp_path / "m").mkdir()
+    assert req.default_root(tmp_path / "m") == tmp_path.resolve() / ".requirements"
+
+
+def test_installs_local_wheel_skips_satisfied_pin_and_reuses(
+    tmp_path: Path, offline: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    model, code = _model(tmp_path, [f"numpy=={np.__version__}", "wheels/reqpkg_unit-0.3-py3-none-any.whl"])
+    make_wheel(code / "wheels", "reqpkg_unit", "0.3", "VALUE = 'from the overlay'\n")
+    root = tmp_path / "root"
+    overlay = req.ensure_requirements(code, model, root)
+    assert overlay is not None and overlay.parent == root
+    assert sys.path[0] == str(overlay)
+    assert (overlay / req.MARKER).is_file()
+    assert (overlay / "reqpkg_unit" / "__init__.py").is_file()
+    assert not (overlay / "numpy").exists()  # satisfied by the environment: not installed again
+    import reqpkg_unit  # type: ignore[import-not-found]
+
+    assert reqpkg_unit.VALUE == "from the overlay"
+    out = capfd.readouterr().out
+    assert "installing reqpkg_unit==0.3" in out and "installed 1 package(s)" in out
+
+    # Same content again (another instance / a restart): no pip at all.
+    assert req.ensure_requirements(code, model, root) == overlay
+    out = capfd.readouterr().out
+    assert "reusing the packages already installed" in out and "pip" not in out.replace(str(overlay), "")
+    assert not list(root.glob(".*.tmp-*"))
+
+
+def test_failure_names_requirements_and_pip_error(tmp_path: Path, offline: None) -> None:
+    model, code = _model(tmp_path, ["no-such-package-xyz==9.9"])
+    with pytest.raises(ModelLoadError) as info:
+        req.ensure_requirements(code, model, tmp_path / "root")
+    reason = info.value.reason
+    assert reason.startswith("Failed to install code/requirements.txt: ")
+    assert "no-such-package-xyz" in reason
+    assert not [p for p in (tmp_path / "root").iterdir() if not p.name.endswith(".lock")]  # nothing half-done
+
+
+def test_concurrent_instances_install_once(tmp_path: Path) -> None:
+    model, code = _model(tmp_path, ["wheels/reqpkg_conc-1.0-py3-none-any.whl"])
+    make_wheel(code / "wheels", "reqpkg_conc", "1.0", "OK = True\n")
+    root = tmp_path / "root"
+    script = (
+        "import sys; from pathlib import Path; from modelhost.serving.requirements import ensure_requirements;"
+        f"ensure_requirements(Path({str(code)!r}), Path({str(model)!r}), Path({str(root)!r}));"
+        "import reqpkg_conc; assert reqpkg_conc.OK"
+    )
+    env = {**os.environ, **OFFLINE_PIP}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert sum("installing reqpkg_conc==1.0" in o for o in outputs) == 1, outputs
+    assert sum("reusing the packages" in o for o in outputs) == 2, outputs
+    assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == [req.cache_key(code / "requirements.txt")]
