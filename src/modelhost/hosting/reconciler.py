@@ -172,7 +172,7 @@ class Reconciler:
             return self.store.all(conn, tables.endpoints)
 
     def _set(self, name: str, **values: Any) -> None:
-        values.setdefault("last_modified_time", time.time())
+        values.setdefault("last_modified_time", round(time.time(), 3))
         with self.store.begin() as conn:
             self.store.update(conn, tables.endpoints, name, values)
 
