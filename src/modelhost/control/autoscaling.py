@@ -199,6 +199,9 @@ def _check_policy(req: Request) -> dict:
 
 def put_scaling_policy(ctx: ControlContext, req: Request) -> Response:
     _check_target_ref(req)
+    with ctx.store.begin() as conn:
+        if _target(conn, req["ResourceId"]) is None:
+            raise _no_target(req)
     config = _check_policy(req)
     t = tables.scaling_policies
     name, resource_id = req["PolicyName"], req["ResourceId"]

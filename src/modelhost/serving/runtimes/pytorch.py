@@ -11,6 +11,7 @@ JSON, CSV or NPY.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,8 @@ def input_fn(data: Any, content_type: str) -> Any:
 def predict_fn(data: Any, model: Any) -> Any:
     with torch.no_grad():
         if isinstance(model, torch.nn.Module) and model.training:
-            model.eval()
+            with contextlib.suppress(NotImplementedError):  # torch.export modules refuse eval()
+                model.eval()
         if isinstance(data, torch.Tensor):
             return model(data)
         if isinstance(data, dict):
