@@ -4,7 +4,6 @@ from typing import Any
 
 from modelhost.serving.runtimes.huggingface.loading import (  # noqa: F401
     ARCHITECTURES_2_TASK,
-    FRAMEWORK_PATTERNS as FRAMEWORK_MAPPING,
     get_pipeline,
     infer_task_from_model_architecture,
     strtobool,

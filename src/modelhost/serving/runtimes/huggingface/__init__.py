@@ -58,7 +58,8 @@ def predict_fn(data: Any, model: Any) -> Any:
     else:
         raise BadRequest(
             f'the request must be a JSON object like {{"inputs": ..., "parameters": {{...}}}}, '
-            f"not a {type(data).__name__} (the toolkit fails with {type(data).__name__!r} object has no attribute 'pop')"
+            f"not a {type(data).__name__} (the toolkit fails with "
+            f"{type(data).__name__!r} object has no attribute 'pop')"
         )
     if isinstance(inputs, bytes | bytearray):
         inputs = _audio_for(model, bytes(inputs))
@@ -97,10 +98,10 @@ def _resample(wave: np.ndarray, source: int, target: int) -> np.ndarray:
         from scipy.signal import resample_poly
 
         g = gcd(source, target)
-        return resample_poly(wave, target // g, source // g)  # type: ignore[no-any-return]
+        return resample_poly(wave, target // g, source // g)
     except ImportError:
         n = int(round(len(wave) * target / source))
-        return np.interp(np.linspace(0, len(wave) - 1, n), np.arange(len(wave)), wave)  # type: ignore[no-any-return]
+        return np.interp(np.linspace(0, len(wave) - 1, n), np.arange(len(wave)), wave)
 
 
 def output_fn(prediction: Any, accept: str) -> Any:

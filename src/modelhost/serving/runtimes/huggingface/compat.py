@@ -77,7 +77,8 @@ class QuestionAnsweringPipeline:
         )
         offsets = enc.pop("offset_mapping").tolist()
         enc.pop("overflow_to_sample_mapping", None)
-        features = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        features = {k: v.to(self.device) for k, v in enc.items() if k in names}
         with torch.inference_mode():
             out = self.model(**features)
         starts = out.start_logits.float().cpu().numpy()
@@ -101,19 +102,15 @@ class QuestionAnsweringPipeline:
                     continue
                 char_start, char_end = offsets[chunk][s][0], offsets[chunk][e][1]
                 candidates.append((float(scores[s, e]), char_start, char_end))
-        answers = [
-            {"score": score, "start": start, "end": end, "answer": context[start:end]}
-            for score, start, end in candidates
-        ]
         if handle_impossible_answer:
-            answers.append({"score": null_score, "start": 0, "end": 0, "answer": ""})
-        answers.sort(key=lambda a: -a["score"])
+            candidates.append((null_score, 0, 0))
+        candidates.sort(key=lambda c: -c[0])
         seen: set[tuple[int, int]] = set()
-        unique = []
-        for a in answers:
-            if (a["start"], a["end"]) not in seen:
-                seen.add((a["start"], a["end"]))
-                unique.append(a)
+        unique: list[dict[str, Any]] = []
+        for score, start, end in candidates:
+            if (start, end) not in seen:
+                seen.add((start, end))
+                unique.append({"score": score, "start": start, "end": end, "answer": context[start:end]})
         unique = unique[: max(top_k, 1)]
         if not unique:
             unique = [{"score": 0.0, "start": 0, "end": 0, "answer": ""}]
@@ -122,7 +119,7 @@ class QuestionAnsweringPipeline:
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
-    return e / e.sum()  # type: ignore[no-any-return]
+    return e / e.sum()  # type: ignore[no-any-return,unused-ignore]
 
 
 class Text2TextGenerationPipeline:

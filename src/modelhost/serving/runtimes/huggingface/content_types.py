@@ -1,4 +1,4 @@
-"""MIME types of the SageMaker Hugging Face inference toolkit (``sagemaker_huggingface_inference_toolkit.content_types``).
+"""MIME types of the SageMaker HF inference toolkit (``sagemaker_huggingface_inference_toolkit.content_types``).
 
 ``JSONLINES`` is a modelhost addition (one request per line); the toolkit itself only has the others.
 """

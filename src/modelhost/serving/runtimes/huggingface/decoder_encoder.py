@@ -50,7 +50,7 @@ class UnsupportedFormatError(ModelServerError):
         self.content_type = content_type
 
 
-class JsonLines(list):  # type: ignore[type-arg]
+class JsonLines(list):
     """Requests decoded from (or predictions bound for) ``application/jsonlines``: one element per line."""
 
 
@@ -124,7 +124,7 @@ def decode_audio(bpayload: bytes | bytearray | str) -> dict[str, Any]:
 def decode_npy(npy_array: bytes | bytearray | str) -> np.ndarray:
     raw = npy_array.encode("latin-1") if isinstance(npy_array, str) else bytes(npy_array)
     try:
-        return np.load(io.BytesIO(raw), allow_pickle=False)  # type: ignore[no-any-return]
+        return np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise BadRequest(f"Failed to decode {content_types.NPY} body: {e}") from e
 

@@ -205,13 +205,14 @@ def get_pipeline(task: str, model_dir: str, device: int = -1, **kwargs: Any) -> 
     if is_compat_task(task):
         return load_compat_pipeline(task, model_dir, torch_device, remote)
     if task == "text-to-image":
-        from diffusers import AutoPipelineForText2Image  # type: ignore[import-not-found]
+        from diffusers import AutoPipelineForText2Image
 
         pipe = AutoPipelineForText2Image.from_pretrained(model_dir, torch_dtype=torch.float32).to(torch_device)
         return _OneImage(pipe)
-    from transformers import pipeline
+    from transformers import pipeline as make_pipeline
 
-    return pipeline(task=task, model=model_dir, device=device, trust_remote_code=remote, dtype=torch.float32, **kwargs)
+    build: Any = make_pipeline  # its overloads are per literal task name
+    return build(task=task, model=model_dir, device=device, trust_remote_code=remote, dtype=torch.float32, **kwargs)
 
 
 class _OneImage:
