@@ -8,6 +8,7 @@ from modelhost.serving.runtimes.huggingface.loading import (  # noqa: F401
     infer_task_from_model_architecture,
     strtobool,
 )
+from modelhost.serving.runtimes.huggingface.loading import FRAMEWORK_PATTERNS as FRAMEWORK_MAPPING  # noqa: F401
 
 
 def _is_gpu_available() -> bool:

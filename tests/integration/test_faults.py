@@ -290,6 +290,14 @@ def test_crash_loop_backs_off_and_recovers(server: Server, sm: Any, rt: Any, tmp
     assert "exited with code 3; restarting in 1s" in log
     assert log.count("restart failed: model_fn raised RuntimeError: marker file present") >= 2
 
+    # The crash loop is visible in DescribeEndpoint.
+    def variant_messages() -> list[str]:
+        variant = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]
+        return [s.get("StatusMessage", "") for s in variant.get("VariantStatus", [])]
+
+    wait_until(lambda: any("crash-looping" in m for m in variant_messages()), 30, "a crash-loop VariantStatus")
+    assert any("marker file present" in m for m in variant_messages())
+
     # No healthy instance: the endpoint stays InService, requests get ServiceUnavailable after the wait.
     desc = sm.describe_endpoint(EndpointName=name)
     assert desc["EndpointStatus"] == "InService"
@@ -316,6 +324,26 @@ def test_crash_loop_backs_off_and_recovers(server: Server, sm: Any, rt: Any, tmp
     assert body["pid"] != pid
     wait_until(lambda: current_count(sm, name) == 1, 5, "CurrentInstanceCount back to 1")
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+    assert variant_messages() == []
+    sm.delete_endpoint(EndpointName=name)
+
+
+def test_hung_idle_instance_is_replaced(server: Server, sm: Any, rt: Any) -> None:
+    """An instance that is alive but stops answering /ping (SIGSTOP) is killed and restarted."""
+    name = "faults-frozen"
+    uri = python_model(server, "frozen")
+    desc = deploy(sm, name, {"Image": PYTHON_IMAGE, "ModelDataUrl": uri})
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    (pid,) = worker_pids(server, name)
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: "consecutive pings; replacing it" in server.logs(name), 30, "the ping watchdog to act")
+    wait_until(
+        lambda: len(worker_pids(server, name)) == 1 and pid not in worker_pids(server, name),
+        30,
+        "a replacement instance",
+    )
+    body = json.loads(rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body="z")["Body"].read())
+    assert body["echo"] == "z" and body["pid"] != pid
     sm.delete_endpoint(EndpointName=name)
 
 

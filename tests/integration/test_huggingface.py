@@ -246,7 +246,8 @@ def test_minilm_feature_extraction(endpoints: dict[str, dict], rt: Any, models: 
 def test_minilm_sentence_similarity(endpoints: dict[str, dict], rt: Any) -> None:
     """sentence-similarity goes through sentence_transformers.SentenceTransformer."""
     in_service(endpoints, "hf-minilm-sim")
-    body = {"inputs": {"source_sentence": SENTENCES["query"], "sentences": [SENTENCES["paraphrase"], SENTENCES["unrelated"]]}}
+    pair = [SENTENCES["paraphrase"], SENTENCES["unrelated"]]
+    body = {"inputs": {"source_sentence": SENTENCES["query"], "sentences": pair}}
     _, out = invoke(rt, "hf-minilm-sim", body)
     para, unrelated = out["similarities"]
     assert 0.4 < para <= 1.0 and para > unrelated + 0.3
@@ -291,7 +292,8 @@ def test_user_code_four_functions(endpoints: dict[str, dict], rt: Any) -> None:
 def test_user_code_transform_fn(endpoints: dict[str, dict], server: Server, rt: Any) -> None:
     in_service(endpoints, "hf-code-transform")
     _, out = invoke(rt, "hf-code-transform", {"inputs": "this movie is great"})
-    assert out["custom"] is True and sorted(o["label"] for o in out["outputs"]) == ["contradiction", "entailment", "neutral"]
+    assert out["custom"] is True
+    assert sorted(o["label"] for o in out["outputs"]) == ["contradiction", "entailment", "neutral"]
     ctype, text = invoke(rt, "hf-code-transform", {"inputs": "this movie is great"}, accept="text/csv")
     assert ctype == "text/csv" and text.splitlines()[0] == "custom,outputs"
     # user code errors answer 400 with MMS's error body, as the toolkit's PredictionException
@@ -326,9 +328,10 @@ TASKS: list[tuple[str, str, Any, str, Callable[[Any], bool]]] = [
      lambda out: _labels(out, {"contradiction", "neutral", "entailment"}) and len(out) == 3),
     ("hf-ner", JSON, {"inputs": "my name is philipp and i live in nuremberg"}, "token-classification",
      lambda out: isinstance(out, list) and all({"entity", "score", "word", "start", "end"} <= set(o) for o in out)),
-    ("hf-qa", JSON, {"inputs": {"question": "what is used for inference?", "context": QA_CONTEXT}}, "question-answering",
-     lambda out: set(out) == {"score", "start", "end", "answer"} and QA_CONTEXT[out["start"]:out["end"]] == out["answer"]
-     and out["answer"]),
+    ("hf-qa", JSON, {"inputs": {"question": "what is used for inference?", "context": QA_CONTEXT}},
+     "question-answering",
+     lambda out: set(out) == {"score", "start", "end", "answer"} and out["answer"]
+     and QA_CONTEXT[out["start"]:out["end"]] == out["answer"]),
     ("hf-qa", "text/csv", f"question,context\nwho are you?,{QA_CONTEXT}\nwhere?,{QA_CONTEXT}\n", "QA from CSV",
      lambda out: len(out) == 2 and all(o["answer"] in QA_CONTEXT for o in out)),
     ("hf-fill", JSON, {"inputs": "paris is the [MASK] of france"}, "fill-mask",

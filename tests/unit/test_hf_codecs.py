@@ -188,7 +188,9 @@ def test_predict_fn_inputs_and_parameters() -> None:
 def test_every_error_becomes_mms_400() -> None:
     err = prediction_error(KeyError("gpt_neox"))
     assert isinstance(err, ModelServerError) and err.status == 400
-    assert err.message == '{\n  "code": 400,\n  "type": "InternalServerException",\n  "message": "\\u0027gpt_neox\\u0027"\n}'
+    assert err.message == (
+        '{\n  "code": 400,\n  "type": "InternalServerException",\n  "message": "\\u0027gpt_neox\\u0027"\n}'
+    )
     assert json.loads(err.message)["message"] == "'gpt_neox'"
     unsupported = prediction_error(de.UnsupportedFormatError("text/plain"))
     assert unsupported.status == 400 and "Content type text/plain is not supported" in json.loads(unsupported.message)[
@@ -229,3 +231,31 @@ def test_toolkit_shim_is_importable() -> None:
     assert decoder_encoder.encode({"a": 1}, content_types.JSON) == '{"a":1}'
     assert content_types.X_IMAGE in content_types.VISION_TYPES and content_types.FLAC in content_types.AUDIO_TYPES
     assert transformers_utils.ARCHITECTURES_2_TASK["ForMaskedLM"] == "fill-mask"
+
+
+@pytest.mark.parametrize(
+    ("image", "runtime"),
+    [
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
+         "1.13.1-transformers4.26.0-cpu-py39-ubuntu20.04", "huggingface"),
+        ("763104351884.dkr.ecr.eu-west-1.amazonaws.com/huggingface-pytorch-inference:"
+         "2.1.0-transformers4.37.0-gpu-py310-cu118-ubuntu20.04", "huggingface"),
+        ("modelhost/huggingface:latest", "huggingface"),
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference-neuronx:"
+         "1.13.1-transformers4.36.2-neuronx-py310-sdk2.16.1-ubuntu20.04", None),
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.1-tgi1.4-gpu-py310", None),
+    ],
+)
+def test_hf_images(image: str, runtime: str | None) -> None:
+    from modelhost.serving.images import runtime_for_image
+
+    assert runtime_for_image(image) == runtime
+
+
+def test_detect_hf_model_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from modelhost.serving.images import detect_runtime
+
+    (tmp_path / "config.json").write_text("{}")
+    assert detect_runtime(tmp_path) != "huggingface"  # no weights
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    assert detect_runtime(tmp_path) == "huggingface"

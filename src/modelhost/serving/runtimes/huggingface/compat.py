@@ -119,7 +119,7 @@ class QuestionAnsweringPipeline:
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max())
-    return e / e.sum()  # type: ignore[no-any-return,unused-ignore]
+    return e / e.sum()
 
 
 class Text2TextGenerationPipeline:
