@@ -7,6 +7,7 @@ import base64
 import datetime
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -198,7 +199,8 @@ def test_every_error_becomes_mms_400() -> None:
     ]
 
 
-def test_task_inference_and_weights(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_task_inference_and_weights(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("HF_TASK", raising=False)  # inference sets it (as the toolkit); restored afterwards
     cfg = tmp_path / "config.json"
     for arch, task in [
         ("TapasForQuestionAnswering", "table-question-answering"),
@@ -210,6 +212,7 @@ def test_task_inference_and_weights(tmp_path) -> None:  # type: ignore[no-untype
     ]:
         cfg.write_text(json.dumps({"architectures": [arch]}))
         assert infer_task_from_model_architecture(cfg) == task
+        assert os.environ["HF_TASK"] == task
     for config in ({"architectures": ["ViTModel"]}, {}):
         cfg.write_text(json.dumps(config))
         with pytest.raises(ValueError, match="Task couldn't be inferenced from .*Use env `HF_TASK`"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from modelhost.serving.errors import BadRequest, UnsupportedAccept
 from modelhost.serving.runtimes import get_runtime

@@ -136,4 +136,5 @@ def test_concurrent_instances_install_once(tmp_path: Path) -> None:
     assert all(p.returncode == 0 for p in procs), outputs
     assert sum("installing reqpkg_conc==1.0" in o for o in outputs) == 1, outputs
     assert sum("reusing the packages" in o for o in outputs) == 2, outputs
-    assert [p.name for p in root.iterdir() if not p.name.endswith(".lock")] == [req.cache_key(code / "requirements.txt")]
+    installed = [p.name for p in root.iterdir() if not p.name.endswith(".lock")]
+    assert installed == [req.cache_key(code / "requirements.txt")]

@@ -168,8 +168,8 @@ def test_load_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelLoadError) as exc:
         Handler(tmp_path, "python")
     assert exc.value.reason == "the python runtime needs code/inference.py with model_fn"
-    with pytest.raises(ModelLoadError, match="Unsupported runtime 'tensorflow'"):
-        Handler(tmp_path, "tensorflow")
+    with pytest.raises(ModelLoadError, match="Unsupported runtime 'mxnet'"):
+        Handler(tmp_path, "mxnet")
     write_code(tmp_path, "def model_fn(model_dir):\n    raise ValueError('boom')\n")
     with pytest.raises(ModelLoadError) as exc:
         Handler(tmp_path, "python")

@@ -29,7 +29,7 @@ from modelhost.hosting.instances import InstanceFailed, InstanceSpec
 from modelhost.hosting.logs import EndpointLog
 from modelhost.hosting.metrics import VariantMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
-from modelhost.serving.images import runtime_for_image
+from modelhost.serving.images import runtime_for_image, unsupported_image_reason
 from modelhost.store import tables
 from modelhost.store.artifacts import ArtifactCache, ArtifactError
 from modelhost.store.db import MetadataStore
@@ -225,11 +225,7 @@ class Reconciler:
         image = container.get("Image", "")
         runtime = runtime_for_image(image)
         if runtime is None:
-            raise DeploymentFailed(
-                f"Variant {name}: image {image!r} is not supported by modelhost. Supported images: the SageMaker "
-                "scikit-learn and XGBoost framework images (any region and version) and modelhost/sklearn, "
-                "modelhost/xgboost, modelhost/python."
-            )
+            raise DeploymentFailed(f"Variant {name}: {unsupported_image_reason(image)}")
         if container.get("Mode") == "MultiModel":
             raise DeploymentFailed(f"Variant {name}: multi-model containers are not supported by modelhost yet.")
         download_timeout = float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
@@ -250,6 +246,15 @@ class Reconciler:
                 f"({download_timeout:g})."
             ) from None
         env = dict(container.get("Environment") or {})
+        submit_dir = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if submit_dir.startswith(("s3://", "file://")) and submit_dir.endswith((".tar.gz", ".tgz")):
+            # The SDK uploads user code as sourcedir.tar.gz; framework containers download and unpack
+            # it at start-up. We unpack it once into the artifact cache and point the instance there.
+            try:
+                code_dir = await asyncio.to_thread(self.artifacts.materialize, submit_dir, None)
+            except ArtifactError as exc:
+                raise DeploymentFailed(f"Variant {name}: SAGEMAKER_SUBMIT_DIRECTORY: {exc}") from None
+            env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(code_dir)
         env.setdefault("SAGEMAKER_REGION", self.settings.region)
         env["SAGEMAKER_ENDPOINT_NAME"] = endpoint
         env["SAGEMAKER_VARIANT_NAME"] = name

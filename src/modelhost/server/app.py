@@ -29,6 +29,7 @@ from modelhost.hosting.router import Router
 from modelhost.server import auth, s3
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
 from modelhost.server.runtime import Invocations
+from modelhost.server.sts import StsApp, is_sts_request
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.buckets import BucketStore
 from modelhost.store.db import MetadataStore
@@ -137,7 +138,7 @@ def create_app(settings: Settings) -> FrontDoor:
     app.state.services = services
     buckets = BucketStore(settings.buckets_dir, settings.data_dir)
     s3_app = s3.S3App(buckets, MultipartUploads(buckets, settings.data_dir / "uploads"), settings.region)
-    return FrontDoor(app, Invocations(services.router), s3_app)
+    return FrontDoor(app, Invocations(services.router), s3_app, StsApp(settings.account_id))
 
 
 class FrontDoor:
@@ -147,10 +148,13 @@ class FrontDoor:
     PREFIX = "/endpoints/"
     SUFFIX = "/invocations"
 
-    def __init__(self, app: Starlette, invocations: Invocations, s3_app: s3.S3App | None = None) -> None:
+    def __init__(
+        self, app: Starlette, invocations: Invocations, s3_app: s3.S3App | None = None, sts_app: StsApp | None = None
+    ) -> None:
         self.app = app
         self.invocations = invocations
         self.s3 = s3_app
+        self.sts = sts_app
         self.state = app.state
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -159,6 +163,9 @@ class FrontDoor:
             return
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
+            if path == "/" and self.sts is not None and is_sts_request(scope):
+                await self.sts(scope, receive, send)
+                return
             if path.startswith(self.PREFIX) and path.endswith(self.SUFFIX):
                 name = path[len(self.PREFIX) : -len(self.SUFFIX)]
                 if "/" not in name:

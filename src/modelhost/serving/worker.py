@@ -2,10 +2,12 @@
 
     python -m modelhost.serving.worker --uds /path/to/sock --model-dir /path/to/model
 
-Env: MODELHOST_RUNTIME (sklearn|xgboost|python; guessed from the model files if unset), MODELHOST_ERROR_FILE
-(gets a one-line reason when loading fails; exit code 3), MODELHOST_WORKER_THREADS (model threads, default 1),
-plus the SageMaker container variables (SAGEMAKER_PROGRAM, SAGEMAKER_SUBMIT_DIRECTORY,
-SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, SAGEMAKER_CONTAINER_LOG_LEVEL).
+Env: MODELHOST_RUNTIME (a name of runtimes.RUNTIME_MODULES; guessed from the model files if unset),
+MODELHOST_ERROR_FILE (gets a one-line reason when loading fails; exit code 3), MODELHOST_WORKER_THREADS (model
+threads, default 1), MODELHOST_REQUIREMENTS_DIR (where code/requirements.txt installs are cached, one directory
+per content hash; see serving/requirements.py), plus the SageMaker container variables (SAGEMAKER_PROGRAM,
+SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, SAGEMAKER_CONTAINER_LOG_LEVEL) and the
+runtimes' own (SPACY_MODEL, MODELHOST_ONNX_THREADS, SAGEMAKER_TFS_DEFAULT_MODEL_NAME, PIP_* for pip).
 """
 
 from __future__ import annotations

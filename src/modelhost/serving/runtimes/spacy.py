@@ -54,7 +54,7 @@ def find_pipeline(model_dir: Path) -> Path | None:
     found: list[Path] = []
     level = [model_dir]
     for _ in range(SEARCH_DEPTH):
-        nxt = []
+        nxt: list[Path] = []
         for d in level:
             for child in sorted(d.iterdir()):
                 if child.is_dir() and not child.name.startswith(".") and child.name != "code":
@@ -193,7 +193,7 @@ def predict_fn(data: Any, model: Language) -> Any:
     return _answer(model, parse_request(data))  # a user input_fn returned plain JSON data
 
 
-class JsonLines(list):  # type: ignore[type-arg]
+class JsonLines(list[Any]):
     """One response per jsonlines request line."""
 
 
