@@ -26,8 +26,15 @@ def main() -> None:
         return Response(json.dumps(model.predict(rows).tolist()), media_type="application/json")
 
     app = Starlette(routes=[Route("/invocations", invocations, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http="httptools",
-                log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[2]),
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,11 +32,11 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, free_port, sklearn_model  # noqa: E402
 
 
-async def load(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
+async def load(url: str, body: bytes, concurrency: int, seconds: float, content_type: str = "text/csv") -> dict:
     """Closed-loop load: `concurrency` clients each sending the next request when the last returns."""
     latencies: list[float] = []
     errors = 0
-    headers = {"Content-Type": "text/csv", "Accept": "application/json"}
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         # warm-up: open connections, warm caches
@@ -78,8 +77,12 @@ def in_process(model: object, row: str, seconds: float) -> dict:
         json.dumps(model.predict(x).tolist())  # type: ignore[attr-defined]
         lat.append(time.perf_counter() - t0)
     lat.sort()
-    return {"requests": len(lat), "rps": len(lat) / sum(lat), "p50_ms": lat[len(lat) // 2] * 1e3,
-            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3}
+    return {
+        "requests": len(lat),
+        "rps": len(lat) / sum(lat),
+        "p50_ms": lat[len(lat) // 2] * 1e3,
+        "p99_ms": lat[int(len(lat) * 0.99)] * 1e3,
+    }
 
 
 def wait_http(url: str, timeout: float = 30) -> None:
@@ -122,8 +125,12 @@ def main() -> None:
             server.start()
             server.put_object("s3://bench/model.tar.gz", tarball)
             sm, _ = server.clients()
-            desc = deploy(sm, "bench", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
-                          instances=args.instances)
+            desc = deploy(
+                sm,
+                "bench",
+                {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
+                instances=args.instances,
+            )
             assert desc["EndpointStatus"] == "InService", desc
             mh_url = f"{server.url}/endpoints/bench/invocations"
             for conc in (1, 16):
@@ -140,18 +147,32 @@ def main() -> None:
         "latency_ratio_p50_c1": results["modelhost_c1"]["p50_ms"] / results["bare_starlette_c1"]["p50_ms"],
         "throughput_ratio_c16": results["modelhost_c16"]["rps"] / results["bare_starlette_c16"]["rps"],
     }
-    print(f"\nreal-time invoke, 1 CSV row, LinearRegression(load_diabetes); {args.instances} instance(s); "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"\nreal-time invoke, 1 CSV row, LinearRegression(load_diabetes); {args.instances} instance(s); "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, r in results.items():
         print(f"{name:<22}{r['rps']:>10.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r.get('errors', 0):>8}")
-    print(f"\nplatform overhead at c=1, p50: {overhead_ms:.3f} ms "
-          f"(modelhost p50 / bare p50 = {ratios['latency_ratio_p50_c1']:.2f}x)")
+    print(
+        f"\nplatform overhead at c=1, p50: {overhead_ms:.3f} ms "
+        f"(modelhost p50 / bare p50 = {ratios['latency_ratio_p50_c1']:.2f}x)"
+    )
     print(f"throughput at c=16: modelhost / bare Starlette = {ratios['throughput_ratio_c16']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(),
-                                    "instances": args.instances, "seconds": args.seconds,
-                                    "results": results, "ratios": ratios}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "instances": args.instances,
+                "seconds": args.seconds,
+                "results": results,
+                "ratios": ratios,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.realtime import load  # noqa: E402
 from tests.helpers import ROLE, SKLEARN_IMAGE, Server, csv_row, diabetes, sklearn_model, wait_status  # noqa: E402
+
+from bench.realtime import load  # noqa: E402
 
 
 def main() -> None:
@@ -39,14 +40,20 @@ def main() -> None:
             server.start()
             server.put_object("s3://bench/model.tar.gz", tarball)
             sm, _ = server.clients()
-            sm.create_model(ModelName="m", ExecutionRoleArn=ROLE,
-                            PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"})
+            sm.create_model(
+                ModelName="m",
+                ExecutionRoleArn=ROLE,
+                PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
+            )
             variant = {"ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
-            sm.create_endpoint_config(EndpointConfigName="plain",
-                                      ProductionVariants=[{"VariantName": "live", **variant}])
-            sm.create_endpoint_config(EndpointConfigName="shadowed",
-                                      ProductionVariants=[{"VariantName": "live", **variant}],
-                                      ShadowProductionVariants=[{"VariantName": "shadow", **variant}])
+            sm.create_endpoint_config(
+                EndpointConfigName="plain", ProductionVariants=[{"VariantName": "live", **variant}]
+            )
+            sm.create_endpoint_config(
+                EndpointConfigName="shadowed",
+                ProductionVariants=[{"VariantName": "live", **variant}],
+                ShadowProductionVariants=[{"VariantName": "shadow", **variant}],
+            )
             for name in ("plain", "shadowed"):
                 sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
             for name in ("plain", "shadowed"):
@@ -63,13 +70,17 @@ def main() -> None:
         print(f"{name:<16}{r['rps']:>10.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['errors']:>8}")
     ratios = {
         f"{stat}_ratio_c{c}": results[f"shadowed_c{c}"][stat] / results[f"plain_c{c}"][stat]
-        for c in (1, 8) for stat in ("p50_ms", "p99_ms")
+        for c in (1, 8)
+        for stat in ("p50_ms", "p99_ms")
     }
     for k, v in ratios.items():
         print(f"{k:<20}{v:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "results": results,
-                                    "ratios": ratios}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {"machine": platform.platform(), "cpus": os.cpu_count(), "results": results, "ratios": ratios}, indent=2
+        )
+    )
     print(f"wrote {args.out}")
 
 
