@@ -200,7 +200,7 @@ def test_every_error_becomes_mms_400() -> None:
 
 
 def test_task_inference_and_weights(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.delenv("HF_TASK", raising=False)  # inference sets it (as the toolkit); restored afterwards
+    monkeypatch.setenv("HF_TASK", "")  # inference sets HF_TASK (as the toolkit); monkeypatch restores it
     cfg = tmp_path / "config.json"
     for arch, task in [
         ("TapasForQuestionAnswering", "table-question-answering"),

@@ -17,6 +17,10 @@ from modelhost.hosting.http import ConnectError, ConnectionLost, RequestTimeout,
 from modelhost.hosting.logs import EndpointLog
 
 PING_TIMEOUT = 2.0  # seconds, as SageMaker's health check
+# The server's own environment must not leak model settings into every instance (an HF_TASK exported
+# in the shell would apply to all Hugging Face endpoints); those come from the model only.
+MODEL_SCOPED_PREFIXES = ("SAGEMAKER_", "HF_TASK", "HF_MODEL_ID", "HF_MODEL_REVISION", "HF_API_TOKEN",
+                         "HF_TRUST_REMOTE_CODE")
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -64,7 +68,8 @@ class Instance:
             self.socket_path.unlink()
         with contextlib.suppress(FileNotFoundError):
             self.error_file.unlink()
-        env = {**os.environ, **self.spec.environment}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(MODEL_SCOPED_PREFIXES)}
+        env.update(self.spec.environment)
         env.update(
             {
                 "MODELHOST_RUNTIME": self.spec.runtime,

@@ -118,7 +118,8 @@ def _gson(text: str) -> str:
 def prediction_error(e: Exception) -> ModelServerError:
     """Any exception of a request -> 400 with MMS's error body (the toolkit's PredictionException)."""
     message = e.message if isinstance(e, ModelServerError) else str(e)
-    log.error("prediction failed: %s: %s", type(e).__name__, message, exc_info=e)
+    # a request the codecs refused is one line; anything else (pipeline, user code) gets its traceback
+    log.error("prediction failed: %s: %s", type(e).__name__, message, exc_info=not isinstance(e, ModelServerError))
     body = {"code": PREDICTION_ERROR_STATUS, "type": "InternalServerException", "message": message}
     return ModelServerError(PREDICTION_ERROR_STATUS, _gson(json.dumps(body, indent=2, ensure_ascii=False)))
 
