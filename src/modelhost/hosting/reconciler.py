@@ -29,20 +29,15 @@ from modelhost.hosting.instances import InstanceFailed, InstanceSpec
 from modelhost.hosting.logs import EndpointLog
 from modelhost.hosting.metrics import VariantMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
-from modelhost.serving.images import runtime_for_image, unsupported_image_reason
+from modelhost.hosting.specs import DEFAULT_DOWNLOAD_TIMEOUT, DeploymentFailed, instance_spec
 from modelhost.store import tables
-from modelhost.store.artifacts import ArtifactCache, ArtifactError
+from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.db import MetadataStore
 
 log = logging.getLogger("modelhost.reconciler")
 
 DEFAULT_MODEL_TIMEOUT = 60.0
 RESTORABLE = ("InService", "Updating", "RollingBack")  # statuses whose current fleet must be running
-DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
-
-
-class DeploymentFailed(Exception):
-    pass
 
 
 @dataclass
@@ -214,66 +209,18 @@ class Reconciler:
 
     async def _variant_spec(self, endpoint: str, snap: dict, variant: dict) -> InstanceSpec:
         name = variant["VariantName"]
-        model = snap["models"][variant["ModelName"]]
-        containers = [model["PrimaryContainer"]] if "PrimaryContainer" in model else model.get("Containers", [])
-        if len(containers) != 1:
-            raise DeploymentFailed(
-                f"Variant {name}: model {variant['ModelName']} has {len(containers)} containers; inference "
-                "pipelines are not supported by modelhost yet."
-            )
-        container = containers[0]
-        image = container.get("Image", "")
-        runtime = runtime_for_image(image)
-        if runtime is None:
-            raise DeploymentFailed(f"Variant {name}: {unsupported_image_reason(image)}")
-        if container.get("Mode") == "MultiModel":
-            raise DeploymentFailed(f"Variant {name}: multi-model containers are not supported by modelhost yet.")
-        download_timeout = float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT))
-        try:
-            model_dir = await asyncio.wait_for(
-                asyncio.to_thread(
-                    self.artifacts.materialize,
-                    container.get("ModelDataUrl"),
-                    container.get("ModelDataSource"),
-                ),
-                download_timeout,
-            )
-        except ArtifactError as exc:
-            raise DeploymentFailed(str(exc)) from None
-        except asyncio.TimeoutError:
-            raise DeploymentFailed(
-                f"Variant {name}: model data was not ready within ModelDataDownloadTimeoutInSeconds "
-                f"({download_timeout:g})."
-            ) from None
-        env = dict(container.get("Environment") or {})
-        submit_dir = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
-        if submit_dir.startswith(("s3://", "file://")) and submit_dir.endswith((".tar.gz", ".tgz")):
-            # The SDK uploads user code as sourcedir.tar.gz; framework containers download and unpack
-            # it at start-up. We unpack it once into the artifact cache and point the instance there.
-            try:
-                code_dir = await asyncio.to_thread(self.artifacts.materialize, submit_dir, None)
-            except ArtifactError as exc:
-                raise DeploymentFailed(f"Variant {name}: SAGEMAKER_SUBMIT_DIRECTORY: {exc}") from None
-            env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(code_dir)
-        env.setdefault("SAGEMAKER_REGION", self.settings.region)
-        env["SAGEMAKER_ENDPOINT_NAME"] = endpoint
-        env["SAGEMAKER_VARIANT_NAME"] = name
-        env["SAGEMAKER_INFERENCE_MODEL_DIR"] = str(model_dir)
-        env["MODELHOST_REQUIREMENTS_DIR"] = str(self.settings.requirements_dir)
-        env["MODELHOST_HF_CACHE"] = str(self.settings.hf_cache_dir)
-        spec = InstanceSpec(
-            endpoint=endpoint,
+        startup = variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
+        return await instance_spec(
+            self.settings,
+            self.artifacts,
+            owner=endpoint,
             variant=name,
-            model_dir=model_dir,
-            runtime=runtime,
-            environment=env,
-            startup_timeout=float(
-                variant.get("ContainerStartupHealthCheckTimeoutInSeconds", self.settings.default_startup_timeout)
-            ),
-            stop_grace=self.settings.stop_grace,
-            **({"python": self.settings.python} if self.settings.python else {}),
+            model=snap["models"][variant["ModelName"]],
+            label=f"Variant {name}",
+            extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": name},
+            startup_timeout=float(startup) if startup is not None else None,
+            download_timeout=float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT)),
         )
-        return spec
 
     def _route(self, endpoint: str, snap: dict, fleets: dict[str, Fleet]) -> EndpointRoute:
         config = snap["config"]
