@@ -1,5 +1,5 @@
 """Embedding endpoint benchmark: the packaged all-MiniLM-L6-v2 (sentence-transformers) served
-through the Hugging Face runtime (HF_TASK=feature-extraction), against the same model called
+through the Hugging Face runtime (HF_TASK=sentence-embeddings), against the same model called
 in-process, in the same run.
 
     .venv/bin/python bench/embeddings.py [--seconds 5] [--out bench/results/embeddings.json]
@@ -60,12 +60,9 @@ def in_process(seconds: float) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embeddings.json")
-    args = ap.parse_args()
-    results = {"in_process": in_process(args.seconds)}
+def run(seconds: float) -> tuple[dict[str, dict], dict[str, float]]:
+    """(results, ratios) of the MiniLM endpoint against the model in-process, measured now."""
+    results = {"in_process": in_process(seconds)}
     body = json.dumps({"inputs": SENTENCE}).encode()
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "model.tar.gz"
@@ -86,7 +83,7 @@ def main() -> None:
                 PrimaryContainer={
                     "Image": HF_IMAGE,
                     "ModelDataUrl": "s3://bench/minilm.tar.gz",
-                    "Environment": {"HF_TASK": "feature-extraction"},
+                    "Environment": {"HF_TASK": "sentence-embeddings"},
                 },
             )
             sm.create_endpoint_config(
@@ -106,7 +103,7 @@ def main() -> None:
             url = f"{server.url}/endpoints/minilm/invocations"
             for conc in (1, 16):
                 results[f"modelhost_c{conc}"] = asyncio.run(
-                    load(url, body, conc, args.seconds, content_type="application/json")
+                    load(url, body, conc, seconds, content_type="application/json")
                 )
         finally:
             server.stop()
@@ -115,6 +112,15 @@ def main() -> None:
         "throughput_ratio_c1": results["modelhost_c1"]["rps"] / results["in_process"]["rps"],
         "throughput_ratio_c16": results["modelhost_c16"]["rps"] / results["in_process"]["rps"],
     }
+    return results, ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embeddings.json")
+    args = ap.parse_args()
+    results, ratios = run(args.seconds)
     print(f"\nall-MiniLM-L6-v2 embeddings, one sentence; {os.cpu_count()} CPUs")
     print(f"{'target':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, r in results.items():

@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="duration of each load phase")
     ap.add_argument("--instances", type=int, default=1, help="instances of the modelhost endpoint")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
+    ap.add_argument("--no-embeddings", action="store_true", help="skip the all-MiniLM-L6-v2 embedding endpoint")
     args = ap.parse_args()
 
     from tests.helpers import diabetes
