@@ -160,6 +160,22 @@ def main() -> None:
         f"(modelhost p50 / bare p50 = {ratios['latency_ratio_p50_c1']:.2f}x)"
     )
     print(f"throughput at c=16: modelhost / bare Starlette = {ratios['throughput_ratio_c16']:.2f}")
+    embeddings: dict = {}
+    if not args.no_embeddings:
+        from bench import embeddings as minilm
+
+        try:
+            emb_results, emb_ratios = minilm.run(args.seconds)
+        except ImportError as exc:  # the huggingface extra is not installed
+            print(f"\n(skipping the MiniLM embedding endpoint: {exc})")
+        else:
+            embeddings = {"results": emb_results, "ratios": emb_ratios}
+            print("\nall-MiniLM-L6-v2 sentence-embedding endpoint (HF runtime) vs the model in-process")
+            print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+            for name, r in emb_results.items():
+                print(f"{name:<22}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r.get('errors', 0):>8}")
+            for k, v in emb_ratios.items():
+                print(f"{k:<28}{v:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -170,6 +186,7 @@ def main() -> None:
                 "seconds": args.seconds,
                 "results": results,
                 "ratios": ratios,
+                "embeddings": embeddings,
             },
             indent=2,
         )
