@@ -34,6 +34,8 @@ class Settings:
     # Autoscaling: seconds between evaluations, and the metric window (CloudWatch: 1-minute periods).
     autoscale_interval: float = field(default_factory=lambda: float(_env("AUTOSCALE_INTERVAL", "10")))
     autoscale_window: float = field(default_factory=lambda: float(_env("AUTOSCALE_WINDOW", "60")))
+    # A real S3-compatible service for s3:// artifacts and outputs (empty: the embedded bucket store).
+    s3_endpoint_url: str = field(default_factory=lambda: _env("S3_ENDPOINT_URL", ""))
     # Python interpreter for instance processes (the server's own by default).
     python: str = field(default_factory=lambda: _env("PYTHON", ""))
 

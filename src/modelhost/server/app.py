@@ -35,6 +35,7 @@ from modelhost.store.buckets import BucketStore
 from modelhost.store.db import MetadataStore
 from modelhost.store.multipart import MultipartUploads
 from modelhost.store.objects import ObjectStore
+from modelhost.store.remote_s3 import RemoteS3
 
 log = logging.getLogger("modelhost.server")
 
@@ -50,7 +51,12 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = MetadataStore(settings.db_url)
-        self.objects = ObjectStore(settings.buckets_dir)
+        remote = (
+            RemoteS3(settings.s3_endpoint_url, settings.data_dir / "s3-mirror", settings.region)
+            if settings.s3_endpoint_url
+            else None
+        )
+        self.objects = ObjectStore(settings.buckets_dir, remote)
         self.artifacts = ArtifactCache(self.objects, settings.model_cache_dir)
         self.router = Router(settings.account_id, settings.instance_wait_timeout)
         self.reconciler = Reconciler(settings, self.store, self.artifacts, self.router)

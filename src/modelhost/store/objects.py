@@ -1,8 +1,9 @@
 """One object-store interface addressed by URI.
 
 ``s3://bucket/key`` lives in the embedded bucket store (a directory per bucket under the data
-dir); ``file:///abs/path`` and plain paths are local files. Later a real S3-compatible service
-can back ``s3://`` when configured.
+dir), or, when ``remote`` is configured (``MODELHOST_S3_ENDPOINT_URL``), in a real S3-compatible
+service whose objects are mirrored locally on read (store/remote_s3.py); ``file:///abs/path`` and
+plain paths are local files.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from modelhost.store.remote_s3 import RemoteS3
 
 
 class ObjectNotFound(Exception):
@@ -27,11 +30,14 @@ class ObjectInfo:
 
 
 class ObjectStore:
-    def __init__(self, buckets_dir: Path) -> None:
+    def __init__(self, buckets_dir: Path, remote: RemoteS3 | None = None) -> None:
         self.buckets_dir = buckets_dir
+        self.remote = remote
 
     def local_path(self, uri: str) -> Path:
         """The file behind a URI. Bucket keys may not escape their bucket."""
+        if self.remote is not None and uri.startswith("s3://"):
+            return self._remote_path(uri)
         if uri.startswith("s3://"):
             parsed = urlparse(uri)
             bucket, key = parsed.netloc, unquote(parsed.path.lstrip("/"))
@@ -48,7 +54,22 @@ class ObjectStore:
             raise ObjectNotFound(f"unsupported URI scheme: {uri}")
         return Path(uri).expanduser().resolve()
 
+    def _remote_path(self, uri: str) -> Path:
+        assert self.remote is not None
+        try:
+            if uri.endswith("/") or self.remote.head(uri) is None:
+                return self.remote.fetch_prefix(uri)
+            return self.remote.fetch(uri)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{uri} does not exist") from None
+
     def stat(self, uri: str) -> ObjectInfo:
+        if self.remote is not None and uri.startswith("s3://"):
+            head = self.remote.head(uri)
+            if head is None:
+                raise ObjectNotFound(f"{uri} does not exist")
+            path = self.remote.fetch(uri, head["ETag"])
+            return ObjectInfo(uri, path, int(head["ContentLength"]), head["LastModified"].timestamp())
         path = self.local_path(uri)
         try:
             st = path.stat()
@@ -58,6 +79,13 @@ class ObjectStore:
 
     def list_prefix(self, uri: str) -> Iterator[ObjectInfo]:
         """Every file under a prefix (a directory, for local stores), sorted by key."""
+        if self.remote is not None and uri.startswith("s3://"):
+            bucket, _ = self.remote.split(uri)
+            for obj in self.remote.list(uri):
+                object_uri = f"s3://{bucket}/{obj['Key']}"
+                path = self.remote.fetch(object_uri, obj["ETag"])
+                yield ObjectInfo(object_uri, path, int(obj["Size"]), obj["LastModified"].timestamp())
+            return
         root = self.local_path(uri)
         if root.is_file():
             yield self.stat(uri)
@@ -73,7 +101,10 @@ class ObjectStore:
                 yield ObjectInfo(uri.rstrip("/") + "/" + rel, path, st.st_size, st.st_mtime)
 
     def put_bytes(self, uri: str, data: bytes) -> None:
-        """Write an object atomically (temp file + rename)."""
+        """Write an object atomically (temp file + rename; one PUT for a remote store)."""
+        if self.remote is not None and uri.startswith("s3://"):
+            self.remote.put(uri, data)
+            return
         path = self.local_path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
