@@ -9,25 +9,21 @@ from sqlalchemy import Column, Float, MetaData, String, Table, Text
 
 metadata = MetaData()
 
-models = Table(
-    "models",
-    metadata,
-    Column("name_key", String(63), primary_key=True),
-    Column("name", String(63), nullable=False),
-    Column("arn", String(256), nullable=False),
-    Column("creation_time", Float, nullable=False),
-    Column("spec", Text, nullable=False),
-)
+def _named_resource(name: str) -> Table:
+    """A resource that is only a name, an ARN, a creation time and its request (models, configs)."""
+    return Table(
+        name,
+        metadata,
+        Column("name_key", String(63), primary_key=True),
+        Column("name", String(63), nullable=False),
+        Column("arn", String(256), nullable=False),
+        Column("creation_time", Float, nullable=False),
+        Column("spec", Text, nullable=False),
+    )
 
-endpoint_configs = Table(
-    "endpoint_configs",
-    metadata,
-    Column("name_key", String(63), primary_key=True),
-    Column("name", String(63), nullable=False),
-    Column("arn", String(256), nullable=False),
-    Column("creation_time", Float, nullable=False),
-    Column("spec", Text, nullable=False),
-)
+
+models = _named_resource("models")
+endpoint_configs = _named_resource("endpoint_configs")
 
 endpoints = Table(
     "endpoints",
