@@ -38,6 +38,8 @@ class Settings:
     s3_endpoint_url: str = field(default_factory=lambda: _env("S3_ENDPOINT_URL", ""))
     # Python interpreter for instance processes (the server's own by default).
     python: str = field(default_factory=lambda: _env("PYTHON", ""))
+    # Asynchronous inference: where SNS-ARN topics are published (moto, LocalStack; empty: boto3's default).
+    sns_endpoint_url: str = field(default_factory=lambda: _env("SNS_ENDPOINT_URL", ""))
 
     @property
     def db_url(self) -> str:
@@ -60,6 +62,11 @@ class Settings:
     def hf_cache_dir(self) -> Path:
         # Hugging Face Hub downloads (HF_MODEL_ID), shared by every instance.
         return self.data_dir / "hf-cache"
+
+    @property
+    def async_dir(self) -> Path:
+        # Asynchronous inference: inline request bodies and responses being committed.
+        return self.data_dir / "async"
 
     @property
     def logs_dir(self) -> Path:

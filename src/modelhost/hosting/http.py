@@ -8,6 +8,8 @@ client cost more per request than everything else on the front door together.
 from __future__ import annotations
 
 import asyncio
+import collections
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httptools
@@ -159,3 +161,159 @@ def _expire(waiter: asyncio.Future[Any], conn: _Connection) -> None:
         waiter.set_exception(RequestTimeout())
         conn.waiter = None
         conn.close()  # the response may still come; this connection is no longer usable
+
+
+# --- streaming: asynchronous inference moves payloads of up to 1 GB through the server -----------
+
+STREAM_HIGH_WATER = 8 * 1024 * 1024  # response bytes buffered before the socket stops being read
+STREAM_LOW_WATER = 1024 * 1024
+
+
+class _StreamConnection(asyncio.Protocol):
+    """One request on its own connection: the body is written piece by piece with flow
+    control, and the response body is handed out piece by piece (reading pauses while the
+    consumer lags), so neither is ever held whole."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        loop = asyncio.get_running_loop()
+        self.head: asyncio.Future[tuple[int, dict[bytes, bytes]]] = loop.create_future()
+        self.headers: dict[bytes, bytes] = {}
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.done = False
+        self.error: Exception | None = None
+        self.readable = asyncio.Event()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionLost(f"invalid HTTP response from the instance: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done:
+            self._fail(ConnectionLost("the instance closed the connection"))
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        if not self.head.done():
+            self.head.set_result((self.parser.get_status_code(), self.headers))
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        self.readable.set()
+        if self.buffered > STREAM_HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self.readable.set()
+
+    def _fail(self, exc: Exception) -> None:
+        if self.error is None:
+            self.error = exc
+        if not self.head.done():
+            self.head.set_exception(exc)
+        self.readable.set()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class StreamedResponse:
+    """Status and headers of a streamed exchange; ``chunks()`` yields the body, then
+    ``close()`` (always) releases the connection."""
+
+    def __init__(self, conn: _StreamConnection, status: int, headers: dict[bytes, bytes]) -> None:
+        self._conn = conn
+        self.status = status
+        self.headers = headers  # lower-cased names
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        while True:
+            while conn.chunks:
+                chunk = conn.chunks.popleft()
+                conn.buffered -= len(chunk)
+                if conn.paused and conn.buffered < STREAM_LOW_WATER and conn.transport is not None:
+                    conn.paused = False
+                    conn.transport.resume_reading()
+                yield chunk
+            if conn.done:
+                return
+            if conn.error is not None:
+                raise conn.error
+            conn.readable.clear()
+            await conn.readable.wait()
+
+    async def read_all(self, limit: int) -> bytes:
+        """The body (for error answers), keeping at most ``limit`` bytes."""
+        kept: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            if size < limit:
+                kept.append(chunk[: limit - size])
+                size += len(kept[-1])
+        return b"".join(kept)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+async def stream_request(
+    path: str,
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    length: int,
+    body: AsyncIterator[bytes],
+) -> StreamedResponse:
+    """Send a request whose body (``length`` bytes) comes from ``body`` over a fresh connection
+    to the unix socket ``path``, and return once the response headers have arrived. A connect
+    failure is ConnectError (nothing sent). The caller bounds the time (``asyncio.wait_for``);
+    cancelling closes the connection."""
+    loop = asyncio.get_running_loop()
+    try:
+        _, conn = await loop.create_unix_connection(_StreamConnection, path)
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to the instance: {exc}") from None
+    try:
+        head = [method, b" ", target, b" HTTP/1.1\r\nhost: instance\r\nconnection: close\r\ncontent-length: ",
+                str(length).encode(), b"\r\n"]
+        for name, value in headers:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        assert conn.transport is not None
+        conn.transport.write(b"".join(head))
+        async for chunk in body:
+            if conn.error is not None or conn.head.done():
+                break  # the instance answered (or failed) before taking the whole body
+            conn.transport.write(chunk)
+            if not conn.writable.is_set():
+                await conn.writable.wait()
+        status, response_headers = await conn.head
+    except BaseException:
+        conn.close()
+        raise
+    return StreamedResponse(conn, status, response_headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 LABELS = ("endpoint", "variant")
@@ -79,4 +79,85 @@ class VariantMetrics:
             ERRORS_5XX.labels(*labels),
             MODEL_LATENCY.labels(*labels),
             OVERHEAD_LATENCY.labels(*labels),
+        )
+
+
+# --- asynchronous inference (hosting/asyncq.py; SageMaker's async endpoint and variant metrics) ---
+
+ENDPOINT_LABEL = ("endpoint",)
+APPROXIMATE_BACKLOG_SIZE = Gauge(
+    "modelhost_approximate_backlog_size",
+    "Queued plus in-flight async requests (ApproximateBacklogSize)",
+    ENDPOINT_LABEL,
+    registry=REGISTRY,
+)
+APPROXIMATE_BACKLOG_SIZE_PER_INSTANCE = Gauge(
+    "modelhost_approximate_backlog_size_per_instance",
+    "Backlog divided by the instance count, or the backlog at zero instances (ApproximateBacklogSizePerInstance)",
+    ENDPOINT_LABEL,
+    registry=REGISTRY,
+)
+APPROXIMATE_AGE_OF_OLDEST_REQUEST = Gauge(
+    "modelhost_approximate_age_of_oldest_request_seconds",
+    "Age of the oldest queued or in-flight async request (ApproximateAgeOfOldestRequest)",
+    ENDPOINT_LABEL,
+    registry=REGISTRY,
+)
+HAS_BACKLOG_WITHOUT_CAPACITY = Gauge(
+    "modelhost_has_backlog_without_capacity",
+    "1 when async requests are queued and the endpoint has no instance (HasBacklogWithoutCapacity)",
+    ENDPOINT_LABEL,
+    registry=REGISTRY,
+)
+_ASYNC_COUNTERS = {
+    name: Counter(f"modelhost_async_{name}", f"Async requests: {cw}", LABELS, registry=REGISTRY)
+    for name, cw in (
+        ("request_download_failures", "RequestDownloadFailures"),
+        ("response_upload_failures", "ResponseUploadFailures"),
+        ("notification_failures", "NotificationFailures"),
+        ("expired_requests", "ExpiredRequests"),
+        ("invocation_failures", "InvocationFailures"),
+        ("invocations_processed", "InvocationsProcesssed"),
+    )
+}
+MILLISECOND_BUCKETS = tuple(b / 1000 for b in MICROSECOND_BUCKETS) + (300_000, 900_000, 3_600_000, 21_600_000)
+_ASYNC_HISTOGRAMS = {
+    name: Histogram(f"modelhost_async_{name}", f"Async requests: {cw}", LABELS, buckets=buckets, registry=REGISTRY)
+    for name, cw, buckets in (
+        ("request_download_latency_microseconds", "RequestDownloadLatency", MICROSECOND_BUCKETS),
+        ("response_upload_latency_microseconds", "ResponseUploadLatency", MICROSECOND_BUCKETS),
+        ("time_in_backlog_milliseconds", "TimeInBacklog", MILLISECOND_BUCKETS),
+        ("total_processing_time_milliseconds", "TotalProcessingTime", MILLISECOND_BUCKETS),
+    )
+}
+
+
+@dataclass
+class AsyncVariantMetrics:
+    request_download_failures: Counter
+    response_upload_failures: Counter
+    notification_failures: Counter
+    expired_requests: Counter
+    invocation_failures: Counter
+    invocations_processed: Counter
+    request_download_latency: Histogram
+    response_upload_latency: Histogram
+    time_in_backlog: Histogram
+    total_processing_time: Histogram
+
+    @classmethod
+    def for_variant(cls, endpoint: str, variant: str) -> AsyncVariantMetrics:
+        c = {k: v.labels(endpoint, variant) for k, v in _ASYNC_COUNTERS.items()}
+        h = {k: v.labels(endpoint, variant) for k, v in _ASYNC_HISTOGRAMS.items()}
+        return cls(
+            c["request_download_failures"],
+            c["response_upload_failures"],
+            c["notification_failures"],
+            c["expired_requests"],
+            c["invocation_failures"],
+            c["invocations_processed"],
+            h["request_download_latency_microseconds"],
+            h["response_upload_latency_microseconds"],
+            h["time_in_backlog_milliseconds"],
+            h["total_processing_time_milliseconds"],
         )

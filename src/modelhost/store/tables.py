@@ -5,7 +5,7 @@ Names are unique case-insensitively (`name_key` is the lower-cased name), as in 
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -80,4 +80,61 @@ scaling_activities = Table(
     Column("dimension", String(128), nullable=False),
     Column("start_time", Float, nullable=False),
     Column("spec", Text, nullable=False),
+)
+
+# Asynchronous inference (hosting/asyncq.py): one row per accepted InvokeEndpointAsync request,
+# the durable queue. `seq` orders the queue (oldest first); `status` moves
+# Pending -> InProgress -> Completing -> Completed | Failed (see asyncq for the commit protocol).
+async_requests = Table(
+    "async_requests",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("inference_id", String(64), nullable=False, index=True),
+    Column("endpoint", String(63), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("received_time", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("lease_owner", String(64)),
+    Column("lease_expires", Float),
+    Column("completed_time", Float),
+    # the request as accepted (headers, input, output/failure locations, topics): JSON
+    Column("spec", Text, nullable=False),
+    # the outcome being committed / committed: JSON (final status, temp file, etag, reason, ...)
+    Column("outcome", Text),
+    # the notification still to send (JSON {"topic", "message"}), NULL once sent or when none
+    Column("notification", Text),
+)
+
+# Batch transform jobs (migration 0003_transform). `spec` is the request as given (less Tags),
+# `deployment` the model definition frozen at create time (a resume after a restart needs it),
+# `progress` JSON counters written by the job runner.
+transform_jobs = Table(
+    "transform_jobs",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("model_name", String(63), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("failure_reason", Text),
+    Column("creation_time", Float, nullable=False),
+    Column("last_modified_time", Float, nullable=False),
+    Column("start_time", Float),
+    Column("end_time", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("spec", Text, nullable=False),
+    Column("deployment", Text, nullable=False),
+    Column("progress", Text),
+)
+
+# One row per input object a transform job finished (Completed or Failed): what a resumed job skips.
+transform_job_objects = Table(
+    "transform_job_objects",
+    metadata,
+    Column("job_key", String(63), primary_key=True),
+    Column("key", String(1024), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("records", Integer, nullable=False, default=0),
+    Column("output_uri", Text),
+    Column("reason", Text),
 )

@@ -1,0 +1,95 @@
+"""Asynchronous inference notifications: SNS topics and webhooks.
+
+A topic is either an SNS ARN, published through the SNS API (boto3) at
+``MODELHOST_SNS_ENDPOINT_URL`` (moto's server, LocalStack, or real SNS when unset credentials
+allow), or an ``http(s)://`` URL (a modelhost extension of the service model's pattern) that
+receives the same JSON message by POST. Both are retried with exponential back-off; a message
+that still cannot be delivered is given up (the caller counts it in ``NotificationFailures``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any
+
+log = logging.getLogger("modelhost.notify")
+
+SNS_ARN_PREFIX = "arn:aws"
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)  # between attempts: 6 attempts in all over ~8 s
+HTTP_TIMEOUT = 10.0
+
+
+def iso_millis(t: float) -> str:
+    """ISO-8601 UTC with milliseconds, as the notification's eventTime/receivedTime."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(t * 1000) % 1000:03d}Z"
+
+
+def is_webhook(topic: str) -> bool:
+    return topic.startswith(("http://", "https://"))
+
+
+class Notifier:
+    def __init__(self, sns_endpoint_url: str | None, region: str, delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+        self.sns_endpoint_url = sns_endpoint_url or None
+        self.region = region
+        self.delays = delays
+        self._clients: dict[str, Any] = {}
+
+    async def send(self, topic: str, message: str) -> bool:
+        """Deliver ``message`` to ``topic`` with retries; False when every attempt failed."""
+        last: Exception | None = None
+        for attempt in range(len(self.delays) + 1):
+            try:
+                if is_webhook(topic):
+                    await asyncio.to_thread(self._post, topic, message)
+                else:
+                    await asyncio.to_thread(self._publish, topic, message)
+                return True
+            except Exception as exc:  # any delivery problem is retried, then reported
+                last = exc
+            if attempt < len(self.delays):
+                await asyncio.sleep(self.delays[attempt])
+        log.warning("notification to %s failed after %d attempts: %s", topic, len(self.delays) + 1, last)
+        return False
+
+    def _post(self, url: str, message: str) -> None:
+        req = urllib.request.Request(
+            url, data=message.encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+            if resp.status >= 300:
+                raise OSError(f"webhook answered {resp.status}")
+
+    def _sns(self, region: str) -> Any:
+        client = self._clients.get(region)
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            session = boto3.Session()
+            creds = {} if session.get_credentials() is not None else {
+                "aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"
+            }
+            client = session.client(
+                "sns",
+                region_name=region,
+                endpoint_url=self.sns_endpoint_url,
+                config=Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=10),
+                **creds,
+            )
+            self._clients[region] = client
+        return client
+
+    def _publish(self, arn: str, message: str) -> None:
+        parts = arn.split(":")
+        region = parts[3] if len(parts) > 3 and parts[3] else self.region
+        self._sns(region).publish(TopicArn=arn, Message=message)
+
+
+# The message SageMaker sends to each configured topic when an async endpoint is created.
+TEST_NOTIFICATION = json.dumps({"eventVersion": "1.0", "eventSource": "aws:sagemaker", "eventName": "TestNotification"})
