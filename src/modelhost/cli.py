@@ -168,12 +168,20 @@ def invoke(
     body: Annotated[str | None, typer.Option(help="Request body.")] = None,
     file: Annotated[Path | None, typer.Option(help="Read the request body from a file ('-' for stdin).")] = None,
     target_variant: Annotated[str | None, typer.Option(help="Send to this variant.")] = None,
+    async_: Annotated[
+        bool,
+        typer.Option("--async", help="InvokeEndpointAsync: upload the body, wait for the result, print it."),
+    ] = False,
+    wait: Annotated[float, typer.Option(help="With --async: seconds to wait for the result.")] = 3600,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
     """Invoke an endpoint and print the response body."""
     if (body is None) == (file is None):
         fail("give exactly one of --body or --file")
     data = body.encode() if body is not None else (sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes())  # type: ignore[union-attr]
+    if async_:
+        _invoke_async(name, data, content_type, accept, wait, url)
+        return
     _, rt = clients(url)
     kwargs: dict[str, Any] = {"EndpointName": name, "ContentType": content_type, "Body": data}
     if accept:
@@ -183,6 +191,60 @@ def invoke(
     resp = _call(rt.invoke_endpoint, **kwargs)
     sys.stdout.buffer.write(resp["Body"].read())
     sys.stdout.buffer.write(b"\n")
+
+
+ASYNC_INPUT_BUCKET = "modelhost-async-inputs"
+
+
+def _invoke_async(name: str, data: bytes, content_type: str, accept: str | None, wait: float, url: str) -> None:
+    """Upload the body, InvokeEndpointAsync with its InputLocation, poll the output and failure
+    locations (with a progress line on stderr), then print the result or fail with the error."""
+    import uuid
+
+    from modelhost.client import _session
+
+    _, rt = clients(url)
+    s3 = _session().client("s3", endpoint_url=url)
+    try:
+        s3.head_bucket(Bucket=ASYNC_INPUT_BUCKET)
+    except ClientError:
+        _call(s3.create_bucket, Bucket=ASYNC_INPUT_BUCKET)
+    key = f"{name}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:12]}"
+    _call(s3.put_object, Bucket=ASYNC_INPUT_BUCKET, Key=key, Body=data)
+    kwargs: dict[str, Any] = {
+        "EndpointName": name,
+        "ContentType": content_type,
+        "InputLocation": f"s3://{ASYNC_INPUT_BUCKET}/{key}",
+    }
+    if accept:
+        kwargs["Accept"] = accept
+    resp = _call(rt.invoke_endpoint_async, **kwargs)
+    locations = [("output", resp["OutputLocation"])]
+    if resp.get("FailureLocation"):
+        locations.append(("failure", resp["FailureLocation"]))
+    err.print(f"queued {resp['InferenceId']}; output: {resp['OutputLocation']}", highlight=False, soft_wrap=True)
+    started = time.monotonic()
+    with err.status("waiting for the result") as status:
+        while True:
+            for kind, uri in locations:
+                bucket, _, obj = uri.removeprefix("s3://").partition("/")
+                try:
+                    got = s3.get_object(Bucket=bucket, Key=obj)
+                except ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                        continue
+                    fail(f"{exc.response['Error'].get('Code')}: {exc.response['Error'].get('Message')}")
+                result = got["Body"].read()
+                if kind == "failure":
+                    fail(f"the request failed: {result.decode('utf-8', 'replace')}")
+                sys.stdout.buffer.write(result)
+                sys.stdout.buffer.write(b"\n")
+                return
+            elapsed = time.monotonic() - started
+            if elapsed > wait:
+                fail(f"no result after {wait:g}s; it will appear at {resp['OutputLocation']}")
+            status.update(f"waiting for the result ({elapsed:.0f}s)")
+            time.sleep(0.25)
 
 
 @app.command("ls")
@@ -250,6 +312,103 @@ def logs(
         if not follow:
             return
         time.sleep(0.5)
+
+
+@app.command()
+def transform(
+    model: Annotated[str, typer.Argument(help="Model name (created with `deploy` or CreateModel).")],
+    input_uri: Annotated[str, typer.Argument(metavar="INPUT", help="s3:// prefix (or object) to transform.")],
+    output_uri: Annotated[str, typer.Argument(metavar="OUTPUT", help="S3OutputPath for the .out objects.")],
+    name: Annotated[str | None, typer.Option(help="Job name (default: <model>-<timestamp>).")] = None,
+    content_type: Annotated[str | None, typer.Option(help="TransformInput.ContentType, e.g. text/csv.")] = None,
+    split_type: Annotated[str, typer.Option(help="None, Line, RecordIO or TFRecord.")] = "Line",
+    strategy: Annotated[str | None, typer.Option(help="MultiRecord or SingleRecord.")] = None,
+    accept: Annotated[str | None, typer.Option(help="TransformOutput.Accept.")] = None,
+    assemble_with: Annotated[str, typer.Option(help="Line or None.")] = "Line",
+    instance_count: Annotated[int, typer.Option(help="Instances of the model.")] = 1,
+    max_payload: Annotated[int | None, typer.Option(help="MaxPayloadInMB.")] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="MaxConcurrentTransforms per instance.")] = None,
+    gzip_input: Annotated[bool, typer.Option("--gzip", help="The input objects are gzip-compressed.")] = False,
+    manifest: Annotated[bool, typer.Option(help="INPUT is a manifest file.")] = False,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Show progress until the job ends.")] = True,
+    url: UrlOption = DEFAULT_URL,
+) -> None:
+    """Run a batch transform job; shows objects and records done, records/s and an ETA."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from modelhost.batch.progress import describe_with_progress
+
+    sm, _ = clients(url)
+    job_name = name or f"{model}-{time.strftime('%Y-%m-%d-%H-%M-%S')}"[:63]
+    tin: dict[str, Any] = {
+        "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile" if manifest else "S3Prefix", "S3Uri": input_uri}},
+        "SplitType": split_type,
+        "CompressionType": "Gzip" if gzip_input else "None",
+    }
+    if content_type:
+        tin["ContentType"] = content_type
+    tout: dict[str, Any] = {"S3OutputPath": output_uri, "AssembleWith": assemble_with}
+    if accept:
+        tout["Accept"] = accept
+    extra: dict[str, Any] = {}
+    if strategy:
+        extra["BatchStrategy"] = strategy
+    if max_payload is not None:
+        extra["MaxPayloadInMB"] = max_payload
+    if max_concurrent is not None:
+        extra["MaxConcurrentTransforms"] = max_concurrent
+    _call(
+        sm.create_transform_job,
+        TransformJobName=job_name,
+        ModelName=model,
+        TransformInput=tin,
+        TransformOutput=tout,
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": instance_count},
+        **extra,
+    )
+    out.print(f"transform job {job_name}: InProgress", highlight=False)
+    if not wait:
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[objects]} objects"),
+        TextColumn("{task.fields[records]} records"),
+        TextColumn("{task.fields[rate]} rec/s"),
+        TextColumn("ETA {task.fields[eta]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(job_name, total=None, objects="0/?", records="0", rate="-", eta="-")
+        while True:
+            try:
+                desc, p = describe_with_progress(sm, job_name)
+            except (ClientError, BotoCoreError) as exc:
+                fail(str(exc))
+            status = desc["TransformJobStatus"]
+            total, done = p.get("BytesTotal") or 0, p.get("BytesProcessed") or 0
+            finished = p.get("ObjectsCompleted", 0) + p.get("ObjectsFailed", 0)
+            rate = p.get("RecordsPerSecond") or 0.0
+            elapsed = p.get("ElapsedSeconds") or 0.0
+            eta = "-"
+            if total and done and status == "InProgress":
+                eta = f"{max(elapsed * (total - done) / done, 0):.0f}s"
+            bar.update(
+                task,
+                total=total or None,
+                completed=done,
+                objects=f"{finished}/{p.get('ObjectsTotal', '?')}",
+                records=f"{p.get('RecordsProcessed', 0):,}",
+                rate=f"{rate:,.0f}",
+                eta=eta,
+            )
+            if status in ("Completed", "Failed", "Stopped"):
+                break
+            time.sleep(0.5)
+    if status != "Completed":
+        reason = f": {desc['FailureReason']}" if desc.get("FailureReason") else ""
+        fail(f"transform job {job_name}: {status}{reason}")
+    out.print(f"transform job {job_name}: Completed; output under {output_uri}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -24,7 +24,16 @@ DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 RESOURCE = re.compile(r"endpoint/(?P<endpoint>[^/]+)/variant/(?P<variant>[^/]+)")
 PREDEFINED = "SageMakerVariantInvocationsPerInstance"
 # Metrics a CustomizedMetricSpecification may name (ours; see hosting/autoscaler.py).
-CUSTOM_METRICS = ("InvocationsPerInstance", "Invocations", "ModelLatency", "Invocation5XXErrors", "Invocation4XXErrors")
+CUSTOM_METRICS = (
+    "InvocationsPerInstance",
+    "Invocations",
+    "ModelLatency",
+    "Invocation5XXErrors",
+    "Invocation4XXErrors",
+    # asynchronous inference (hosting/asyncq.py): queued plus in-flight requests
+    "ApproximateBacklogSizePerInstance",
+    "ApproximateBacklogSize",
+)
 
 
 def _check_target_ref(req: Request) -> tuple[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from modelhost.control import listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ValidationException
@@ -67,8 +69,48 @@ def _check_variants(ctx: ControlContext, req: Request) -> None:
         models.get(ctx, v["ModelName"])  # raises 'Could not find model "arn..."'
 
 
+SNS_ARN = re.compile(r"arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+")
+
+
+def _check_async(req: Request) -> None:
+    """AsyncInferenceConfig rules the service model does not express (hosting/asyncq.py runs it)."""
+    config = req.get("AsyncInferenceConfig")
+    if config is None:
+        return
+    output = config.get("OutputConfig")
+    if not output or not output.get("S3OutputPath"):
+        raise ValidationException("AsyncInferenceConfig.OutputConfig.S3OutputPath is required.")
+    for key in ("S3OutputPath", "S3FailurePath"):
+        uri = output.get(key)
+        if uri is not None and not re.fullmatch(r"s3://[^/]+(/.*)?", uri):
+            raise ValidationException(
+                f"AsyncInferenceConfig.OutputConfig.{key} {uri!r} is not supported: modelhost writes to s3:// URIs."
+            )
+    concurrency = (config.get("ClientConfig") or {}).get("MaxConcurrentInvocationsPerInstance")
+    if concurrency is not None and not 1 <= concurrency <= 1000:
+        raise ValidationException("MaxConcurrentInvocationsPerInstance must be between 1 and 1000.")
+    notification = output.get("NotificationConfig") or {}
+    for key in ("SuccessTopic", "ErrorTopic"):
+        topic = notification.get(key)
+        # An http(s):// URL (a webhook receiving the same JSON) is a modelhost extension.
+        if topic is not None and not (SNS_ARN.fullmatch(topic) or re.fullmatch(r"https?://[^\s/]+.*", topic)):
+            raise ValidationException(
+                f"AsyncInferenceConfig NotificationConfig.{key} {topic!r} must be an SNS topic ARN or an "
+                "http(s):// URL."
+            )
+    include = notification.get("IncludeInferenceResponseIn") or []
+    if len(set(include)) != len(include):
+        raise ValidationException("IncludeInferenceResponseIn names a topic type more than once.")
+    for kind, key in (("SUCCESS_NOTIFICATION_TOPIC", "SuccessTopic"), ("ERROR_NOTIFICATION_TOPIC", "ErrorTopic")):
+        if kind in include and not notification.get(key):
+            raise ValidationException(f"IncludeInferenceResponseIn contains {kind} but no {key} is configured.")
+    if any("ServerlessConfig" in v for v in req["ProductionVariants"]):
+        raise ValidationException("AsyncInferenceConfig cannot be combined with a serverless variant.")
+
+
 def create_endpoint_config(ctx: ControlContext, req: Request) -> Response:
     _check_variants(ctx, req)
+    _check_async(req)
     name = req["EndpointConfigName"]
     arn = ctx.arn("endpoint-config", name)
     spec = {k: req[k] for k in ECHOED if k in req}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from modelhost.control import endpoint_configs, endpoints, models, tags
+from modelhost.control import endpoint_configs, endpoints, models, tags, transform_jobs
 from modelhost.control.context import ControlContext, Request, Response
 
 Operation = Callable[[ControlContext, Request], Response]
@@ -27,4 +27,8 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "AddTags": tags.add_tags,
     "ListTags": tags.list_tags,
     "DeleteTags": tags.delete_tags,
+    "CreateTransformJob": transform_jobs.create_transform_job,
+    "DescribeTransformJob": transform_jobs.describe_transform_job,
+    "ListTransformJobs": transform_jobs.list_transform_jobs,
+    "StopTransformJob": transform_jobs.stop_transform_job,
 }

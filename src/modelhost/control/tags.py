@@ -25,7 +25,7 @@ def drop_all(conn: Connection, arn: str) -> None:
 
 
 def _resource_exists(conn: Connection, arn: str) -> bool:
-    for table in (tables.models, tables.endpoint_configs, tables.endpoints):
+    for table in (tables.models, tables.endpoint_configs, tables.endpoints, tables.transform_jobs):
         if conn.execute(select(table.c.name).where(table.c.arn == arn)).first() is not None:
             return True
     return False

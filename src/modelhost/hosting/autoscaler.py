@@ -24,6 +24,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class Autoscaler:
         self.window = window
         self._history: dict[str, _History] = collections.defaultdict(_History)
         self._task: asyncio.Task[None] | None = None
+        # Asynchronous inference: endpoint -> queued plus in-flight requests (None: not async).
+        self.backlog: Callable[[str], int | None] = lambda _endpoint: None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -104,6 +107,9 @@ class Autoscaler:
             if hist.fleet_id != id(fleet):  # a new fleet (update, restart): start over
                 hist.samples.clear()
                 hist.fleet_id = id(fleet)
+            if await self._wake_from_zero(target, policies, fleet):
+                hist.last_scale = hist.last_scale_out = now
+                continue
             s = fleet.stats
             hist.samples.append((now, s.requests, s.errors_4xx, s.errors_5xx))
             while hist.samples and now - hist.samples[0][0] > self.window:
@@ -154,6 +160,10 @@ class Autoscaler:
             value = (b1 - b0) / minutes
         elif metric == "Invocation4XXErrors":
             value = (a1 - a0) / minutes
+        elif metric in ("ApproximateBacklogSizePerInstance", "ApproximateBacklogSize"):
+            m = autoscaling.RESOURCE.fullmatch(policy["resource_id"])
+            backlog = (self.backlog(m["endpoint"]) if m is not None else None) or 0
+            value = backlog / max(fleet.desired, 1) if metric == "ApproximateBacklogSizePerInstance" else backlog
         else:  # ModelLatency
             lat = [v for t, v in fleet.stats.latencies if t >= t0]
             value = sum(lat) / len(lat) if lat else 0.0
@@ -161,6 +171,22 @@ class Autoscaler:
         want = math.ceil(max(current, 1) * value / target - 1e-9) if value > 0 else 0
         can_scale_in = not config.get("DisableScaleIn", False) and value < target * SCALE_IN_MARGIN
         return want, config, can_scale_in, policy["name"], value
+
+    async def _wake_from_zero(self, target: dict, policies: list[dict], fleet: Fleet) -> bool:
+        """HasBacklogWithoutCapacity: an async variant at zero instances with requests waiting
+        scales out at once (to max(1, MinCapacity)), without waiting for a metric window."""
+        m = autoscaling.RESOURCE.fullmatch(target["resource_id"])
+        if m is None or fleet.desired != 0 or not self.backlog(m["endpoint"]):
+            return False
+        spec = target["spec"]
+        if (spec.get("SuspendedState") or {}).get("DynamicScalingOutSuspended"):
+            return False
+        new = min(int(spec["MaxCapacity"]), max(1, int(spec["MinCapacity"])))
+        if new <= 0:
+            return False
+        name = policies[0]["name"]
+        await self._apply(target, fleet, 0, new, (new, {}, False, name, float(self.backlog(m["endpoint"]) or 0)))
+        return True
 
     async def _apply(self, target: dict, fleet: Fleet, current: int, new: int, reason: tuple) -> None:
         resource_id = target["resource_id"]

@@ -16,17 +16,20 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from modelhost.batch.supervisor import TransformSupervisor
 from modelhost.config import Settings
-from modelhost.control import autoscaling
+from modelhost.control import autoscaling, logs_api
 from modelhost.control.context import ControlContext
 from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
 from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
+from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.autoscaler import Autoscaler
 from modelhost.hosting.logs import endpoint_log_path
 from modelhost.hosting.metrics import REGISTRY
 from modelhost.hosting.reconciler import Reconciler
 from modelhost.hosting.router import Router
 from modelhost.server import auth, s3
+from modelhost.server.async_runtime import AsyncInvocations
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
 from modelhost.server.runtime import Invocations
 from modelhost.server.sts import StsApp, is_sts_request
@@ -42,6 +45,7 @@ log = logging.getLogger("modelhost.server")
 SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
     "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
     "AnyScaleFrontendService": ("application-autoscaling", autoscaling.OPERATIONS),
+    "Logs_20140328": ("logs", logs_api.OPERATIONS),  # transform job logs for the SDK (logs=True)
 }
 
 
@@ -66,6 +70,20 @@ class Services:
         self.autoscaler = Autoscaler(
             self.control, self.reconciler, settings.autoscale_interval, settings.autoscale_window
         )
+        # Asynchronous inference: the durable queue; it learns of endpoint changes with the reconciler.
+        self.buckets = BucketStore(settings.buckets_dir, settings.data_dir)
+        self.asyncq = AsyncInference(settings, self.store, self.buckets, self.router)
+        # Batch transform jobs: runs InProgress jobs (and resumes them after a restart).
+        self.transforms = TransformSupervisor(settings, self.store, self.objects, self.artifacts)
+        self.transforms.buckets = self.buckets
+        self.autoscaler.backlog = self.asyncq.backlog
+        wake_reconciler = self.control.wake_reconciler
+
+        def wake() -> None:
+            wake_reconciler()
+            self.asyncq.wake()
+
+        self.control.wake_reconciler = wake
 
 
 def create_app(settings: Settings) -> FrontDoor:
@@ -126,9 +144,13 @@ def create_app(settings: Settings) -> FrontDoor:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await services.reconciler.start()
         await services.autoscaler.start()
+        await services.asyncq.start()
+        await services.transforms.start()
         try:
             yield
         finally:
+            await services.transforms.shutdown()
+            await services.asyncq.stop()
             await services.autoscaler.stop()
             await services.reconciler.shutdown()
 
@@ -142,9 +164,13 @@ def create_app(settings: Settings) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.services = services
-    buckets = BucketStore(settings.buckets_dir, settings.data_dir)
+    buckets = services.buckets
     s3_app = s3.S3App(buckets, MultipartUploads(buckets, settings.data_dir / "uploads"), settings.region)
-    return FrontDoor(app, Invocations(services.router), s3_app, StsApp(settings.account_id))
+    invocations = Invocations(services.router)
+    invocations.async_endpoints = services.asyncq.names  # InvokeEndpoint refuses these
+    return FrontDoor(
+        app, invocations, s3_app, StsApp(settings.account_id), async_invocations=AsyncInvocations(services.asyncq)
+    )
 
 
 class FrontDoor:
@@ -153,12 +179,19 @@ class FrontDoor:
 
     PREFIX = "/endpoints/"
     SUFFIX = "/invocations"
+    ASYNC_SUFFIX = "/async-invocations"
 
     def __init__(
-        self, app: Starlette, invocations: Invocations, s3_app: s3.S3App | None = None, sts_app: StsApp | None = None
+        self,
+        app: Starlette,
+        invocations: Invocations,
+        s3_app: s3.S3App | None = None,
+        sts_app: StsApp | None = None,
+        async_invocations: AsyncInvocations | None = None,
     ) -> None:
         self.app = app
         self.invocations = invocations
+        self.async_invocations = async_invocations
         self.s3 = s3_app
         self.sts = sts_app
         self.state = app.state
@@ -176,6 +209,11 @@ class FrontDoor:
                 name = path[len(self.PREFIX) : -len(self.SUFFIX)]
                 if "/" not in name:
                     await self.invocations(scope, receive, send, name)
+                    return
+            elif path.startswith(self.PREFIX) and path.endswith(self.ASYNC_SUFFIX) and self.async_invocations:
+                name = path[len(self.PREFIX) : -len(self.ASYNC_SUFFIX)]
+                if "/" not in name:
+                    await self.async_invocations(scope, receive, send, name)
                     return
         await self.app(scope, receive, send)
 

@@ -154,7 +154,12 @@ def compile_pattern(pattern: str) -> regex.Pattern[str] | None:
 # --------------------------------------------------------------------------------------------
 # Shapes whose pattern we widen on purpose: model artifacts may also be local (`file://` URIs or
 # absolute paths), which is what `modelhost deploy DIR` and offline users need.
-PATTERN_EXTENSIONS = {"Url": r"file://.+|/.+", "S3ModelUri": r"file://.+|/.+"}
+PATTERN_EXTENSIONS = {
+    "Url": r"file://.+|/.+",
+    "S3ModelUri": r"file://.+|/.+",
+    # Async inference notification topics may also be webhooks (hosting/notify.py).
+    "SnsTopicArn": r"https?://.+",
+}
 
 # Per-shape validation info, built lazily once per shape name
 

@@ -76,6 +76,8 @@ class Invocations:
 
     def __init__(self, router: Router) -> None:
         self.router = router
+        # Names of asynchronous inference endpoints (kept current by hosting/asyncq.py).
+        self.async_endpoints: set[str] | frozenset[str] = frozenset()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
         started = time.perf_counter()
@@ -83,6 +85,11 @@ class Invocations:
         try:
             if not NAME.fullmatch(name):
                 raise _constraint(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+            if name in self.async_endpoints:
+                raise ValidationError(
+                    f"Endpoint {name} of account {self.router.account_id} is an asynchronous inference endpoint: "
+                    "InvokeEndpoint is not supported for it. Use InvokeEndpointAsync."
+                )
             headers, target_variant, length = _forwarded_headers(scope)
             if length is not None and length > MAX_BODY:
                 raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")

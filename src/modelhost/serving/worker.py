@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -77,8 +78,26 @@ class App:
         elif path == "/ping" and (method == "GET" or method == "HEAD"):
             await send(_PING_START)
             await send(_EMPTY_BODY)
+        elif path == "/execution-parameters" and method == "GET":
+            await self._execution_parameters(send)
         else:
             await _send_text(send, 404, f"{method} {path} not found")
+
+    async def _execution_parameters(self, send: Send) -> None:
+        """Batch transform asks this when the job leaves values unset (as MMS answers it): two
+        requests in flight per model thread keep the model busy while the next body arrives."""
+        threads = max(self.executor._max_workers, 1)
+        body = json.dumps(
+            {"MaxConcurrentTransforms": 2 * threads, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = accept = custom_attributes = inference_id = None

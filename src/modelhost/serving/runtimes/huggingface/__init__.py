@@ -43,12 +43,63 @@ def input_fn(input_data: Any, content_type: str) -> Any:
     task = os.environ.get("HF_TASK")
     if task in CSV_REFUSING_TASKS and content_type == content_types.CSV:
         raise BadRequest(f"content type {content_type} not support with {task}, use different content_type")
+    if content_type == content_types.JSON and _batch_transform():
+        # A MultiRecord + Line batch of a transform job is several JSON documents, one per line (the
+        # toolkit fails on it as invalid JSON): decode it as JSON Lines, one request per line.
+        try:
+            return decoder_encoder.decode(input_data, content_type)
+        except BadRequest:
+            lines = decoder_encoder.decode_jsonlines(input_data)
+            if len(lines) < 2:
+                raise
+            return lines
     return decoder_encoder.decode(input_data, content_type)
+
+
+def _batch_transform() -> bool:
+    return os.environ.get("SAGEMAKER_BATCH", "").lower() == "true"
+
+
+# Pipelines whose output for a list of strings is the list of their outputs for each string (checked per
+# class): a JSON Lines request of plain-text lines runs as one batch through them. Text classification
+# wraps a single string's result in a list; sentence embeddings return one dict for the whole list.
+_BATCHABLE = ("FeatureExtractionPipeline", "TokenClassificationPipeline", "FillMaskPipeline",
+              "TextClassificationPipeline", "SentenceEmbeddingPipeline")
+
+
+def _predict_lines(data: JsonLines, model: Any) -> JsonLines | None:
+    """Run every line in one pipeline call when they are all ``{"inputs": "<text>"}`` with the same
+    parameters; None when they are not (each line then runs on its own)."""
+    kind = type(model).__name__
+    if len(data) < 2 or kind not in _BATCHABLE:
+        return None
+    first = data[0]
+    for item in data:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("inputs"), str)
+            or set(item) - {"inputs", "parameters"}
+            or item.get("parameters") != first.get("parameters")
+        ):
+            return None
+    parameters = first.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        return None
+    texts = [item["inputs"] for item in data]
+    out = model(texts, **parameters)
+    if kind == "SentenceEmbeddingPipeline":
+        return JsonLines({"embeddings": e} for e in out["embeddings"])
+    if kind == "TextClassificationPipeline":
+        return JsonLines([r] if isinstance(r, dict) else r for r in out)
+    return JsonLines(out)
 
 
 def predict_fn(data: Any, model: Any) -> Any:
     """``inputs = data.pop("inputs", data)``, ``parameters = data.pop("parameters", None)``, then the pipeline."""
     if isinstance(data, JsonLines):
+        batched = _predict_lines(data, model)
+        if batched is not None:
+            return batched
         return JsonLines(predict_fn(item, model) for item in data)
     if isinstance(data, dict):
         inputs = data.pop("inputs", data)
@@ -105,6 +156,9 @@ def _resample(wave: np.ndarray, source: int, target: int) -> np.ndarray:
 
 
 def output_fn(prediction: Any, accept: str) -> Any:
+    if isinstance(prediction, JsonLines) and accept == content_types.JSON and _batch_transform():
+        # one output line per input line of a transform batch (AssembleWith=Line ends the last one)
+        return "\n".join(decoder_encoder.encode_json(item) for item in prediction)
     return decoder_encoder.encode(prediction, accept)
 
 
