@@ -113,6 +113,7 @@ class Item:
     received: float
     attempts: int
     spec: dict[str, Any]
+    body: bytes | None = None  # an inline body accepted by this run (also saved in its file)
 
     def __lt__(self, other: Item) -> bool:
         return self.seq < other.seq
@@ -150,7 +151,8 @@ class _Writer:
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        while self._ops:
+        deadline = time.monotonic() + 10
+        while self._ops and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -224,6 +226,7 @@ class AsyncInference:
         self._main: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._orphans: dict[str, list[Item]] = {}  # queued for an endpoint not (yet) seen
+        self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -237,6 +240,8 @@ class AsyncInference:
         self._main = [asyncio.create_task(self._dispatch_loop()), asyncio.create_task(self._refresh_loop())]
 
     async def stop(self) -> None:
+        # (a flag as well as the cancel: before 3.12, wait_for may swallow a cancellation)
+        self._stopping = True
         for task in self._main:
             task.cancel()
         running = list(self._tasks)
@@ -264,7 +269,7 @@ class AsyncInference:
             return self.store.all(conn, tables.endpoints)
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._refreshed.wait(), REFRESH)
             self._refreshed.clear()
@@ -407,7 +412,7 @@ class AsyncInference:
             return int(key[0])
 
         seq = await self._writer.run(insert)
-        heapq.heappush(ep.heap, Item(seq, inference_id, ep.name, received, 0, spec))
+        heapq.heappush(ep.heap, Item(seq, inference_id, ep.name, received, 0, spec, body))
         self._kick.set()
         out = {"InferenceId": inference_id, "OutputLocation": output}
         if failure is not None:
@@ -563,7 +568,7 @@ class AsyncInference:
         task.add_done_callback(self._tasks.discard)
 
     async def _dispatch_loop(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), TICK)
             self._kick.clear()
@@ -706,10 +711,15 @@ class AsyncInference:
     async def _exchange(self, item: Item, inst: Any, m: AsyncVariantMetrics) -> _Success | _Failure:
         spec = item.spec
         started = time.perf_counter()
-        try:
-            f, size = await asyncio.to_thread(self._open_input, spec)
-        except _DownloadFailed as exc:
-            return _Failure(str(exc), download=True)
+        f: IO[bytes] | None = None
+        if item.body is not None:  # small, already in memory: no file to read
+            size, chunks = len(item.body), _one_chunk(item.body)
+        else:
+            try:
+                opened, size = await asyncio.to_thread(self._open_input, spec)
+            except _DownloadFailed as exc:
+                return _Failure(str(exc), download=True)
+            f, chunks = opened, _file_chunks(opened)
         headers: list[tuple[bytes, bytes]] = []
         for name, key in (
             (b"content-type", "content_type"),
@@ -722,7 +732,7 @@ class AsyncInference:
         resp: StreamedResponse | None = None
         try:
             resp = await stream_request(
-                str(inst.socket_path), b"POST", b"/invocations", headers, size, _file_chunks(f)
+                str(inst.socket_path), b"POST", b"/invocations", headers, size, chunks
             )
             m.request_download_latency.observe((time.perf_counter() - started) * 1e6)
             if resp.status >= 300:
@@ -739,7 +749,8 @@ class AsyncInference:
         finally:
             if resp is not None:
                 resp.close()
-            await asyncio.to_thread(f.close)
+            if f is not None:
+                await asyncio.to_thread(f.close)
 
     def _open_input(self, spec: dict) -> tuple[IO[bytes], int]:
         if spec.get("inline"):
@@ -769,10 +780,12 @@ class AsyncInference:
         buffered = 0
         f = os.fdopen(fd, "wb")
 
-        def flush(parts: list[bytes]) -> None:
+        def flush(parts: list[bytes], last: bool = False) -> None:
             for p in parts:
                 f.write(p)
                 md5.update(p)
+            if last:
+                f.close()
 
         try:
             async for chunk in resp.chunks():
@@ -784,13 +797,12 @@ class AsyncInference:
                 if buffered >= CHUNK:
                     parts, pending, buffered = pending, [], 0
                     await asyncio.to_thread(flush, parts)
-            await asyncio.to_thread(flush, pending)
+            await asyncio.to_thread(flush, pending, True)
         except BaseException:
             f.close()
             with contextlib.suppress(OSError):
                 os.unlink(name)
             raise
-        await asyncio.to_thread(f.close)
         embedded = bytes(head) if size <= EMBED_LIMIT else None
         return _Success(name, md5.hexdigest(), size, content_type, embedded)
 
@@ -923,8 +935,16 @@ class AsyncInference:
         variant = outcome.get("variant", "")
         m = self._variant_metrics(item.endpoint, variant)
         started = time.perf_counter()
+        inline = item.spec.get("inline")
+
+        def install_and_drop_input() -> None:
+            self._install(outcome)
+            if inline:
+                with contextlib.suppress(OSError):
+                    os.unlink(inline)
+
         try:
-            await asyncio.to_thread(self._install, outcome)
+            await asyncio.to_thread(install_and_drop_input)
             if outcome["status"] == "Completed":
                 m.response_upload_latency.observe((time.perf_counter() - started) * 1e6)
         except (S3StoreError, OSError) as exc:
@@ -956,9 +976,9 @@ class AsyncInference:
         if outcome["status"] == "Completed":
             m.invocations_processed.inc()
         m.total_processing_time.observe((outcome["time"] - item.received) * 1000)
-        if item.spec.get("inline"):
+        if inline and os.path.exists(inline):  # (normally gone with the install)
             with contextlib.suppress(OSError):
-                await asyncio.to_thread(os.unlink, item.spec["inline"])
+                await asyncio.to_thread(os.unlink, inline)
         if note is not None:
             self._spawn(self._deliver(item.seq, item.endpoint, variant, note))
 
@@ -996,6 +1016,10 @@ class _Failure:
     reason: str
     download: bool = False
     body: bytes | None = None
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:

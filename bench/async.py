@@ -1,0 +1,281 @@
+"""Asynchronous inference benchmark: throughput and queue latency of many small requests and of
+a few very large ones, against the same model invoked synchronously in the same run.
+
+One server, one Python model (upper-cases small bodies, echoes large ones), two endpoints on it:
+an async one (``MaxConcurrentInvocationsPerInstance`` --concurrency) and a real-time one.
+
+* small: --small requests (default 10000) of --small-bytes bytes, sent inline by --clients
+  concurrent HTTP clients. Async: accept latency (until the 202), queue latency (202 -> output
+  object written, from the object's mtime), drain throughput. Sync: InvokeEndpoint of the same
+  bodies at the same client concurrency.
+* large: --large requests (default 20) of --large-mb MB (default 200) read from the bucket store;
+  each output (an echo, the same size) is checked and deleted once written. The server's RSS is
+  sampled throughout: streaming keeps it flat. Sync is n/a (InvokeEndpoint stops at 6 MB).
+
+    .venv/bin/python bench/async.py [--small 10000] [--large 20] [--large-mb 200] [--out bench/results/async.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import boto3
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import PYTHON_IMAGE, ROLE, Server, tarball, wait_status  # noqa: E402
+
+MODEL = """
+def model_fn(model_dir):
+    return None
+
+
+def input_fn(data, content_type):
+    return data
+
+
+def predict_fn(data, model):
+    if isinstance(data, str):
+        data = data.encode()
+    return data if len(data) > 1024 * 1024 else bytes(data).upper()
+
+
+def output_fn(prediction, accept):
+    return prediction, "application/octet-stream"
+"""
+BUCKET = "bench-async"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class RssSampler:
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self.proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self.samples.append(self.proc.memory_info().rss)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path) -> dict:
+    accepted: dict[str, float] = {}
+    accept_lat: list[float] = []
+    errors = 0
+    it = iter(range(n))
+    started = time.time()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def client() -> None:
+            nonlocal errors
+            for i in it:
+                t0 = time.time()
+                async with session.post(f"{url}/endpoints/bench-async/async-invocations", data=body, headers={
+                    "X-Amzn-SageMaker-Content-Type": "application/octet-stream",
+                    "X-Amzn-SageMaker-Inference-Id": f"s{i}",
+                }) as r:
+                    await r.read()
+                    if r.status != 202:
+                        errors += 1
+                        continue
+                t1 = time.time()
+                accepted[f"s{i}.out"] = t1
+                accept_lat.append(t1 - t0)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    submitted = time.time()
+    done: dict[str, float] = {}
+    deadline = time.monotonic() + 600
+    while len(done) < len(accepted) and time.monotonic() < deadline:
+        with os.scandir(out_dir) as entries:
+            for e in entries:
+                if e.name not in done and e.name in accepted:
+                    done[e.name] = e.stat().st_mtime
+        await asyncio.sleep(0.05)
+    finished = max(done.values()) if done else time.time()
+    queue_lat = [done[k] - accepted[k] for k in done]
+    return {
+        "requests": n,
+        "errors": errors,
+        "completed": len(done),
+        "submit_rps": len(accepted) / (submitted - started),
+        "rps": len(done) / (finished - started),
+        "accept_p50_ms": pct(accept_lat, 0.5) * 1000,
+        "accept_p99_ms": pct(accept_lat, 0.99) * 1000,
+        "queue_p50_ms": pct(queue_lat, 0.5) * 1000,
+        "queue_p99_ms": pct(queue_lat, 0.99) * 1000,
+        "seconds": finished - started,
+    }
+
+
+async def sync_small(url: str, n: int, clients: int, body: bytes) -> dict:
+    lat: list[float] = []
+    errors = 0
+    it = iter(range(n))
+    started = time.time()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def client() -> None:
+            nonlocal errors
+            for _ in it:
+                t0 = time.time()
+                async with session.post(f"{url}/endpoints/bench-sync/invocations", data=body,
+                                        headers={"Content-Type": "application/octet-stream"}) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                lat.append(time.time() - t0)
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.time() - started
+    return {"requests": n, "errors": errors, "rps": n / elapsed, "p50_ms": pct(lat, 0.5) * 1000,
+            "p99_ms": pct(lat, 0.99) * 1000, "seconds": elapsed}
+
+
+def large(server: Server, rt, count: int, mb: int) -> dict:  # type: ignore[no-untyped-def]
+    size = mb * 1024 * 1024
+    src = server.data_dir / "buckets" / BUCKET / "large-in" / "payload.bin"
+    src.parent.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(1024 * 1024)
+    with open(src, "wb") as f:
+        for _ in range(mb):
+            f.write(block)
+    assert server.proc is not None
+    with RssSampler(server.proc.pid) as rss:
+        started = time.time()
+        accepted = {}
+        for i in range(count):
+            resp = rt.invoke_endpoint_async(
+                EndpointName="bench-async", InputLocation=f"s3://{BUCKET}/large-in/payload.bin", InferenceId=f"l{i}",
+                S3OutputPathExtension="large", ContentType="application/octet-stream",
+            )
+            accepted[resp["OutputLocation"].rsplit("/", 1)[1]] = time.time()
+        out_dir = server.data_dir / "buckets" / BUCKET / "out" / "large"
+        done: dict[str, float] = {}
+        deadline = time.monotonic() + 1800
+        while len(done) < count and time.monotonic() < deadline:
+            if out_dir.exists():
+                for p in list(out_dir.iterdir()):
+                    if p.name in accepted and p.name not in done:
+                        st = p.stat()
+                        assert st.st_size == size, f"{p.name}: {st.st_size} bytes, expected {size}"
+                        done[p.name] = st.st_mtime
+                        p.unlink()  # keep the disk in check
+            time.sleep(0.05)
+        finished = max(done.values()) if done else time.time()
+    base = rss.samples[0]
+    queue_lat = [done[k] - accepted[k] for k in done]
+    return {
+        "requests": count,
+        "payload_mb": mb,
+        "completed": len(done),
+        "rps": len(done) / (finished - started),
+        "mb_per_s": len(done) * mb * 2 / (finished - started),  # in and out
+        "queue_p50_s": pct(queue_lat, 0.5),
+        "queue_max_s": max(queue_lat) if queue_lat else float("nan"),
+        "server_rss_start_mb": base / 2**20,
+        "server_rss_peak_mb": max(rss.samples) / 2**20,
+        "server_rss_growth_mb": (max(rss.samples) - base) / 2**20,
+        "seconds": finished - started,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", type=int, default=10000, help="number of small requests")
+    ap.add_argument("--small-bytes", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients for the small phase")
+    ap.add_argument("--large", type=int, default=20, help="number of large requests (0 skips)")
+    ap.add_argument("--large-mb", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance")
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="mh-bench-async-"))
+    server = Server(tmp / "data", env={"MODELHOST_STOP_GRACE": "5"}).start()
+    try:
+        server.put_object("s3://models/bench/model.tar.gz", tarball({"code/inference.py": MODEL}))
+        sm, rt = server.clients(read_timeout=600)
+        s3 = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1").client(
+            "s3", endpoint_url=server.url)
+        s3.create_bucket(Bucket=BUCKET)
+        for name, extra in (
+            ("bench-async", {"AsyncInferenceConfig": {
+                "OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/out"},
+                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": args.concurrency}}}),
+            ("bench-sync", {}),
+        ):
+            sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
+                            PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/bench/model.tar.gz"})
+            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+                "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": args.instances,
+                "InstanceType": "ml.m5.large"}], **extra)
+            sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        for name in ("bench-async", "bench-sync"):
+            assert wait_status(sm, name, ("InService", "Failed"))["EndpointStatus"] == "InService"
+        body = b"x" * args.small_bytes
+        results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "args": dict(vars(args))}
+        results["args"]["out"] = str(args.out)
+        asyncio.run(sync_small(server.url, 200, 8, body))  # warm-up
+        results["small_sync"] = asyncio.run(sync_small(server.url, args.small, args.clients, body))
+        out_dir = server.data_dir / "buckets" / BUCKET / "out"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        results["small_async"] = asyncio.run(async_small(server.url, args.small, args.clients, body, out_dir))
+        if args.large:
+            results["large_async"] = large(server, rt, args.large, args.large_mb)
+    finally:
+        server.stop()
+
+    s, a = results["small_sync"], results["small_async"]
+    print(f"\n{args.small} requests of {args.small_bytes} B, {args.clients} clients, "
+          f"{args.instances} instance(s), async concurrency {args.concurrency}")
+    print(f"{'mode':<8}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}   notes")
+    print(f"{'sync':<8}{s['rps']:>9.0f}{s['p50_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['errors']:>8}   "
+          "InvokeEndpoint latency")
+    print(f"{'async':<8}{a['rps']:>9.0f}{a['queue_p50_ms']:>10.1f}{a['queue_p99_ms']:>10.1f}{a['errors']:>8}   "
+          f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
+          f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s")
+    if "large_async" in results:
+        g = results["large_async"]
+        print(f"\n{g['requests']} requests of {g['payload_mb']} MB (echoed): {g['rps']:.2f} req/s, "
+              f"{g['mb_per_s']:.0f} MB/s in+out, queue latency p50 {g['queue_p50_s']:.1f} s, "
+              f"max {g['queue_max_s']:.1f} s")
+        print(f"server RSS: start {g['server_rss_start_mb']:.0f} MB, peak {g['server_rss_peak_mb']:.0f} MB "
+              f"(+{g['server_rss_growth_mb']:.0f} MB); sync: n/a (InvokeEndpoint limit 6 MB)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
