@@ -625,3 +625,78 @@ def test_cli_transform_with_progress(server: Server, sm: Any, models: dict) -> N
     nowait = subprocess.run(cmd[:-2] + ["--no-wait", "--name", "cli-nowait", "--url", server.url],
                             capture_output=True, text=True, timeout=60)
     assert nowait.returncode == 0 and "transform job cli-nowait: InProgress" in nowait.stdout
+
+
+# --- data capture --------------------------------------------------------------------------------
+
+
+def _captured(server: Server, dest: str) -> dict[str, Any]:
+    """Every file under a capture destination: {path relative to it: parsed JSON}."""
+    root = server.data_dir / "buckets" / dest.removeprefix("s3://")
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): json.loads(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_data_capture_writes_input_and_output_manifests(server: Server, sm: Any, models: dict) -> None:
+    """DataCaptureConfig: <dest>/input|output/yyyy/mm/dd/hh/<uuid>.json manifests of the completed
+    objects; the output manifest leads to the records with their inference ids."""
+    from modelhost.batch.capture import capture_name, hour_prefix
+
+    x, _ = diabetes()
+    server.put_object("s3://batch/cap/d1.csv", "".join(csv_row(r) + "\n" for r in x[:2]).encode())
+    server.put_object("s3://batch/cap/sub/d2.csv", "".join(csv_row(r) + "\n" for r in x[2:5]).encode())
+    desc = job(sm, "capture-csv", "skl", "s3://batch/cap/", "s3://batch/cap-out/",
+               tin=CSV_IN, tout=CSV_OUT,
+               DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-capture", "GenerateInferenceId": True})
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    start = desc["TransformStartTime"].timestamp()
+    name = capture_name(desc["TransformJobArn"], start)
+    hour = hour_prefix(start)
+    assert _captured(server, "s3://batch/cap-capture") == {
+        f"input/{hour}/{name}.json": [{"prefix": "s3://batch/cap/"}, "d1.csv", "sub/d2.csv"],
+        f"output/{hour}/{name}.json": [{"prefix": "s3://batch/cap-out/"}, "d1.csv.out", "sub/d2.csv.out"],
+    }
+    out_manifest = _captured(server, "s3://batch/cap-capture")[f"output/{hour}/{name}.json"]
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+    rows = []
+    for rel in out_manifest[1:]:
+        rows += [line.split(",") for line in read(server, out_manifest[0]["prefix"] + rel).decode().splitlines()]
+    assert len(rows) == 5 and all(len(r) == 3 and len(r[1]) == 36 and r[2] == when for r in rows)
+    assert len({r[1] for r in rows}) == 5
+    log = (server.data_dir / "logs" / "transform-jobs" / "capture-csv.log").read_text()
+    assert f"data captured: s3://batch/cap-capture/input/{hour}/{name}.json" in log
+
+    # a failed object is in neither manifest; the completed ones still are
+    server.put_object("s3://batch/cap-fail/a.txt", b"one\n")
+    server.put_object("s3://batch/cap-fail/b.txt", b"FAIL\n")
+    desc = job(sm, "capture-fail", "echo", "s3://batch/cap-fail/", "s3://batch/cap-fail-out",
+               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
+               ModelClientConfig={"InvocationsMaxRetries": 0},
+               DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-fail-capture/"})
+    assert desc["TransformJobStatus"] == "Failed"
+    start = desc["TransformStartTime"].timestamp()
+    name, hour = capture_name(desc["TransformJobArn"], start), hour_prefix(start)
+    assert _captured(server, "s3://batch/cap-fail-capture") == {
+        f"input/{hour}/{name}.json": [{"prefix": "s3://batch/cap-fail/"}, "a.txt"],
+        f"output/{hour}/{name}.json": [{"prefix": "s3://batch/cap-fail-out/"}, "a.txt.out"],
+    }
+
+    # nothing completed: no capture; a destination bucket that does not exist fails the job
+    desc = job(sm, "capture-none", "echo", "s3://batch/cap-fail/b.txt", "s3://batch/cap-none-out",
+               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
+               ModelClientConfig={"InvocationsMaxRetries": 0},
+               DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-none-capture"})
+    assert desc["TransformJobStatus"] == "Failed"
+    assert _captured(server, "s3://batch/cap-none-capture") == {}
+    desc = job(sm, "capture-no-bucket", "echo", "s3://batch/cap-fail/a.txt", "s3://batch/cap-nb-out",
+               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
+               DataCaptureConfig={"DestinationS3Uri": "s3://no-such-capture-bucket/x"})
+    assert desc["TransformJobStatus"] == "Failed"
+    assert desc["FailureReason"].startswith(
+        "ClientError: Could not write the captured data to DataCaptureConfig.DestinationS3Uri "
+        "s3://no-such-capture-bucket/x: "
+    ), desc["FailureReason"]
+    assert (server.data_dir / "buckets-meta" / "tmp").exists() and not [
+        p for p in (server.data_dir / "buckets-meta" / "tmp").iterdir() if p.name.startswith(".mh-capture-")
+    ]

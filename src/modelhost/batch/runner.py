@@ -31,6 +31,7 @@ from sqlalchemy import delete, select
 
 from modelhost.batch.assemble import OutputWriter, delete_output, output_uri
 from modelhost.batch.batching import MB, Batch, batches
+from modelhost.batch.capture import capture_job
 from modelhost.batch.filters import DataProcessing, FilterError
 from modelhost.batch.inputs import InputError, InputObject, list_inputs, open_input
 from modelhost.batch.splitters import SplitError, split
@@ -274,6 +275,7 @@ class TransformRunner:
             await self._finish_stopped()
         else:
             await asyncio.to_thread(self._write_progress)
+            status, reason = await capture_job(self, status, reason)
             end = round(time.time(), 3)
             await asyncio.to_thread(self._set, status=status, failure_reason=reason, end_time=end)
             self.log.write(PLATFORM, f"transform job {status}" + (f": {reason}" if reason else ""))
