@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, free_port, sklearn_model
+from tests.helpers import ROLE, SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, free_port, sklearn_model, wait_status
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +104,79 @@ def test_model_artifacts_from_a_real_s3_service(server: Server, moto_url: str) -
     desc = deploy(sm, "remote-missing", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://remote-models/nope.tar.gz"})
     assert desc["EndpointStatus"] == "Failed"
     assert "s3://remote-models/nope.tar.gz" in desc["FailureReason"]
+
+
+def test_async_inference_reads_and_writes_the_real_s3_service(server: Server, moto_url: str) -> None:
+    """With a configured S3, InputLocation is read from it and output/failure objects are written to it."""
+    from botocore.exceptions import ClientError
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    for bucket in ("async-remote-in", "async-remote-out", "async-remote-models"):
+        s3.create_bucket(Bucket=bucket)
+    data, model = sklearn_model()
+    s3.put_object(Bucket="async-remote-models", Key="sk/model.tar.gz", Body=data)
+    x, _ = diabetes()
+    rows = "\n".join(csv_row(v) for v in x[:3])
+    s3.put_object(Bucket="async-remote-in", Key="req/input.csv", Body=rows.encode())
+
+    sm, rt = server.clients()
+    name = "remote-async"
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://async-remote-models/sk/model.tar.gz"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
+                             "InstanceType": "ml.m5.large"}],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://async-remote-out/results",
+                                               "S3FailurePath": "s3://async-remote-out/failures"}},
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    desc = wait_status(sm, name, ("InService", "Failed"))
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+
+    def wait_object(uri: str, timeout: float = 60) -> dict:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                got = s3.get_object(Bucket=bucket, Key=key)
+                return {"body": got["Body"].read(), "content_type": got["ContentType"]}
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "NoSuchKey", exc
+            if time.monotonic() > deadline:
+                raise AssertionError(f"object {uri} did not appear")
+            time.sleep(0.2)
+
+    resp = rt.invoke_endpoint_async(EndpointName=name, InputLocation="s3://async-remote-in/req/input.csv",
+                                    ContentType="text/csv", InferenceId="remote-ok")
+    assert resp["OutputLocation"] == "s3://async-remote-out/results/remote-ok.out"
+    assert resp["FailureLocation"] == "s3://async-remote-out/failures/remote-ok-error.out"
+    out = wait_object(resp["OutputLocation"])
+    assert out["content_type"] == "application/json"
+    expected = model.predict([[float(v) for v in line.split(",")] for line in rows.splitlines()])
+    got = json.loads(out["body"])
+    assert len(got) == 3 and all(abs(a - b) < 1e-9 for a, b in zip(got, expected, strict=True))
+
+    # A missing input object in the service: a failure object there, not a lost request.
+    resp = rt.invoke_endpoint_async(EndpointName=name, InputLocation="s3://async-remote-in/req/missing.csv",
+                                    ContentType="text/csv", InferenceId="remote-missing")
+    failure = wait_object(resp["FailureLocation"])
+    assert failure["content_type"] == "text/plain"
+    assert failure["body"] == (b"RequestDownloadFailure: Could not download s3://async-remote-in/req/missing.csv: "
+                               b"the object does not exist.")
+    assert "Contents" not in s3.list_objects_v2(Bucket="async-remote-out", Prefix="results/remote-missing")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="async-remote-out")["Contents"])
+    assert keys == ["failures/remote-missing-error.out", "results/remote-ok.out"]
+    # Nothing went to the embedded bucket store, and no temp files are left behind.
+    for bucket in ("async-remote-in", "async-remote-out"):
+        assert not (server.data_dir / "buckets" / bucket).exists()
+    assert list((server.data_dir / "async" / "tmp").iterdir()) == []

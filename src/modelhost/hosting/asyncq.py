@@ -19,6 +19,10 @@ row moves through
   ``Failed``). A crash between the steps is finished at the next start: the temp file still
   there means the rename did not happen; gone means it did. So an output is written whole or
   not at all, and a request reaches ``Completed``/``Failed`` exactly once.
+  With a configured S3 service (``MODELHOST_S3_ENDPOINT_URL``, ``remote``) the input object is
+  streamed from that service, and step (2) uploads the temp file to it (one PUT, or a multipart
+  upload whose completion is atomic) and then removes the temp file: a crash between the two
+  uploads it again at the next start, to the same key, which is harmless.
 * **Restart.** Rows ``InProgress`` (their run died with the server) go back to ``Pending`` and
   run again, oldest first; after ``MAX_ATTEMPTS`` interrupted runs a request fails instead of
   looping (a payload that crashes its instance every time). An instance that dies mid-request
@@ -49,7 +53,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from sqlalchemy import Connection, or_, select
@@ -69,6 +73,7 @@ from modelhost.hosting.router import Router
 from modelhost.store import tables
 from modelhost.store.buckets import BucketStore, ObjectAttrs, S3StoreError, check_key
 from modelhost.store.db import MetadataStore
+from modelhost.store.remote_s3 import RemoteS3
 
 log = logging.getLogger("modelhost.async")
 
@@ -204,10 +209,18 @@ T = tables.async_requests
 class AsyncInference:
     """The queue, the dispatcher, recovery and notifications of every async endpoint."""
 
-    def __init__(self, settings: Settings, store: MetadataStore, buckets: BucketStore, router: Router) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: MetadataStore,
+        buckets: BucketStore,
+        router: Router,
+        remote: RemoteS3 | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.buckets = buckets
+        self.remote = remote  # a configured S3 service holds every s3:// input and output object
         self.router = router
         self.run_id = uuid.uuid4().hex
         self.endpoints: dict[str, AsyncEndpoint] = {}
@@ -711,7 +724,7 @@ class AsyncInference:
     async def _exchange(self, item: Item, inst: Any, m: AsyncVariantMetrics) -> _Success | _Failure:
         spec = item.spec
         started = time.perf_counter()
-        f: IO[bytes] | None = None
+        f: _Readable | None = None
         if item.body is not None:  # small, already in memory: no file to read
             size, chunks = len(item.body), _one_chunk(item.body)
         else:
@@ -752,10 +765,21 @@ class AsyncInference:
             if f is not None:
                 await asyncio.to_thread(f.close)
 
-    def _open_input(self, spec: dict) -> tuple[IO[bytes], int]:
+    def _open_input(self, spec: dict) -> tuple[_Readable, int]:
         if spec.get("inline"):
             path = Path(spec["inline"])
             where = "the inline request body"
+        elif self.remote is not None:
+            where = spec["input"]
+            try:
+                stream = self.remote.open_stream(where)
+            except FileNotFoundError:
+                raise _DownloadFailed(
+                    f"RequestDownloadFailure: Could not download {where}: the object does not exist."
+                ) from None
+            except OSError as exc:
+                raise _DownloadFailed(f"RequestDownloadFailure: Could not download {where}: {exc}") from None
+            return stream, stream.size
         else:
             bucket, key = split_s3(spec["input"])
             where = spec["input"]
@@ -919,6 +943,12 @@ class AsyncInference:
         location, tmp = outcome.get("location"), outcome.get("tmp")
         if not location or not tmp:
             return
+        if self.remote is not None:
+            # Upload, then drop the temp file: still there after a crash means upload (again).
+            if os.path.exists(tmp):
+                self.remote.put_file(location, Path(tmp), outcome["content_type"])
+                os.unlink(tmp)
+            return
         bucket, key = split_s3(location)
         attrs = ObjectAttrs(content_type=outcome["content_type"])
         if os.path.exists(tmp):
@@ -998,6 +1028,14 @@ class AsyncInference:
         return {"backlog": ep.backlog, "queued": len(ep.heap), "in_flight": len(ep.in_flight)}
 
 
+class _Readable(Protocol):
+    """A request payload being streamed: a local file or a remote object's body."""
+
+    def read(self, n: int, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class _DownloadFailed(Exception):
     pass
 
@@ -1022,7 +1060,7 @@ async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def _file_chunks(f: IO[bytes]) -> AsyncIterator[bytes]:
+async def _file_chunks(f: _Readable) -> AsyncIterator[bytes]:
     while True:
         chunk = await asyncio.to_thread(f.read, CHUNK)
         if not chunk:

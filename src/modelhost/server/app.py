@@ -72,7 +72,7 @@ class Services:
         )
         # Asynchronous inference: the durable queue; it learns of endpoint changes with the reconciler.
         self.buckets = BucketStore(settings.buckets_dir, settings.data_dir)
-        self.asyncq = AsyncInference(settings, self.store, self.buckets, self.router)
+        self.asyncq = AsyncInference(settings, self.store, self.buckets, self.router, remote)
         # Batch transform jobs: runs InProgress jobs (and resumes them after a restart).
         self.transforms = TransformSupervisor(settings, self.store, self.objects, self.artifacts)
         self.transforms.buckets = self.buckets

@@ -3,6 +3,10 @@
 Instances read files, so objects are mirrored on read into ``<data-dir>/s3-mirror`` (one copy
 per bucket, key and ETag; a changed object is fetched again); writes go straight to the service.
 Credentials and region come from the usual AWS environment or configuration.
+
+Asynchronous inference streams request payloads from the service (``open_stream``) and uploads
+its output and failure objects from local files (``put_file``: one PUT, or a multipart upload
+whose completion is atomic, so an object appears whole or not at all).
 """
 
 from __future__ import annotations
@@ -16,8 +20,33 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+class RemoteS3Error(OSError):
+    """The service refused or could not be reached (an OSError, like a failed local write)."""
+
+
+MISSING = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+
+
+class RemoteStream:
+    """A GetObject body read in pieces (``read(n)``, ``close()``); service errors become RemoteS3Error."""
+
+    def __init__(self, body: Any, size: int) -> None:
+        self._body = body
+        self.size = size
+
+    def read(self, n: int) -> bytes:
+        try:
+            return bytes(self._body.read(n))
+        except (BotoCoreError, ClientError) as exc:
+            raise RemoteS3Error(f"reading the object failed: {exc}") from None
+
+    def close(self) -> None:
+        self._body.close()
 
 
 class RemoteS3:
@@ -97,3 +126,25 @@ class RemoteS3:
     def put(self, uri: str, data: bytes) -> None:
         bucket, key = self.split(uri)
         self.client.put_object(Bucket=bucket, Key=key, Body=data)
+
+    def open_stream(self, uri: str) -> RemoteStream:
+        """Open one object for streaming; FileNotFoundError when it (or its bucket) does not exist."""
+        bucket, key = self.split(uri)
+        try:
+            got = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in MISSING:
+                raise FileNotFoundError(uri) from None
+            raise RemoteS3Error(f"{exc.response['Error'].get('Message') or exc}") from None
+        except BotoCoreError as exc:
+            raise RemoteS3Error(str(exc)) from None
+        return RemoteStream(got["Body"], int(got["ContentLength"]))
+
+    def put_file(self, uri: str, path: Path, content_type: str | None = None) -> None:
+        """Upload a local file to the object (atomic on the service: PUT or multipart complete)."""
+        bucket, key = self.split(uri)
+        extra = {"ContentType": content_type} if content_type else None
+        try:
+            self.client.upload_file(str(path), bucket, key, ExtraArgs=extra)
+        except (BotoCoreError, ClientError, Boto3Error) as exc:
+            raise RemoteS3Error(str(exc)) from None
