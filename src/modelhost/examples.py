@@ -4,10 +4,13 @@ local bucket store as s3://examples/diabetes/model.tar.gz and deployed through t
 from __future__ import annotations
 
 import io
+import shutil
+import sys
 import tarfile
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 from modelhost.config import Settings
 from modelhost.store.objects import ObjectStore
@@ -84,9 +87,11 @@ def deploy_example_in_background(settings: Settings, name: str = "diabetes") -> 
         except Exception as exc:  # the server keeps running; say why the example is missing
             print(f"example endpoint could not be deployed: {exc}", flush=True)
             return
+        # The CLI may live in a virtualenv that is not on PATH (scripts/quickstart): name it fully then.
+        cli = "modelhost" if shutil.which("modelhost") else str(Path(sys.executable).parent / "modelhost")
         print(
             f"\nExample endpoint '{name}' is InService. Call it with:\n"
-            f"  modelhost invoke {name} --url {url} --content-type text/csv --body '{row}'\n"
+            f"  {cli} invoke {name} --url {url} --content-type text/csv --body '{row}'\n"
             f"or with the AWS CLI:\n"
             f"  aws sagemaker-runtime invoke-endpoint --endpoint-url {url} --region us-east-1 "
             f"--endpoint-name {name} --content-type text/csv --body '{row}' /dev/stdout\n"
