@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import ROLE, Server, wait_status  # noqa: E402
 
-from bench.realtime import load  # noqa: E402
+from bench.realtime import load, print_table  # noqa: E402
 
 HF_IMAGE = (
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
@@ -122,9 +122,7 @@ def main() -> None:
     args = ap.parse_args()
     results, ratios = run(args.seconds)
     print(f"\nall-MiniLM-L6-v2 embeddings, one sentence; {os.cpu_count()} CPUs")
-    print(f"{'target':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, r in results.items():
-        print(f"{name:<16}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
+    print_table(results)
     for k, v in ratios.items():
         print(f"{k:<24}{v:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

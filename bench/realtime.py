@@ -68,6 +68,13 @@ async def load(url: str, body: bytes, concurrency: int, seconds: float, content_
     }
 
 
+def print_table(results: dict[str, dict]) -> None:
+    """One row per measured target: req/s, p50, p99, errors."""
+    print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
+    for name, r in results.items():
+        print(f"{name:<22}{r['rps']:>10.1f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r.get('errors', 0):>8}")
+
+
 def in_process(model: object, row: str, seconds: float) -> dict:
     lat = []
     deadline = time.perf_counter() + seconds
@@ -152,9 +159,7 @@ def main() -> None:
         f"\nreal-time invoke, 1 CSV row, LinearRegression(load_diabetes); {args.instances} instance(s); "
         f"{os.cpu_count()} CPUs"
     )
-    print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, r in results.items():
-        print(f"{name:<22}{r['rps']:>10.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r.get('errors', 0):>8}")
+    print_table(results)
     print(
         f"\nplatform overhead at c=1, p50: {overhead_ms:.3f} ms "
         f"(modelhost p50 / bare p50 = {ratios['latency_ratio_p50_c1']:.2f}x)"
@@ -171,9 +176,7 @@ def main() -> None:
         else:
             embeddings = {"results": emb_results, "ratios": emb_ratios}
             print("\nall-MiniLM-L6-v2 sentence-embedding endpoint (HF runtime) vs the model in-process")
-            print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-            for name, r in emb_results.items():
-                print(f"{name:<22}{r['rps']:>10.1f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r.get('errors', 0):>8}")
+            print_table(emb_results)
             for k, v in emb_ratios.items():
                 print(f"{k:<28}{v:>8.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import ROLE, SKLEARN_IMAGE, Server, csv_row, diabetes, sklearn_model, wait_status  # noqa: E402
 
-from bench.realtime import load  # noqa: E402
+from bench.realtime import load, print_table  # noqa: E402
 
 
 def main() -> None:
@@ -65,9 +65,7 @@ def main() -> None:
         finally:
             server.stop()
     print(f"\nshadow variant overhead, 1 CSV row, LinearRegression; {os.cpu_count()} CPUs")
-    print(f"{'target':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, r in results.items():
-        print(f"{name:<16}{r['rps']:>10.0f}{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['errors']:>8}")
+    print_table(results)
     ratios = {
         f"{stat}_ratio_c{c}": results[f"shadowed_c{c}"][stat] / results[f"plain_c{c}"][stat]
         for c in (1, 8)

@@ -36,17 +36,12 @@ class HttpResponse:
         self.body = body
 
 
-class _Connection(asyncio.Protocol):
-    def __init__(self, pool: UnixHttpPool) -> None:
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[HttpResponse] | None = None
-        self.closed = False
-        self._headers: dict[bytes, bytes] = {}
-        self._body: list[bytes] = []
+class _ResponseProtocol(asyncio.Protocol):
+    """What both connection kinds share: the transport and feeding httptools' response parser."""
 
-    # asyncio callbacks
+    transport: asyncio.Transport | None
+    parser: httptools.HttpResponseParser
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
@@ -56,6 +51,24 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ConnectionLost(f"invalid HTTP response from the instance: {exc}"))
             self.close()
+
+    def _fail(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _Connection(_ResponseProtocol):
+    def __init__(self, pool: UnixHttpPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[HttpResponse] | None = None
+        self.closed = False
+        self._headers: dict[bytes, bytes] = {}
+        self._body: list[bytes] = []
+
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -169,7 +182,7 @@ STREAM_HIGH_WATER = 8 * 1024 * 1024  # response bytes buffered before the socket
 STREAM_LOW_WATER = 1024 * 1024
 
 
-class _StreamConnection(asyncio.Protocol):
+class _StreamConnection(_ResponseProtocol):
     """One request on its own connection: the body is written piece by piece with flow
     control, and the response body is handed out piece by piece (reading pauses while the
     consumer lags), so neither is ever held whole."""
@@ -189,15 +202,6 @@ class _StreamConnection(asyncio.Protocol):
         self.writable.set()
         self.paused = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(ConnectionLost(f"invalid HTTP response from the instance: {exc}"))
-            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done:

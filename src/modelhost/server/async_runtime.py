@@ -17,7 +17,7 @@ import regex
 from modelhost.errors import RuntimeApiError, RuntimeInternalFailure, ValidationError
 from modelhost.hosting.asyncq import INLINE_MAX, AsyncInference
 from modelhost.server.awsjson import runtime_error_response
-from modelhost.server.runtime import NAME, NAME_PATTERN, PRINTABLE_ID, VISIBLE_ASCII, _constraint
+from modelhost.server.runtime import NAME, NAME_PATTERN, _constraint, check_custom_attributes, check_inference_id
 
 ASCII = regex.compile(r"[\x00-\x7f]*")
 INPUT_LOCATION = regex.compile(r"^(https|s3)://([^/]+)/?(.*)$")
@@ -58,14 +58,10 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
                                   r"regular expression pattern: \p{ASCII}*")
             params["ContentType" if member == "contentType" else "Accept"] = value
         elif name == b"x-amzn-sagemaker-custom-attributes":
-            if len(value) > 1024 or not VISIBLE_ASCII.fullmatch(value):
-                raise _constraint(value[:64], "customAttributes", "have length less than or equal to 1024 and "
-                                  "contain only visible ASCII characters")
+            check_custom_attributes(value)
             params["CustomAttributes"] = value
         elif name == b"x-amzn-sagemaker-inference-id":
-            if len(value) > 64 or not PRINTABLE_ID.fullmatch(value):
-                raise _constraint(value[:80], "inferenceId", "have length less than or equal to 64 and "
-                                  r"satisfy regular expression pattern: \A\S[\p{Print}]*\z")
+            check_inference_id(value)
             params["InferenceId"] = value
         elif name == b"x-amzn-sagemaker-inputlocation":
             if len(value) > 1024 or not INPUT_LOCATION.fullmatch(value):

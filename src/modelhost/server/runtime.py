@@ -36,6 +36,18 @@ def _constraint(value: str, member: str, constraint: str) -> ValidationError:
     )
 
 
+def check_custom_attributes(text: str) -> None:
+    if len(text) > 1024 or not VISIBLE_ASCII.fullmatch(text):
+        raise _constraint(text[:64], "customAttributes", "have length less than or equal to 1024 and "
+                          "contain only visible ASCII characters")
+
+
+def check_inference_id(text: str) -> None:
+    if len(text) > 64 or not PRINTABLE_ID.fullmatch(text):
+        raise _constraint(text[:80], "inferenceId", "have length less than or equal to 64 and "
+                          r"satisfy regular expression pattern: \A\S[\p{Print}]*\z")
+
+
 def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
     """(headers for the container, TargetVariant, Content-Length) with each modelled header checked."""
     forwarded: list[tuple[bytes, bytes]] = []
@@ -47,16 +59,10 @@ def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | N
         elif name == b"content-length":
             length = int(value)
         elif name == b"x-amzn-sagemaker-custom-attributes":
-            text = value.decode("latin-1")
-            if len(text) > 1024 or not VISIBLE_ASCII.fullmatch(text):
-                raise _constraint(text[:64], "customAttributes", "have length less than or equal to 1024 and "
-                                  "contain only visible ASCII characters")
+            check_custom_attributes(value.decode("latin-1"))
             forwarded.append((name, value))
         elif name == b"x-amzn-sagemaker-inference-id":
-            text = value.decode("latin-1")
-            if len(text) > 64 or not PRINTABLE_ID.fullmatch(text):
-                raise _constraint(text[:80], "inferenceId", "have length less than or equal to 64 and "
-                                  r"satisfy regular expression pattern: \A\S[\p{Print}]*\z")
+            check_inference_id(value.decode("latin-1"))
             forwarded.append((name, value))
         elif name == b"x-amzn-sagemaker-target-variant":
             target_variant = value.decode("latin-1")
