@@ -99,10 +99,14 @@ async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path
             nonlocal errors
             for i in it:
                 t0 = time.time()
-                async with session.post(f"{url}/endpoints/bench-async/async-invocations", data=body, headers={
-                    "X-Amzn-SageMaker-Content-Type": "application/octet-stream",
-                    "X-Amzn-SageMaker-Inference-Id": f"s{i}",
-                }) as r:
+                async with session.post(
+                    f"{url}/endpoints/bench-async/async-invocations",
+                    data=body,
+                    headers={
+                        "X-Amzn-SageMaker-Content-Type": "application/octet-stream",
+                        "X-Amzn-SageMaker-Inference-Id": f"s{i}",
+                    },
+                ) as r:
                     await r.read()
                     if r.status != 202:
                         errors += 1
@@ -148,8 +152,11 @@ async def sync_small(url: str, n: int, clients: int, body: bytes) -> dict:
             nonlocal errors
             for _ in it:
                 t0 = time.time()
-                async with session.post(f"{url}/endpoints/bench-sync/invocations", data=body,
-                                        headers={"Content-Type": "application/octet-stream"}) as r:
+                async with session.post(
+                    f"{url}/endpoints/bench-sync/invocations",
+                    data=body,
+                    headers={"Content-Type": "application/octet-stream"},
+                ) as r:
                     await r.read()
                     if r.status != 200:
                         errors += 1
@@ -157,8 +164,14 @@ async def sync_small(url: str, n: int, clients: int, body: bytes) -> dict:
 
         await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.time() - started
-    return {"requests": n, "errors": errors, "rps": n / elapsed, "p50_ms": pct(lat, 0.5) * 1000,
-            "p99_ms": pct(lat, 0.99) * 1000, "seconds": elapsed}
+    return {
+        "requests": n,
+        "errors": errors,
+        "rps": n / elapsed,
+        "p50_ms": pct(lat, 0.5) * 1000,
+        "p99_ms": pct(lat, 0.99) * 1000,
+        "seconds": elapsed,
+    }
 
 
 def large(server: Server, rt, count: int, mb: int) -> dict:  # type: ignore[no-untyped-def]
@@ -175,8 +188,11 @@ def large(server: Server, rt, count: int, mb: int) -> dict:  # type: ignore[no-u
         accepted = {}
         for i in range(count):
             resp = rt.invoke_endpoint_async(
-                EndpointName="bench-async", InputLocation=f"s3://{BUCKET}/large-in/payload.bin", InferenceId=f"l{i}",
-                S3OutputPathExtension="large", ContentType="application/octet-stream",
+                EndpointName="bench-async",
+                InputLocation=f"s3://{BUCKET}/large-in/payload.bin",
+                InferenceId=f"l{i}",
+                S3OutputPathExtension="large",
+                ContentType="application/octet-stream",
             )
             accepted[resp["OutputLocation"].rsplit("/", 1)[1]] = time.time()
         out_dir = server.data_dir / "buckets" / BUCKET / "out" / "large"
@@ -227,19 +243,38 @@ def main() -> None:
         server.put_object("s3://models/bench/model.tar.gz", tarball({"code/inference.py": MODEL}))
         sm, rt = server.clients(read_timeout=600)
         s3 = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1").client(
-            "s3", endpoint_url=server.url)
+            "s3", endpoint_url=server.url
+        )
         s3.create_bucket(Bucket=BUCKET)
         for name, extra in (
-            ("bench-async", {"AsyncInferenceConfig": {
-                "OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/out"},
-                "ClientConfig": {"MaxConcurrentInvocationsPerInstance": args.concurrency}}}),
+            (
+                "bench-async",
+                {
+                    "AsyncInferenceConfig": {
+                        "OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/out"},
+                        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": args.concurrency},
+                    }
+                },
+            ),
             ("bench-sync", {}),
         ):
-            sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                            PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/bench/model.tar.gz"})
-            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": args.instances,
-                "InstanceType": "ml.m5.large"}], **extra)
+            sm.create_model(
+                ModelName=name,
+                ExecutionRoleArn=ROLE,
+                PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/bench/model.tar.gz"},
+            )
+            sm.create_endpoint_config(
+                EndpointConfigName=name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": name,
+                        "InitialInstanceCount": args.instances,
+                        "InstanceType": "ml.m5.large",
+                    }
+                ],
+                **extra,
+            )
             sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
         for name in ("bench-async", "bench-sync"):
             assert wait_status(sm, name, ("InService", "Failed"))["EndpointStatus"] == "InService"
@@ -257,21 +292,30 @@ def main() -> None:
         server.stop()
 
     s, a = results["small_sync"], results["small_async"]
-    print(f"\n{args.small} requests of {args.small_bytes} B, {args.clients} clients, "
-          f"{args.instances} instance(s), async concurrency {args.concurrency}")
+    print(
+        f"\n{args.small} requests of {args.small_bytes} B, {args.clients} clients, "
+        f"{args.instances} instance(s), async concurrency {args.concurrency}"
+    )
     print(f"{'mode':<8}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}   notes")
-    print(f"{'sync':<8}{s['rps']:>9.0f}{s['p50_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['errors']:>8}   "
-          "InvokeEndpoint latency")
-    print(f"{'async':<8}{a['rps']:>9.0f}{a['queue_p50_ms']:>10.1f}{a['queue_p99_ms']:>10.1f}{a['errors']:>8}   "
-          f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
-          f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s")
+    print(
+        f"{'sync':<8}{s['rps']:>9.0f}{s['p50_ms']:>10.1f}{s['p99_ms']:>10.1f}{s['errors']:>8}   InvokeEndpoint latency"
+    )
+    print(
+        f"{'async':<8}{a['rps']:>9.0f}{a['queue_p50_ms']:>10.1f}{a['queue_p99_ms']:>10.1f}{a['errors']:>8}   "
+        f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
+        f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s"
+    )
     if "large_async" in results:
         g = results["large_async"]
-        print(f"\n{g['requests']} requests of {g['payload_mb']} MB (echoed): {g['rps']:.2f} req/s, "
-              f"{g['mb_per_s']:.0f} MB/s in+out, queue latency p50 {g['queue_p50_s']:.1f} s, "
-              f"max {g['queue_max_s']:.1f} s")
-        print(f"server RSS: start {g['server_rss_start_mb']:.0f} MB, peak {g['server_rss_peak_mb']:.0f} MB "
-              f"(+{g['server_rss_growth_mb']:.0f} MB); sync: n/a (InvokeEndpoint limit 6 MB)")
+        print(
+            f"\n{g['requests']} requests of {g['payload_mb']} MB (echoed): {g['rps']:.2f} req/s, "
+            f"{g['mb_per_s']:.0f} MB/s in+out, queue latency p50 {g['queue_p50_s']:.1f} s, "
+            f"max {g['queue_max_s']:.1f} s"
+        )
+        print(
+            f"server RSS: start {g['server_rss_start_mb']:.0f} MB, peak {g['server_rss_peak_mb']:.0f} MB "
+            f"(+{g['server_rss_growth_mb']:.0f} MB); sync: n/a (InvokeEndpoint limit 6 MB)"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")

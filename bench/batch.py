@@ -100,9 +100,15 @@ class PeakRss:
 def run_job(srv: Server, sm: object, name: str, key: str) -> dict:
     t0 = time.perf_counter()
     sm.create_transform_job(  # type: ignore[attr-defined]
-        TransformJobName=name, ModelName="bench-skl", BatchStrategy="MultiRecord", MaxPayloadInMB=PAYLOAD_MB,
-        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://bench/{key}"}},
-                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformJobName=name,
+        ModelName="bench-skl",
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=PAYLOAD_MB,
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://bench/{key}"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
         TransformOutput={"S3OutputPath": "s3://bench/out", "Accept": "text/csv", "AssembleWith": "Line"},
         TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
     )
@@ -141,8 +147,11 @@ def main() -> None:
         sm, _ = srv.clients()
         data, model = sklearn_model()
         srv.put_object("s3://bench/model.tar.gz", data)
-        sm.create_model(ModelName="bench-skl", ExecutionRoleArn=ROLE,
-                        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"})
+        sm.create_model(
+            ModelName="bench-skl",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
+        )
         for rows in args.rows:
             key = f"in-{rows}/data.csv"
             path = srv.data_dir / "buckets" / "bench" / key
@@ -169,12 +178,16 @@ def main() -> None:
         "payload_mb": PAYLOAD_MB,
         "results": results,
     }
-    print(f"{'rows':>9} {'MB':>7} {'in-process rec/s':>17} {'job rec/s':>12} {'ratio':>6} {'server RSS':>11} "
-          f"{'instance RSS':>13}")
+    print(
+        f"{'rows':>9} {'MB':>7} {'in-process rec/s':>17} {'job rec/s':>12} {'ratio':>6} {'server RSS':>11} "
+        f"{'instance RSS':>13}"
+    )
     for rows, r in results.items():
-        print(f"{rows:>9} {r['input_mb']:>7.1f} {r['in_process']['records_per_s']:>17,.0f} "
-              f"{r['job']['records_per_s']:>12,.0f} {r['job_vs_in_process']:>6.2f} "
-              f"{r['job']['server_peak_rss_mb']:>9.0f}MB {r['job']['instance_peak_rss_mb']:>11.0f}MB")
+        print(
+            f"{rows:>9} {r['input_mb']:>7.1f} {r['in_process']['records_per_s']:>17,.0f} "
+            f"{r['job']['records_per_s']:>12,.0f} {r['job_vs_in_process']:>6.2f} "
+            f"{r['job']['server_peak_rss_mb']:>9.0f}MB {r['job']['instance_peak_rss_mb']:>11.0f}MB"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -55,9 +55,21 @@ class Server:
         env = {**os.environ, "MODELHOST_STOP_GRACE": "5", "MODELHOST_PING_INTERVAL": "1", **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelhost.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "modelhost.cli",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -157,8 +169,13 @@ def deploy(sm: Any, name: str, container: dict, instances: int = 1, wait: bool =
     sm.create_endpoint_config(
         EndpointConfigName=name,
         ProductionVariants=[
-            {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": instances,
-             "InstanceType": "ml.m5.large", **variant}
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": instances,
+                "InstanceType": "ml.m5.large",
+                **variant,
+            }
         ],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)

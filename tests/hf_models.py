@@ -42,8 +42,13 @@ def _bert_config(vocab_size: int, **kw: Any) -> Any:
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        max_position_embeddings=128, **kw,
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+        **kw,
     )
 
 
@@ -80,9 +85,20 @@ def bart(d: Path) -> Path:
     torch.manual_seed(0)
     size = _tokenizer(d)
     cfg = BartConfig(
-        vocab_size=size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=37, decoder_ffn_dim=37, max_position_embeddings=128,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=2, forced_eos_token_id=3,
+        vocab_size=size,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        decoder_start_token_id=2,
+        forced_eos_token_id=3,
     )
     BartForConditionalGeneration(cfg).save_pretrained(d)
     return d
@@ -94,8 +110,9 @@ def gpt2(d: Path) -> Path:
 
     torch.manual_seed(0)
     size = _tokenizer(d)
-    cfg = GPT2Config(vocab_size=size, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=2,
-                     eos_token_id=3, pad_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=size, n_embd=32, n_layer=2, n_head=2, n_positions=128, bos_token_id=2, eos_token_id=3, pad_token_id=0
+    )
     GPT2LMHeadModel(cfg).save_pretrained(d)
     return d
 
@@ -110,8 +127,14 @@ def tapas(d: Path) -> Path:
     vocab = _vocab(("[EMPTY]",))
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
     TapasTokenizer(vocab_file=str(d / "vocab.txt")).save_pretrained(d)
-    cfg = TapasConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=37, max_position_embeddings=128)
+    cfg = TapasConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=128,
+    )
     TapasForQuestionAnswering(cfg).save_pretrained(d)
     return d
 
@@ -121,15 +144,32 @@ def vit(d: Path) -> Path:
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
     torch.manual_seed(0)
-    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=2, intermediate_size=37, **_labels({0: "cat", 1: "dog"}))
+    cfg = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        **_labels({0: "cat", 1: "dog"}),
+    )
     ViTForImageClassification(cfg).save_pretrained(d)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
     return d
 
 
-_WAV2VEC2 = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, conv_dim=(16, 16),
-                 conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+_WAV2VEC2 = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    conv_dim=(16, 16),
+    conv_stride=(5, 4),
+    conv_kernel=(10, 8),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
 
 
 def wav2vec2_classifier(d: Path) -> Path:

@@ -74,7 +74,12 @@ def onnx_bytes(model: Any, n_in: int = 4) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (torch.zeros(1, n_in),), buf, dynamo=False, input_names=["input"], output_names=["output"],
+                model,
+                (torch.zeros(1, n_in),),
+                buf,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
         return buf.getvalue()
@@ -94,8 +99,10 @@ def onnx_gemm_bytes(weight: Any, bias: Any) -> bytes:
         "linear",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", n_in])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", n_out])],
-        [numpy_helper.from_array(np.asarray(weight, np.float32), "W"),
-         numpy_helper.from_array(np.asarray(bias, np.float32), "B")],
+        [
+            numpy_helper.from_array(np.asarray(weight, np.float32), "W"),
+            numpy_helper.from_array(np.asarray(bias, np.float32), "B"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8

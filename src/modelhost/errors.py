@@ -112,9 +112,7 @@ class ModelError(RuntimeApiError):
     ) -> None:
         if error_code is None:
             # Mirrors the codes the real service puts in ErrorCode for container errors.
-            error_code = (
-                "CLIENT_ERROR_FROM_MODEL" if 400 <= original_status_code < 500 else "SERVER_ERROR_FROM_MODEL"
-            )
+            error_code = "CLIENT_ERROR_FROM_MODEL" if 400 <= original_status_code < 500 else "SERVER_ERROR_FROM_MODEL"
         super().__init__(
             message,
             error_code=error_code,

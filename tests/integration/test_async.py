@@ -93,8 +93,9 @@ class Moto:
         self.port = free_port()
         exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
         self.log = open(tmp / "moto.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT
+        )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30
         while True:
@@ -256,16 +257,29 @@ def model(sm: Any, name: str, env: dict[str, str] | None = None) -> None:
     sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer=container)
 
 
-def async_endpoint(sm: Any, name: str, output: dict, concurrency: int | None = None, instances: int = 1,
-                   env: dict[str, str] | None = None, wait: bool = True) -> None:
+def async_endpoint(
+    sm: Any,
+    name: str,
+    output: dict,
+    concurrency: int | None = None,
+    instances: int = 1,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> None:
     model(sm, name, env)
     config: dict[str, Any] = {"OutputConfig": output}
     if concurrency is not None:
         config["ClientConfig"] = {"MaxConcurrentInvocationsPerInstance": concurrency}
     sm.create_endpoint_config(
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": instances,
-                             "InstanceType": "ml.m5.large"}],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "InitialInstanceCount": instances,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
         AsyncInferenceConfig=config,
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
@@ -282,7 +296,7 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
         if not line.startswith(name + "{"):
             continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.index("}") + 1]))
+        got = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name) : line.index("}") + 1]))
         if all(got.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return None
@@ -299,8 +313,9 @@ def ttl_request(server: Server, s3: Any) -> dict:
     """One instance, one request at a time: a 65 s request, then one with RequestTTLSeconds=60
     behind it, which is dequeued after its TTL and must expire."""
     sm, rt = server.clients()
-    async_endpoint(sm, "async-ttl", {"S3OutputPath": f"s3://{BUCKET}/ttl", "S3FailurePath": f"s3://{BUCKET}/ttl-f"},
-                   concurrency=1)
+    async_endpoint(
+        sm, "async-ttl", {"S3OutputPath": f"s3://{BUCKET}/ttl", "S3FailurePath": f"s3://{BUCKET}/ttl-f"}, concurrency=1
+    )
     blocker = rt.invoke_endpoint_async(EndpointName="async-ttl", Body=b"sleep:65", InvocationTimeoutSeconds=120)
     expiring = rt.invoke_endpoint_async(EndpointName="async-ttl", Body=b"never runs", RequestTTLSeconds=60)
     return {"blocker": blocker, "expiring": expiring, "submitted": time.monotonic()}
@@ -315,8 +330,11 @@ def test_seed_boto3_flow_with_sns(server: Server, s3: Any, moto: Moto, ttl_reque
     sm, rt = server.clients()
     success_arn, success_q = moto.topic_with_queue("async-success")
     error_arn, error_q = moto.topic_with_queue("async-error")
-    sm.create_model(ModelName="seed-model", ExecutionRoleArn=ROLE,
-                    PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": MODEL_URI})
+    sm.create_model(
+        ModelName="seed-model",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": MODEL_URI},
+    )
     config = {
         "OutputConfig": {
             "S3OutputPath": f"s3://{BUCKET}/saved_models/output",
@@ -326,8 +344,14 @@ def test_seed_boto3_flow_with_sns(server: Server, s3: Any, moto: Moto, ttl_reque
     }
     sm.create_endpoint_config(
         EndpointConfigName="seed-config",
-        ProductionVariants=[{"VariantName": "variant1", "ModelName": "seed-model", "InstanceType": "ml.m5.xlarge",
-                             "InitialInstanceCount": 1}],
+        ProductionVariants=[
+            {
+                "VariantName": "variant1",
+                "ModelName": "seed-model",
+                "InstanceType": "ml.m5.xlarge",
+                "InitialInstanceCount": 1,
+            }
+        ],
         AsyncInferenceConfig=config,
     )
     assert sm.describe_endpoint_config(EndpointConfigName="seed-config")["AsyncInferenceConfig"] == config
@@ -342,8 +366,9 @@ def test_seed_boto3_flow_with_sns(server: Server, s3: Any, moto: Moto, ttl_reque
 
     s3.put_object(Bucket=BUCKET, Key="input/input-data.csv", Body=b"1,2,3\n")
     sent = time.time()
-    resp = rt.invoke_endpoint_async(EndpointName="seed-endpoint", ContentType="text/csv",
-                                    InputLocation=f"s3://{BUCKET}/input/input-data.csv")
+    resp = rt.invoke_endpoint_async(
+        EndpointName="seed-endpoint", ContentType="text/csv", InputLocation=f"s3://{BUCKET}/input/input-data.csv"
+    )
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 202
     inference_id = resp["InferenceId"]
     assert re.fullmatch(r"[0-9a-f-]{36}", inference_id)
@@ -353,12 +378,25 @@ def test_seed_boto3_flow_with_sns(server: Server, s3: Any, moto: Moto, ttl_reque
     assert out == {"body": b"1,2,3\n".upper(), "content_type": "text/plain"}
 
     (note,) = wait_for(lambda: moto.messages(success_q), what="success notification")
-    assert set(note) == {"awsRegion", "eventTime", "receivedTime", "invocationStatus", "requestParameters",
-                         "responseParameters", "inferenceId", "eventVersion", "eventSource", "eventName"}
+    assert set(note) == {
+        "awsRegion",
+        "eventTime",
+        "receivedTime",
+        "invocationStatus",
+        "requestParameters",
+        "responseParameters",
+        "inferenceId",
+        "eventVersion",
+        "eventSource",
+        "eventName",
+    }
     assert note["awsRegion"] == "us-east-1"
     assert note["invocationStatus"] == "Completed"
-    assert note["requestParameters"] == {"contentType": "text/csv", "endpointName": "seed-endpoint",
-                                         "inputLocation": f"s3://{BUCKET}/input/input-data.csv"}
+    assert note["requestParameters"] == {
+        "contentType": "text/csv",
+        "endpointName": "seed-endpoint",
+        "inputLocation": f"s3://{BUCKET}/input/input-data.csv",
+    }
     assert note["responseParameters"] == {"contentType": "text/plain", "outputLocation": resp["OutputLocation"]}
     assert note["inferenceId"] == inference_id
     assert (note["eventVersion"], note["eventSource"], note["eventName"]) == ("1.0", "aws:sagemaker", "InferenceResult")
@@ -368,16 +406,19 @@ def test_seed_boto3_flow_with_sns(server: Server, s3: Any, moto: Moto, ttl_reque
 
     # A model error: no S3FailurePath, so the error notification is the only report.
     s3.put_object(Bucket=BUCKET, Key="input/bad.csv", Body=b"fail now")
-    resp = rt.invoke_endpoint_async(EndpointName="seed-endpoint", InputLocation=f"s3://{BUCKET}/input/bad.csv",
-                                    InferenceId="seed-failure-1")
+    resp = rt.invoke_endpoint_async(
+        EndpointName="seed-endpoint", InputLocation=f"s3://{BUCKET}/input/bad.csv", InferenceId="seed-failure-1"
+    )
     assert resp["InferenceId"] == "seed-failure-1"
     (note,) = wait_for(lambda: moto.messages(error_q), what="error notification")
     assert note["invocationStatus"] == "Failed"
     assert note["inferenceId"] == "seed-failure-1"
     assert note["failureReason"].startswith('ClientError: Received server error (500) from primary with message "')
     assert "model says no" in note["failureReason"]
-    assert note["requestParameters"] == {"endpointName": "seed-endpoint",
-                                         "inputLocation": f"s3://{BUCKET}/input/bad.csv"}
+    assert note["requestParameters"] == {
+        "endpointName": "seed-endpoint",
+        "inputLocation": f"s3://{BUCKET}/input/bad.csv",
+    }
     assert "responseParameters" not in note
     assert not exists(s3, resp["OutputLocation"])
 
@@ -386,15 +427,18 @@ def test_seed_boto3_flow_with_sns(server: Server, s3: Any, moto: Moto, ttl_reque
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 202
     (note,) = wait_for(lambda: moto.messages(error_q), what="missing-input notification")
     assert note["inferenceId"] == resp["InferenceId"]
-    assert note["failureReason"] == (f"RequestDownloadFailure: Could not download s3://{BUCKET}/input/nothing.csv: "
-                                     "the object does not exist.")
+    assert note["failureReason"] == (
+        f"RequestDownloadFailure: Could not download s3://{BUCKET}/input/nothing.csv: the object does not exist."
+    )
     assert moto.messages(success_q) == []
     text = metrics(server)
     assert metric(text, "modelhost_async_request_download_failures_total", endpoint="seed-endpoint") == 1
     assert metric(text, "modelhost_async_invocation_failures_total", endpoint="seed-endpoint") == 1
     assert metric(text, "modelhost_async_invocations_processed_total", endpoint="seed-endpoint") == 1
-    wait_for(lambda: metric(metrics(server), "modelhost_approximate_backlog_size", endpoint="seed-endpoint") == 0,
-             what="an empty backlog")
+    wait_for(
+        lambda: metric(metrics(server), "modelhost_approximate_backlog_size", endpoint="seed-endpoint") == 0,
+        what="an empty backlog",
+    )
 
 
 def test_webhooks_failure_objects_and_naming(server: Server, s3: Any, webhook: Webhook) -> None:
@@ -416,17 +460,25 @@ def test_webhooks_failure_objects_and_naming(server: Server, s3: Any, webhook: W
     # An inline body, the output path extension and a file name; the response is embedded.
     inputs = server.data_dir / "async" / "inputs"
     waiting = set(inputs.iterdir())  # the TTL endpoint's requests
-    resp = rt.invoke_endpoint_async(EndpointName="async-hooks", Body=b"inline body", ContentType="text/plain",
-                                    Accept="application/x-upper", CustomAttributes="trace=1",
-                                    S3OutputPathExtension="daily/2024", Filename="result.txt")
+    resp = rt.invoke_endpoint_async(
+        EndpointName="async-hooks",
+        Body=b"inline body",
+        ContentType="text/plain",
+        Accept="application/x-upper",
+        CustomAttributes="trace=1",
+        S3OutputPathExtension="daily/2024",
+        Filename="result.txt",
+    )
     assert resp["OutputLocation"] == f"s3://{BUCKET}/hooks/out/daily/2024/result.txt"
     assert resp["FailureLocation"] == f"s3://{BUCKET}/hooks/failed/daily/2024/result.txt-error.out"
     assert get_object(s3, resp["OutputLocation"]) == {"body": b"INLINE BODY", "content_type": "application/x-upper"}
     (note,) = wait_for(lambda: webhook.at("/success")[1:], what="success webhook")
     assert note["invocationStatus"] == "Completed"
     assert note["requestParameters"] == {"contentType": "text/plain", "endpointName": "async-hooks"}
-    assert note["responseParameters"] == {"contentType": "application/x-upper",
-                                          "outputLocation": resp["OutputLocation"]}
+    assert note["responseParameters"] == {
+        "contentType": "application/x-upper",
+        "outputLocation": resp["OutputLocation"],
+    }
     assert note["responseBody"] == {"content": "INLINE BODY", "encoding": "UTF8"}
     assert not exists(s3, resp["FailureLocation"])
     assert set(inputs.iterdir()) == waiting  # the inline body is gone once done
@@ -457,10 +509,16 @@ def test_webhooks_failure_objects_and_naming(server: Server, s3: Any, webhook: W
     # A missing input object: failure object + notification, not a 400.
     resp = rt.invoke_endpoint_async(EndpointName="async-hooks", InputLocation=f"s3://{BUCKET}/no/such/object")
     failure = get_object(s3, resp["FailureLocation"])
-    assert failure["body"] == (f"RequestDownloadFailure: Could not download s3://{BUCKET}/no/such/object: "
-                               "the object does not exist.").encode()
-    wait_for(lambda: [n for n in webhook.at("/error") if n.get("inferenceId") == resp["InferenceId"]],
-             what="missing-input webhook")
+    assert (
+        failure["body"]
+        == (
+            f"RequestDownloadFailure: Could not download s3://{BUCKET}/no/such/object: the object does not exist."
+        ).encode()
+    )
+    wait_for(
+        lambda: [n for n in webhook.at("/error") if n.get("inferenceId") == resp["InferenceId"]],
+        what="missing-input webhook",
+    )
     assert len(webhook.at("/success")) == 3  # test + inline + after the timeout
     assert metric(metrics(server), "modelhost_async_notification_failures_total", endpoint="async-hooks") == 0
 
@@ -468,13 +526,17 @@ def test_webhooks_failure_objects_and_naming(server: Server, s3: Any, webhook: W
 def test_webhook_failures_are_counted(server: Server, s3: Any) -> None:
     sm, rt = server.clients()
     dead = f"http://127.0.0.1:{free_port()}/nobody"
-    async_endpoint(sm, "async-deadhook", {"S3OutputPath": f"s3://{BUCKET}/dead", "NotificationConfig":
-                                          {"SuccessTopic": dead}})
+    async_endpoint(
+        sm, "async-deadhook", {"S3OutputPath": f"s3://{BUCKET}/dead", "NotificationConfig": {"SuccessTopic": dead}}
+    )
     resp = rt.invoke_endpoint_async(EndpointName="async-deadhook", Body=b"x")
     assert get_object(s3, resp["OutputLocation"])["body"] == b"X"
     # the test notification and the success notification, each after its retries (~8 s)
-    wait_for(lambda: metric(metrics(server), "modelhost_async_notification_failures_total",
-                            endpoint="async-deadhook") == 2, timeout=30, what="NotificationFailures == 2")
+    wait_for(
+        lambda: metric(metrics(server), "modelhost_async_notification_failures_total", endpoint="async-deadhook") == 2,
+        timeout=30,
+        what="NotificationFailures == 2",
+    )
 
 
 def test_validation(server: Server, s3: Any) -> None:
@@ -486,8 +548,17 @@ def test_validation(server: Server, s3: Any) -> None:
     assert exc.value.response["Error"]["Code"] == "ValidationError"
     assert "asynchronous inference endpoint" in exc.value.response["Error"]["Message"]
     model(sm, "realtime-valid")
-    sm.create_endpoint_config(EndpointConfigName="realtime-valid", ProductionVariants=[
-        {"VariantName": "v", "ModelName": "realtime-valid", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint_config(
+        EndpointConfigName="realtime-valid",
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": "realtime-valid",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName="realtime-valid", EndpointConfigName="realtime-valid")
     wait_status(sm, "realtime-valid", ("InService",))
     assert rt.invoke_endpoint(EndpointName="realtime-valid", Body=b"sync")["Body"].read() == b"SYNC"
@@ -513,8 +584,12 @@ def test_validation(server: Server, s3: Any) -> None:
     assert "is required" in refused()
     assert "filename" in refused(Body=b"x", Filename="a.b.c")
     # botocore checks minimums itself: send a TTL of 59 raw
-    req = urllib.request.Request(f"{server.url}/endpoints/async-valid/async-invocations", data=b"x", method="POST",
-                                 headers={"X-Amzn-SageMaker-RequestTTLSeconds": "59"})
+    req = urllib.request.Request(
+        f"{server.url}/endpoints/async-valid/async-invocations",
+        data=b"x",
+        method="POST",
+        headers={"X-Amzn-SageMaker-RequestTTLSeconds": "59"},
+    )
     with pytest.raises(urllib.error.HTTPError) as http:
         urllib.request.urlopen(req)
     assert http.value.code == 400 and http.value.headers["x-amzn-ErrorType"] == "ValidationError"
@@ -526,19 +601,36 @@ def test_validation(server: Server, s3: Any) -> None:
     # CreateEndpointConfig rules
     def config_refused(async_config: dict) -> str:
         with pytest.raises(ClientError) as exc:
-            sm.create_endpoint_config(EndpointConfigName="bad-async", AsyncInferenceConfig=async_config,
-                                      ProductionVariants=[{"VariantName": "v", "ModelName": "async-valid",
-                                                           "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+            sm.create_endpoint_config(
+                EndpointConfigName="bad-async",
+                AsyncInferenceConfig=async_config,
+                ProductionVariants=[
+                    {
+                        "VariantName": "v",
+                        "ModelName": "async-valid",
+                        "InitialInstanceCount": 1,
+                        "InstanceType": "ml.m5.large",
+                    }
+                ],
+            )
         assert exc.value.response["Error"]["Code"] == "ValidationException"
         return str(exc.value.response["Error"]["Message"])
 
     assert "S3OutputPath is required" in config_refused({"OutputConfig": {}})
-    assert "less than or equal to 1000" in config_refused({"OutputConfig": {"S3OutputPath": "s3://b/o"},
-                                                  "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1001}})
+    assert "less than or equal to 1000" in config_refused(
+        {"OutputConfig": {"S3OutputPath": "s3://b/o"}, "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1001}}
+    )
     assert "regular expression pattern" in config_refused(
-        {"OutputConfig": {"S3OutputPath": "s3://b/o", "NotificationConfig": {"SuccessTopic": "not-a-topic"}}})
-    assert "no ErrorTopic" in config_refused({"OutputConfig": {"S3OutputPath": "s3://b/o", "NotificationConfig": {
-        "IncludeInferenceResponseIn": ["ERROR_NOTIFICATION_TOPIC"]}}})
+        {"OutputConfig": {"S3OutputPath": "s3://b/o", "NotificationConfig": {"SuccessTopic": "not-a-topic"}}}
+    )
+    assert "no ErrorTopic" in config_refused(
+        {
+            "OutputConfig": {
+                "S3OutputPath": "s3://b/o",
+                "NotificationConfig": {"IncludeInferenceResponseIn": ["ERROR_NOTIFICATION_TOPIC"]},
+            }
+        }
+    )
 
 
 def test_sdk_flow(server: Server) -> None:
@@ -550,8 +642,14 @@ def test_sdk_flow(server: Server) -> None:
 
     sess = modelhost.sagemaker_session(server.url)
     bucket = sess.default_bucket()
-    m = Model(image_uri=PYTHON_IMAGE, model_data=MODEL_URI, role=ROLE, sagemaker_session=sess, name="sdk-async",
-              predictor_cls=Predictor)
+    m = Model(
+        image_uri=PYTHON_IMAGE,
+        model_data=MODEL_URI,
+        role=ROLE,
+        sagemaker_session=sess,
+        name="sdk-async",
+        predictor_cls=Predictor,
+    )
     predictor = m.deploy(
         initial_instance_count=1,
         instance_type="ml.m5.large",
@@ -579,14 +677,32 @@ def test_sdk_flow(server: Server) -> None:
 
 def test_cli_invoke_async(server: Server) -> None:
     env = {**os.environ, "MODELHOST_URL": server.url}
-    result = subprocess.run([sys.executable, "-m", "modelhost.cli", "invoke", "async-valid", "--async",
-                             "--content-type", "text/plain", "--body", "from the cli"],
-                            capture_output=True, env=env, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelhost.cli",
+            "invoke",
+            "async-valid",
+            "--async",
+            "--content-type",
+            "text/plain",
+            "--body",
+            "from the cli",
+        ],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == b"FROM THE CLI\n"
     assert b"queued " in result.stderr
-    result = subprocess.run([sys.executable, "-m", "modelhost.cli", "invoke", "async-hooks", "--async",
-                             "--body", "fail in the cli"], capture_output=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "modelhost.cli", "invoke", "async-hooks", "--async", "--body", "fail in the cli"],
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert b"the request failed" in result.stderr and b"model says no" in result.stderr
 
@@ -609,8 +725,11 @@ def test_large_payload_streams(server: Server, s3: Any) -> None:
     proc = psutil.Process(server.proc.pid)
     before = proc.memory_info().rss
     peak = before
-    resp = rt.invoke_endpoint_async(EndpointName="async-large", InputLocation=f"s3://{BUCKET}/large-in/payload.bin",
-                                    ContentType="application/octet-stream")
+    resp = rt.invoke_endpoint_async(
+        EndpointName="async-large",
+        InputLocation=f"s3://{BUCKET}/large-in/payload.bin",
+        ContentType="application/octet-stream",
+    )
     out = server.data_dir / "buckets" / BUCKET / "large" / f"{resp['InferenceId']}.out"
     deadline = time.monotonic() + 120
     while not out.exists():
@@ -632,22 +751,33 @@ def test_large_payload_streams(server: Server, s3: Any) -> None:
 def test_scale_to_zero_and_back(server: Server, s3: Any) -> None:
     sm, rt = server.clients()
     async_endpoint(sm, "async-zero", {"S3OutputPath": f"s3://{BUCKET}/zero"}, concurrency=2)
-    aas = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret",
-                        region_name="us-east-1").client("application-autoscaling", endpoint_url=server.url)
+    aas = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret", region_name="us-east-1").client(
+        "application-autoscaling", endpoint_url=server.url
+    )
     resource = "endpoint/async-zero/variant/AllTraffic"
-    aas.register_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource,
-                                 ScalableDimension="sagemaker:variant:DesiredInstanceCount",
-                                 MinCapacity=0, MaxCapacity=2)
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        MinCapacity=0,
+        MaxCapacity=2,
+    )
     aas.put_scaling_policy(
-        PolicyName="backlog", ServiceNamespace="sagemaker", ResourceId=resource,
-        ScalableDimension="sagemaker:variant:DesiredInstanceCount", PolicyType="TargetTrackingScaling",
+        PolicyName="backlog",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        PolicyType="TargetTrackingScaling",
         TargetTrackingScalingPolicyConfiguration={
             "TargetValue": 5.0,
-            "CustomizedMetricSpecification": {"MetricName": "ApproximateBacklogSizePerInstance",
-                                              "Namespace": "AWS/SageMaker",
-                                              "Dimensions": [{"Name": "EndpointName", "Value": "async-zero"}],
-                                              "Statistic": "Average"},
-            "ScaleInCooldown": 1, "ScaleOutCooldown": 1,
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance",
+                "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": "async-zero"}],
+                "Statistic": "Average",
+            },
+            "ScaleInCooldown": 1,
+            "ScaleOutCooldown": 1,
         },
     )
 
@@ -671,8 +801,12 @@ def test_scale_to_zero_and_back(server: Server, s3: Any) -> None:
 def test_metrics_exposed(server: Server) -> None:
     time.sleep(1)  # gauges are refreshed every 0.5 s
     text = metrics(server)
-    for name in ("modelhost_approximate_backlog_size", "modelhost_approximate_backlog_size_per_instance",
-                 "modelhost_approximate_age_of_oldest_request_seconds", "modelhost_has_backlog_without_capacity"):
+    for name in (
+        "modelhost_approximate_backlog_size",
+        "modelhost_approximate_backlog_size_per_instance",
+        "modelhost_approximate_age_of_oldest_request_seconds",
+        "modelhost_has_backlog_without_capacity",
+    ):
         assert metric(text, name, endpoint="async-hooks") == 0, name
     assert metric(text, "modelhost_async_invocations_processed_total", endpoint="async-hooks") == 2
     assert metric(text, "modelhost_async_time_in_backlog_milliseconds_count", endpoint="async-hooks") == 6
@@ -704,9 +838,16 @@ def test_kill9_durability(tmp_path: Path, webhook: Webhook) -> None:
         sm, rt = srv.clients()
         s3c = s3_client(srv)
         s3c.create_bucket(Bucket=BUCKET)
-        async_endpoint(sm, "durable", {"S3OutputPath": f"s3://{BUCKET}/durable",
-                                       "NotificationConfig": {"SuccessTopic": f"{webhook.url}/durable"}},
-                       concurrency=2, env={"APPEND_FILE": str(append_file), "APPEND_SLEEP": "0.5"})
+        async_endpoint(
+            sm,
+            "durable",
+            {
+                "S3OutputPath": f"s3://{BUCKET}/durable",
+                "NotificationConfig": {"SuccessTopic": f"{webhook.url}/durable"},
+            },
+            concurrency=2,
+            env={"APPEND_FILE": str(append_file), "APPEND_SLEEP": "0.5"},
+        )
         ids = [f"req-{i:02d}" for i in range(16)]
         accepted = {}
         for i in ids:
@@ -733,8 +874,11 @@ def test_kill9_durability(tmp_path: Path, webhook: Webhook) -> None:
         # (attempts counts runs that were started: at most 2 requests were caught in flight)
         assert sum(r[2] for r in rows) <= len(ids) + 2
         print(f"kill -9 after {done_before}/{len(ids)} outputs; {reruns} re-executions after the restart")
-        completed = wait_for(lambda: {n.get("inferenceId") for n in webhook.at("/durable")} >= set(ids) or None,
-                             timeout=30, what="a success notification per request")
+        completed = wait_for(
+            lambda: {n.get("inferenceId") for n in webhook.at("/durable")} >= set(ids) or None,
+            timeout=30,
+            what="a success notification per request",
+        )
         assert completed
 
         # an instance killed mid-request: the request runs again on the restarted instance

@@ -83,8 +83,12 @@ def job(sm: Any, name: str, model: str, uri: str, out: str, wait: bool = True, *
     tin.update(kw.pop("tin", {}))
     tout = {"S3OutputPath": out, **kw.pop("tout", {})}
     sm.create_transform_job(
-        TransformJobName=name, ModelName=model, TransformInput=tin, TransformOutput=tout,
-        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": kw.pop("instances", 1)}, **kw,
+        TransformJobName=name,
+        ModelName=model,
+        TransformInput=tin,
+        TransformOutput=tout,
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": kw.pop("instances", 1)},
+        **kw,
     )
     if not wait:
         return {}
@@ -118,12 +122,21 @@ def models(server: Server, sm: Any) -> dict[str, Any]:
     """An sklearn model ("skl") and the echo model ("echo") in the bucket store."""
     data, fitted = sklearn_model()
     server.put_object("s3://models/skl/model.tar.gz", data)
-    sm.create_model(ModelName="skl", ExecutionRoleArn=ROLE,
-                    PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://models/skl/model.tar.gz"})
+    sm.create_model(
+        ModelName="skl",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://models/skl/model.tar.gz"},
+    )
     server.put_object("s3://models/echo/model.tar.gz", tarball({"code/inference.py": ECHO_CODE}))
-    sm.create_model(ModelName="echo", ExecutionRoleArn=ROLE,
-                    PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/echo/model.tar.gz",
-                                      "Environment": {"MODEL_VAR": "from-model"}})
+    sm.create_model(
+        ModelName="echo",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": PYTHON_IMAGE,
+            "ModelDataUrl": "s3://models/echo/model.tar.gz",
+            "Environment": {"MODEL_VAR": "from-model"},
+        },
+    )
     return {"skl": fitted}
 
 
@@ -134,9 +147,17 @@ def test_book_csv_flow_boto3(server: Server, sm: Any, models: dict) -> None:
     """The book's batch: data.csv (no target column) -> data.csv.out with one prediction per row."""
     x, _ = diabetes()
     server.put_object("s3://batch/book/data.csv", "".join(csv_row(r) + "\n" for r in x).encode())
-    desc = job(sm, "book-csv", "skl", "s3://batch/book/data.csv", "s3://batch/book-out",
-               tin=CSV_IN, tout=CSV_OUT,
-               BatchStrategy="MultiRecord", Tags=[{"Key": "team", "Value": "ml"}])
+    desc = job(
+        sm,
+        "book-csv",
+        "skl",
+        "s3://batch/book/data.csv",
+        "s3://batch/book-out",
+        tin=CSV_IN,
+        tout=CSV_OUT,
+        BatchStrategy="MultiRecord",
+        Tags=[{"Key": "team", "Value": "ml"}],
+    )
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     assert desc["TransformJobArn"] == f"{ARN}:transform-job/book-csv"
     assert desc["ModelName"] == "skl" and desc["BatchStrategy"] == "MultiRecord"
@@ -154,9 +175,15 @@ def _hf_model(server: Server, sm: Any, tmp: Path) -> str:
 
     model_dir = hf_models.nli_classifier(tmp / "nli")
     server.put_object("s3://models/hf-nli/model.tar.gz", tarball(hf_models.dir_files(model_dir)))
-    sm.create_model(ModelName="hf-nli", ExecutionRoleArn=ROLE, PrimaryContainer={
-        "Image": HF_IMAGE, "ModelDataUrl": "s3://models/hf-nli/model.tar.gz",
-        "Environment": {"HF_TASK": "text-classification"}})
+    sm.create_model(
+        ModelName="hf-nli",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": HF_IMAGE,
+            "ModelDataUrl": "s3://models/hf-nli/model.tar.gz",
+            "Environment": {"HF_TASK": "text-classification"},
+        },
+    )
     return "hf-nli"
 
 
@@ -165,12 +192,26 @@ def test_huggingface_jsonl_multirecord_is_one_batch_per_request(server: Server, 
     batch is decoded as one pipeline batch and answered with one line per input line."""
     model = _hf_model(server, sm, tmp_path)
     server.put_object("s3://batch/hf/input.jsonl", SEED_JSONL.encode())
-    multi = job(sm, "hf-multi", model, "s3://batch/hf/input.jsonl", "s3://batch/hf-multi",
-                tin={"ContentType": "application/json", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-                BatchStrategy="MultiRecord")
-    single = job(sm, "hf-single", model, "s3://batch/hf/input.jsonl", "s3://batch/hf-single",
-                 tin={"ContentType": "application/json", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-                 BatchStrategy="SingleRecord")
+    multi = job(
+        sm,
+        "hf-multi",
+        model,
+        "s3://batch/hf/input.jsonl",
+        "s3://batch/hf-multi",
+        tin={"ContentType": "application/json", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="MultiRecord",
+    )
+    single = job(
+        sm,
+        "hf-single",
+        model,
+        "s3://batch/hf/input.jsonl",
+        "s3://batch/hf-single",
+        tin={"ContentType": "application/json", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="SingleRecord",
+    )
     assert multi["TransformJobStatus"] == single["TransformJobStatus"] == "Completed", multi.get("FailureReason")
     lines = read(server, "s3://batch/hf-multi/input.jsonl.out").decode().splitlines()
     assert len(lines) == 6
@@ -180,7 +221,9 @@ def test_huggingface_jsonl_multirecord_is_one_batch_per_request(server: Server, 
         assert doc[0]["label"] in {"entailment", "neutral", "contradiction"}
     # same sentences, same predictions; and one request per line gives the same lines
     assert docs[0] == docs[4] and docs[2] == docs[3]
-    single_docs = [json.loads(line) for line in read(server, "s3://batch/hf-single/input.jsonl.out").decode().splitlines()]
+    single_docs = [
+        json.loads(line) for line in read(server, "s3://batch/hf-single/input.jsonl.out").decode().splitlines()
+    ]
     assert [d[0]["label"] for d in single_docs] == [d[0]["label"] for d in docs]
     assert np.allclose([d[0]["score"] for d in single_docs], [d[0]["score"] for d in docs], atol=1e-5)
     log = (server.data_dir / "logs" / "transform-jobs" / "hf-multi.log").read_text()
@@ -206,11 +249,17 @@ def test_sdk_huggingface_transformer(server: Server, sess: Any, tmp_path: Path) 
     (tmp_path / "input.jsonl").write_text(SEED_JSONL)
     data = sess.upload_data(str(tmp_path / "input.jsonl"), key_prefix="sdk-batch-hf/samples")
     huggingface_model = HuggingFaceModel(
-        model_data=model_data, env={"HF_TASK": "text-classification"}, role=ROLE, sagemaker_session=sess,
+        model_data=model_data,
+        env={"HF_TASK": "text-classification"},
+        role=ROLE,
+        sagemaker_session=sess,
         **HF_VERSIONS,
     )
     batch_job = huggingface_model.transformer(
-        instance_count=1, instance_type="ml.m5.xlarge", strategy="MultiRecord", assemble_with="Line",
+        instance_count=1,
+        instance_type="ml.m5.xlarge",
+        strategy="MultiRecord",
+        assemble_with="Line",
         output_path=f"s3://{BUCKET}/sdk-batch-hf/out",
     )
     batch_job.transform(data=data, content_type="application/json", split_type="Line", wait=True, logs=False)
@@ -246,8 +295,14 @@ def test_sdk_sklearn_transformer_with_logs(server: Server, sess: Any, tmp_path: 
     model_data = sess.upload_data(str(tmp_path / "model.tar.gz"), key_prefix="sdk-batch-sk")
     np.savetxt(tmp_path / "data.csv", x, delimiter=",", fmt="%.6f")
     batch_input = sess.upload_data(path=str(tmp_path / "data.csv"), key_prefix="sdk-batch-sk/batch")
-    sk = SKLearnModel(model_data=model_data, role=ROLE, entry_point="entry.py", source_dir=str(src),
-                      framework_version="1.2-1", sagemaker_session=sess)
+    sk = SKLearnModel(
+        model_data=model_data,
+        role=ROLE,
+        entry_point="entry.py",
+        source_dir=str(src),
+        framework_version="1.2-1",
+        sagemaker_session=sess,
+    )
     sk_transformer = sk.transformer(instance_count=1, instance_type="ml.m5.large")
     sk_transformer.transform(batch_input, content_type="text/csv", split_type="Line", wait=True, logs=True)
     printed = capsys.readouterr().out
@@ -260,8 +315,9 @@ def test_sdk_sklearn_transformer_with_logs(server: Server, sess: Any, tmp_path: 
     expected = fitted.predict(np.loadtxt(tmp_path / "data.csv", delimiter=","))
     assert len(values) == len(x) and np.allclose(values, expected)
     logs = sess.boto_session.client("logs", endpoint_url=server.url)
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs",
-                                        logStreamNamePrefix=sk_transformer.latest_transform_job.name + "/")
+    streams = logs.describe_log_streams(
+        logGroupName="/aws/sagemaker/TransformJobs", logStreamNamePrefix=sk_transformer.latest_transform_job.name + "/"
+    )
     assert [s["logStreamName"] for s in streams["logStreams"]] == [
         sk_transformer.latest_transform_job.name + "/instance-0"
     ]
@@ -276,29 +332,58 @@ def test_sdk_sklearn_transformer_with_logs(server: Server, sess: Any, tmp_path: 
 def test_line_strategies_and_assemble_modes(server: Server, sm: Any, models: dict) -> None:
     text = "".join(f"line-{i}\n" for i in range(5))
     server.put_object("s3://batch/lines/a.txt", text.encode())
-    single = job(sm, "line-single", "echo", "s3://batch/lines/", "s3://batch/line-single",
-                 tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-                 BatchStrategy="SingleRecord")
+    single = job(
+        sm,
+        "line-single",
+        "echo",
+        "s3://batch/lines/",
+        "s3://batch/line-single",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="SingleRecord",
+    )
     assert single["TransformJobStatus"] == "Completed", single.get("FailureReason")
     assert read(server, "s3://batch/line-single/a.txt.out").decode() == "".join(f"ok:line-{i}\n" for i in range(5))
-    none = job(sm, "line-single-none", "echo", "s3://batch/lines/", "s3://batch/line-none",
-               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "None"},
-               BatchStrategy="SingleRecord")
+    none = job(
+        sm,
+        "line-single-none",
+        "echo",
+        "s3://batch/lines/",
+        "s3://batch/line-none",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "None"},
+        BatchStrategy="SingleRecord",
+    )
     assert none["TransformJobStatus"] == "Completed"
     assert read(server, "s3://batch/line-none/a.txt.out").decode() == "".join(f"ok:line-{i}" for i in range(5))
     # MultiRecord over a 1 MB limit: several requests, each a run of whole lines, in order
     big = "".join(f"row-{i:06d}-" + "x" * 90 + "\n" for i in range(25000))  # ~2.5 MB
     server.put_object("s3://batch/big/big.txt", big.encode())
-    multi = job(sm, "line-multi", "echo", "s3://batch/big/", "s3://batch/line-multi",
-                tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-                BatchStrategy="MultiRecord", MaxPayloadInMB=1)
+    multi = job(
+        sm,
+        "line-multi",
+        "echo",
+        "s3://batch/big/",
+        "s3://batch/line-multi",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+    )
     assert multi["TransformJobStatus"] == "Completed"
     out = read(server, "s3://batch/line-multi/big.txt.out").decode().splitlines()
     assert out == ["ok:" + line for line in big.splitlines()]
     assert multi["ModelhostProgress"]["RecordsProcessed"] == 25000
-    multi_none = job(sm, "line-multi-none", "echo", "s3://batch/big/", "s3://batch/line-multi-none",
-                     tin={"ContentType": "text/plain", "SplitType": "Line"}, BatchStrategy="MultiRecord",
-                     MaxPayloadInMB=1)
+    multi_none = job(
+        sm,
+        "line-multi-none",
+        "echo",
+        "s3://batch/big/",
+        "s3://batch/line-multi-none",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+    )
     raw = read(server, "s3://batch/line-multi-none/big.txt.out").decode()
     # AssembleWith None: responses concatenated as they came (no newline between requests)
     assert raw.count("\n") == 25000 - 3  # three requests; no newline after each one's last line
@@ -308,8 +393,9 @@ def test_line_strategies_and_assemble_modes(server: Server, sm: Any, models: dic
 
 def test_split_none_sends_the_whole_object(server: Server, sm: Any, models: dict) -> None:
     server.put_object("s3://batch/whole/doc.txt", b"first\nsecond\n")
-    desc = job(sm, "split-none", "echo", "s3://batch/whole/", "s3://batch/split-none",
-               tin={"ContentType": "text/plain"})
+    desc = job(
+        sm, "split-none", "echo", "s3://batch/whole/", "s3://batch/split-none", tin={"ContentType": "text/plain"}
+    )
     assert desc["TransformJobStatus"] == "Completed"
     assert desc["TransformInput"].get("SplitType", "None") == "None"
     assert read(server, "s3://batch/split-none/doc.txt.out") == b"ok:first\nok:second"
@@ -325,9 +411,16 @@ def test_recordio_and_tfrecord(server: Server, sm: Any, models: dict, strategy: 
         ("TFRecord", "application/x-tfrecord", "tfr", tfrecord_frame),
     ):
         name = f"{prefix}-{strategy.lower()}"
-        desc = job(sm, name, "echo", f"s3://batch/{prefix}/", f"s3://batch/{name}",
-                   tin={"ContentType": ctype, "SplitType": split_type}, tout={"AssembleWith": "Line"},
-                   BatchStrategy=strategy)
+        desc = job(
+            sm,
+            name,
+            "echo",
+            f"s3://batch/{prefix}/",
+            f"s3://batch/{name}",
+            tin={"ContentType": ctype, "SplitType": split_type},
+            tout={"AssembleWith": "Line"},
+            BatchStrategy=strategy,
+        )
         assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
         key = "data.rec.out" if prefix == "rio" else "data.tfrecord.out"
         docs = [json.loads(line) for line in read(server, f"s3://batch/{name}/{key}").decode().splitlines()]
@@ -346,9 +439,17 @@ def test_gzip_manifest_and_several_instances(server: Server, sm: Any, models: di
         server.put_object(f"s3://batch/gz/part-{i}.txt.gz", gzip.compress(body))
     manifest = [{"prefix": "s3://batch/gz/"}, "part-0.txt.gz", "part-2.txt.gz", "part-3.txt.gz"]
     server.put_object("s3://batch/manifests/m.json", json.dumps(manifest).encode())
-    desc = job(sm, "gz-manifest", "echo", "s3://batch/manifests/m.json", "s3://batch/gz-out", data_type="ManifestFile",
-               tin={"ContentType": "text/plain", "SplitType": "Line", "CompressionType": "Gzip"},
-               tout={"AssembleWith": "Line"}, instances=2)
+    desc = job(
+        sm,
+        "gz-manifest",
+        "echo",
+        "s3://batch/manifests/m.json",
+        "s3://batch/gz-out",
+        data_type="ManifestFile",
+        tin={"ContentType": "text/plain", "SplitType": "Line", "CompressionType": "Gzip"},
+        tout={"AssembleWith": "Line"},
+        instances=2,
+    )
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     for i in (0, 2, 3):
         lines = read(server, f"s3://batch/gz-out/part-{i}.txt.gz.out").decode().splitlines()
@@ -360,14 +461,28 @@ def test_gzip_manifest_and_several_instances(server: Server, sm: Any, models: di
 
 def test_environment_and_execution_parameters(server: Server, sm: Any, models: dict) -> None:
     server.put_object("s3://batch/env/x.env", b"{}")
-    desc = job(sm, "env-vars", "echo", "s3://batch/env/", "s3://batch/env-out", tin=ENV_IN,
-               BatchStrategy="SingleRecord", MaxPayloadInMB=5, MaxConcurrentTransforms=2,
-               Environment={"JOB_VAR": "from-job"})
+    desc = job(
+        sm,
+        "env-vars",
+        "echo",
+        "s3://batch/env/",
+        "s3://batch/env-out",
+        tin=ENV_IN,
+        BatchStrategy="SingleRecord",
+        MaxPayloadInMB=5,
+        MaxConcurrentTransforms=2,
+        Environment={"JOB_VAR": "from-job"},
+    )
     assert desc["Environment"] == {"JOB_VAR": "from-job"}
     env = json.loads(read(server, "s3://batch/env-out/x.env.out"))
-    assert env == {"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "5",
-                   "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD", "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "2",
-                   "JOB_VAR": "from-job", "MODEL_VAR": "from-model"}
+    assert env == {
+        "SAGEMAKER_BATCH": "true",
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "5",
+        "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "2",
+        "JOB_VAR": "from-job",
+        "MODEL_VAR": "from-model",
+    }
     # unset values: only SAGEMAKER_BATCH is set, the rest come from GET /execution-parameters
     job(sm, "env-defaults", "echo", "s3://batch/env/", "s3://batch/env-defaults", tin=ENV_IN)
     env = json.loads(read(server, "s3://batch/env-defaults/x.env.out"))
@@ -389,10 +504,17 @@ def test_csv_join_and_filters(server: Server, sm: Any, models: dict) -> None:
     x, _ = diabetes()
     rows = [f"id-{i}," + csv_row(r) for i, r in enumerate(x[:20])]
     server.put_object("s3://batch/join/data.csv", ("\n".join(rows) + "\n").encode())
-    desc = job(sm, "csv-join", "skl", "s3://batch/join/", "s3://batch/join-out",
-               tin=CSV_IN, tout=CSV_OUT,
-               BatchStrategy="MultiRecord",
-               DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"})
+    desc = job(
+        sm,
+        "csv-join",
+        "skl",
+        "s3://batch/join/",
+        "s3://batch/join-out",
+        tin=CSV_IN,
+        tout=CSV_OUT,
+        BatchStrategy="MultiRecord",
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     assert desc["DataProcessing"] == {"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"}
     out = [line.split(",") for line in read(server, "s3://batch/join-out/data.csv.out").decode().splitlines()]
@@ -400,15 +522,29 @@ def test_csv_join_and_filters(server: Server, sm: Any, models: dict) -> None:
     assert [o[0] for o in out] == [f"id-{i}" for i in range(20)]
     assert np.allclose([float(o[1]) for o in out], expected)
     # join without filters: every input column, then the output column
-    desc = job(sm, "csv-join-all", "skl", "s3://batch/join/", "s3://batch/join-all",
-               tin=CSV_IN, tout=CSV_OUT,
-               DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input"})
+    desc = job(
+        sm,
+        "csv-join-all",
+        "skl",
+        "s3://batch/join/",
+        "s3://batch/join-all",
+        tin=CSV_IN,
+        tout=CSV_OUT,
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input"},
+    )
     first = read(server, "s3://batch/join-all/data.csv.out").decode().splitlines()[0].split(",")
     assert first[:11] == rows[0].split(",") and len(first) == 12
     # an OutputFilter index out of range fails the object
-    desc = job(sm, "csv-filter-range", "skl", "s3://batch/join/", "s3://batch/join-range",
-               tin=CSV_IN, tout=CSV_OUT,
-               DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[40]"})
+    desc = job(
+        sm,
+        "csv-filter-range",
+        "skl",
+        "s3://batch/join/",
+        "s3://batch/join-range",
+        tin=CSV_IN,
+        tout=CSV_OUT,
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[40]"},
+    )
     assert desc["TransformJobStatus"] == "Failed"
     assert "s3://batch/join/data.csv" in desc["FailureReason"]
     assert "$[40]: index 40 is out of range for a record of 12 elements" in desc["FailureReason"]
@@ -418,9 +554,16 @@ def test_csv_join_and_filters(server: Server, sm: Any, models: dict) -> None:
 def test_generate_inference_id(server: Server, sm: Any, models: dict) -> None:
     x, _ = diabetes()
     server.put_object("s3://batch/infid/d.csv", "".join(csv_row(r) + "\n" for r in x[:3]).encode())
-    desc = job(sm, "inference-id", "skl", "s3://batch/infid/", "s3://batch/infid-out",
-               tin=CSV_IN, tout=CSV_OUT,
-               DataCaptureConfig={"DestinationS3Uri": "s3://batch/capture", "GenerateInferenceId": True})
+    desc = job(
+        sm,
+        "inference-id",
+        "skl",
+        "s3://batch/infid/",
+        "s3://batch/infid-out",
+        tin=CSV_IN,
+        tout=CSV_OUT,
+        DataCaptureConfig={"DestinationS3Uri": "s3://batch/capture", "GenerateInferenceId": True},
+    )
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     rows = [line.split(",") for line in read(server, "s3://batch/infid-out/d.csv.out").decode().splitlines()]
     assert len(rows) == 3 and all(len(r) == 3 and len(r[1]) == 36 and r[2].endswith("Z") for r in rows)
@@ -434,9 +577,17 @@ def test_failing_record_fails_its_object_only(server: Server, sm: Any, models: d
     server.put_object("s3://batch/fail/a.txt", b"one\ntwo\n")
     server.put_object("s3://batch/fail/b.txt", b"three\nFAIL\nfour\n")
     server.put_object("s3://batch/fail/c.txt", b"five\n")
-    desc = job(sm, "failing-record", "echo", "s3://batch/fail/", "s3://batch/fail-out",
-               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-               BatchStrategy="SingleRecord", ModelClientConfig={"InvocationsMaxRetries": 1})
+    desc = job(
+        sm,
+        "failing-record",
+        "echo",
+        "s3://batch/fail/",
+        "s3://batch/fail-out",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="SingleRecord",
+        ModelClientConfig={"InvocationsMaxRetries": 1},
+    )
     assert desc["TransformJobStatus"] == "Failed"
     reason = desc["FailureReason"]
     assert reason.startswith(
@@ -454,9 +605,17 @@ def test_failing_record_fails_its_object_only(server: Server, sm: Any, models: d
 def test_record_over_the_payload_limit(server: Server, sm: Any, models: dict) -> None:
     server.put_object("s3://batch/limit/a.txt", b"small\n")
     server.put_object("s3://batch/limit/b.txt", b"small\n" + b"x" * (1024 * 1024 + 10) + b"\nsmall\n")
-    desc = job(sm, "payload-limit", "echo", "s3://batch/limit/", "s3://batch/limit-out",
-               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-               BatchStrategy="MultiRecord", MaxPayloadInMB=1)
+    desc = job(
+        sm,
+        "payload-limit",
+        "echo",
+        "s3://batch/limit/",
+        "s3://batch/limit-out",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+    )
     assert desc["TransformJobStatus"] == "Failed"
     assert desc["FailureReason"] == (
         "ClientError: Failed to transform s3://batch/limit/b.txt: record 2 is 1048587 bytes, larger than "
@@ -467,8 +626,14 @@ def test_record_over_the_payload_limit(server: Server, sm: Any, models: dict) ->
 
 
 def test_empty_prefix_fails_the_job(server: Server, sm: Any, models: dict) -> None:
-    desc = job(sm, "empty-prefix", "echo", "s3://batch/nothing-here/", "s3://batch/empty-out",
-               tin={"ContentType": "text/plain"})
+    desc = job(
+        sm,
+        "empty-prefix",
+        "echo",
+        "s3://batch/nothing-here/",
+        "s3://batch/empty-out",
+        tin={"ContentType": "text/plain"},
+    )
     assert desc["TransformJobStatus"] == "Failed"
     assert desc["FailureReason"].startswith(
         'ClientError: No S3 objects found under S3 URL "s3://batch/nothing-here/" given in input data source.'
@@ -478,9 +643,17 @@ def test_empty_prefix_fails_the_job(server: Server, sm: Any, models: dict) -> No
 def test_stop_mid_job_leaves_no_output(server: Server, sm: Any, models: dict) -> None:
     server.put_object("s3://batch/stop/a-fast.txt", b"quick\n")
     server.put_object("s3://batch/stop/b-slow.txt", b"".join(b"SLOW %d\n" % i for i in range(200)))
-    job(sm, "stop-me", "echo", "s3://batch/stop/", "s3://batch/stop-out", wait=False,
-        tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-        BatchStrategy="SingleRecord")
+    job(
+        sm,
+        "stop-me",
+        "echo",
+        "s3://batch/stop/",
+        "s3://batch/stop-out",
+        wait=False,
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        BatchStrategy="SingleRecord",
+    )
     deadline = time.monotonic() + 60
     while True:  # until the first object is written and the second is under way
         desc, progress = describe_with_progress(sm, "stop-me")
@@ -491,8 +664,9 @@ def test_stop_mid_job_leaves_no_output(server: Server, sm: Any, models: dict) ->
     asked = time.monotonic()
     sm.stop_transform_job(TransformJobName="stop-me")
     assert sm.describe_transform_job(TransformJobName="stop-me")["TransformJobStatus"] in ("Stopping", "Stopped")
-    sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName="stop-me",
-                                                            WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    sm.get_waiter("transform_job_completed_or_stopped").wait(
+        TransformJobName="stop-me", WaiterConfig={"Delay": 0.2, "MaxAttempts": 100}
+    )
     assert time.monotonic() - asked < 10
     desc = sm.describe_transform_job(TransformJobName="stop-me")
     assert desc["TransformJobStatus"] == "Stopped" and "TransformEndTime" in desc
@@ -500,9 +674,12 @@ def test_stop_mid_job_leaves_no_output(server: Server, sm: Any, models: dict) ->
     assert not exists(server, "s3://batch/stop-out/b-slow.txt.out")
     leftovers = list((server.data_dir / "buckets-meta" / "tmp").iterdir())
     assert leftovers == []
-    expect_error(sm.stop_transform_job, "ValidationException",
-                 "The transform job stop-me is not in progress (status Stopped) and cannot be stopped.",
-                 TransformJobName="stop-me")
+    expect_error(
+        sm.stop_transform_job,
+        "ValidationException",
+        "The transform job stop-me is not in progress (status Stopped) and cannot be stopped.",
+        TransformJobName="stop-me",
+    )
 
 
 def test_restart_mid_job_resumes(tmp_path: Path) -> None:
@@ -511,13 +688,24 @@ def test_restart_mid_job_resumes(tmp_path: Path) -> None:
     try:
         sm, _ = srv.clients()
         srv.put_object("s3://models/echo/model.tar.gz", tarball({"code/inference.py": ECHO_CODE}))
-        sm.create_model(ModelName="echo", ExecutionRoleArn=ROLE,
-                        PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/echo/model.tar.gz"})
+        sm.create_model(
+            ModelName="echo",
+            ExecutionRoleArn=ROLE,
+            PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/echo/model.tar.gz"},
+        )
         srv.put_object("s3://batch/r/a.txt", b"alpha\n")
         srv.put_object("s3://batch/r/b.txt", b"".join(b"SLOW %d\n" % i for i in range(24)))
-        job(sm, "restart-me", "echo", "s3://batch/r/", "s3://batch/r-out", wait=False,
-            tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-            BatchStrategy="SingleRecord")
+        job(
+            sm,
+            "restart-me",
+            "echo",
+            "s3://batch/r/",
+            "s3://batch/r-out",
+            wait=False,
+            tin={"ContentType": "text/plain", "SplitType": "Line"},
+            tout={"AssembleWith": "Line"},
+            BatchStrategy="SingleRecord",
+        )
         deadline = time.monotonic() + 60
         while not exists(srv, "s3://batch/r-out/a.txt.out"):
             assert time.monotonic() < deadline
@@ -527,8 +715,9 @@ def test_restart_mid_job_resumes(tmp_path: Path) -> None:
         assert not exists(srv, "s3://batch/r-out/b.txt.out")
         srv.start()
         sm, _ = srv.clients()
-        sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName="restart-me",
-                                                                WaiterConfig={"Delay": 0.5, "MaxAttempts": 200})
+        sm.get_waiter("transform_job_completed_or_stopped").wait(
+            TransformJobName="restart-me", WaiterConfig={"Delay": 0.5, "MaxAttempts": 200}
+        )
         desc, progress = describe_with_progress(sm, "restart-me")
         assert desc["TransformJobStatus"] == "Completed"
         assert read(srv, "s3://batch/r-out/b.txt.out").decode() == "".join(f"ok:SLOW {i}\n" for i in range(24))
@@ -546,38 +735,77 @@ def test_restart_mid_job_resumes(tmp_path: Path) -> None:
 
 def test_validation_errors(server: Server, sm: Any, models: dict) -> None:
     base = {
-        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://batch/lines/"}},
-                           "ContentType": "text/csv"},
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://batch/lines/"}},
+            "ContentType": "text/csv",
+        },
         "TransformOutput": {"S3OutputPath": "s3://batch/v-out"},
         "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
     }
-    expect_error(sm.create_transform_job, "ValidationException",
-                 f'Could not find model "{ARN}:model/no-such-model".',
-                 TransformJobName="v1", ModelName="no-such-model", **base)
-    expect_error(sm.create_transform_job, "ValidationException",
-                 "The product of MaxConcurrentTransforms (20) and MaxPayloadInMB (6) must be less than or equal to "
-                 "100 MB.", TransformJobName="v1", ModelName="echo", MaxConcurrentTransforms=20, **base)
-    expect_error(sm.create_transform_job, "ValidationException",
-                 "MaxPayloadInMB (101) must be less than or equal to 100 MB.",
-                 TransformJobName="v1", ModelName="echo", MaxPayloadInMB=101, **base)
-    expect_error(sm.create_transform_job, "ValidationException",
-                 "For text/csv input with DataProcessing or GenerateInferenceId, TransformInput.SplitType must be Line "
-                 "and TransformOutput.AssembleWith must be Line.",
-                 TransformJobName="v1", ModelName="echo", DataProcessing={"InputFilter": "$[1:]"}, **base)
+    expect_error(
+        sm.create_transform_job,
+        "ValidationException",
+        f'Could not find model "{ARN}:model/no-such-model".',
+        TransformJobName="v1",
+        ModelName="no-such-model",
+        **base,
+    )
+    expect_error(
+        sm.create_transform_job,
+        "ValidationException",
+        "The product of MaxConcurrentTransforms (20) and MaxPayloadInMB (6) must be less than or equal to 100 MB.",
+        TransformJobName="v1",
+        ModelName="echo",
+        MaxConcurrentTransforms=20,
+        **base,
+    )
+    expect_error(
+        sm.create_transform_job,
+        "ValidationException",
+        "MaxPayloadInMB (101) must be less than or equal to 100 MB.",
+        TransformJobName="v1",
+        ModelName="echo",
+        MaxPayloadInMB=101,
+        **base,
+    )
+    expect_error(
+        sm.create_transform_job,
+        "ValidationException",
+        "For text/csv input with DataProcessing or GenerateInferenceId, TransformInput.SplitType must be Line "
+        "and TransformOutput.AssembleWith must be Line.",
+        TransformJobName="v1",
+        ModelName="echo",
+        DataProcessing={"InputFilter": "$[1:]"},
+        **base,
+    )
     with pytest.raises(ClientError) as err:
-        sm.create_transform_job(TransformJobName="v1", ModelName="echo", DataProcessing={"OutputFilter": "$..a"},
-                                **base)
+        sm.create_transform_job(
+            TransformJobName="v1", ModelName="echo", DataProcessing={"OutputFilter": "$..a"}, **base
+        )
     assert err.value.response["Error"]["Code"] == "ValidationException"
     assert "DataProcessing.OutputFilter: Invalid JSONPath '$..a'" in err.value.response["Error"]["Message"]
-    expect_error(sm.describe_transform_job, "ValidationException", "Could not find requested job with name nope",
-                 TransformJobName="nope")
-    expect_error(sm.stop_transform_job, "ValidationException", "Could not find requested job with name nope",
-                 TransformJobName="nope")
+    expect_error(
+        sm.describe_transform_job,
+        "ValidationException",
+        "Could not find requested job with name nope",
+        TransformJobName="nope",
+    )
+    expect_error(
+        sm.stop_transform_job,
+        "ValidationException",
+        "Could not find requested job with name nope",
+        TransformJobName="nope",
+    )
     sm.create_transform_job(TransformJobName="dup-job", ModelName="echo", **base)
-    expect_error(sm.create_transform_job, "ResourceInUse",
-                 "Transform job names must be unique within an AWS account and region, and a transform job with this "
-                 f"name already exists ({ARN}:transform-job/dup-job)",
-                 TransformJobName="dup-job", ModelName="echo", **base)
+    expect_error(
+        sm.create_transform_job,
+        "ResourceInUse",
+        "Transform job names must be unique within an AWS account and region, and a transform job with this "
+        f"name already exists ({ARN}:transform-job/dup-job)",
+        TransformJobName="dup-job",
+        ModelName="echo",
+        **base,
+    )
 
 
 def test_list_transform_jobs(server: Server, sm: Any, models: dict) -> None:
@@ -594,8 +822,9 @@ def test_list_transform_jobs(server: Server, sm: Any, models: dict) -> None:
             sm.get_waiter("transform_job_completed_or_stopped").wait(TransformJobName=name, WaiterConfig={"Delay": 0.5})
     page = sm.list_transform_jobs(NameContains="list-", SortBy="Name", SortOrder="Ascending", MaxResults=2)
     assert [j["TransformJobName"] for j in page["TransformJobSummaries"]] == ["list-a", "list-b"]
-    rest = sm.list_transform_jobs(NameContains="list-", SortBy="Name", SortOrder="Ascending",
-                                  NextToken=page["NextToken"])
+    rest = sm.list_transform_jobs(
+        NameContains="list-", SortBy="Name", SortOrder="Ascending", NextToken=page["NextToken"]
+    )
     assert [j["TransformJobName"] for j in rest["TransformJobSummaries"]] == ["list-c"] and "NextToken" not in rest
     newest = sm.list_transform_jobs(NameContains="list-")["TransformJobSummaries"]
     assert [j["TransformJobName"] for j in newest] == ["list-b", "list-a", "list-c"]  # CreationTime, descending
@@ -605,25 +834,55 @@ def test_list_transform_jobs(server: Server, sm: Any, models: dict) -> None:
     after = sm.list_transform_jobs(NameContains="list-", CreationTimeAfter=newest[1]["CreationTime"])
     assert {j["TransformJobName"] for j in after["TransformJobSummaries"]} == {"list-a", "list-b"}
     summary = newest[0]
-    assert set(summary) == {"TransformJobName", "TransformJobArn", "CreationTime", "LastModifiedTime",
-                            "TransformEndTime", "TransformJobStatus", "FailureReason"}
+    assert set(summary) == {
+        "TransformJobName",
+        "TransformJobArn",
+        "CreationTime",
+        "LastModifiedTime",
+        "TransformEndTime",
+        "TransformJobStatus",
+        "FailureReason",
+    }
 
 
 def test_cli_transform_with_progress(server: Server, sm: Any, models: dict) -> None:
     server.put_object("s3://batch/cli/in.txt", b"".join(b"row %d\n" % i for i in range(1000)))
-    cmd = [sys.executable, "-m", "modelhost.cli", "transform", "echo", "s3://batch/cli/", "s3://batch/cli-out",
-           "--name", "cli-job", "--content-type", "text/plain", "--strategy", "SingleRecord", "--url", server.url]
+    cmd = [
+        sys.executable,
+        "-m",
+        "modelhost.cli",
+        "transform",
+        "echo",
+        "s3://batch/cli/",
+        "s3://batch/cli-out",
+        "--name",
+        "cli-job",
+        "--content-type",
+        "text/plain",
+        "--strategy",
+        "SingleRecord",
+        "--url",
+        server.url,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     assert "transform job cli-job: Completed; output under s3://batch/cli-out" in done.stdout
     assert "1/1 objects" in done.stderr and "1,000 records" in done.stderr and "rec/s" in done.stderr
     assert read(server, "s3://batch/cli-out/in.txt.out").decode().splitlines()[-1] == "ok:row 999"
-    failed = subprocess.run(cmd[:5] + ["s3://batch/nothing-at-all/", "s3://batch/cli-out", "--name", "cli-empty",
-                                       "--url", server.url], capture_output=True, text=True, timeout=60)
+    failed = subprocess.run(
+        cmd[:5] + ["s3://batch/nothing-at-all/", "s3://batch/cli-out", "--name", "cli-empty", "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert failed.returncode == 1
     assert "transform job cli-empty: Failed: ClientError: No S3 objects found under S3 URL" in failed.stderr
-    nowait = subprocess.run(cmd[:-2] + ["--no-wait", "--name", "cli-nowait", "--url", server.url],
-                            capture_output=True, text=True, timeout=60)
+    nowait = subprocess.run(
+        cmd[:-2] + ["--no-wait", "--name", "cli-nowait", "--url", server.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert nowait.returncode == 0 and "transform job cli-nowait: InProgress" in nowait.stdout
 
 
@@ -646,9 +905,16 @@ def test_data_capture_writes_input_and_output_manifests(server: Server, sm: Any,
     x, _ = diabetes()
     server.put_object("s3://batch/cap/d1.csv", "".join(csv_row(r) + "\n" for r in x[:2]).encode())
     server.put_object("s3://batch/cap/sub/d2.csv", "".join(csv_row(r) + "\n" for r in x[2:5]).encode())
-    desc = job(sm, "capture-csv", "skl", "s3://batch/cap/", "s3://batch/cap-out/",
-               tin=CSV_IN, tout=CSV_OUT,
-               DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-capture", "GenerateInferenceId": True})
+    desc = job(
+        sm,
+        "capture-csv",
+        "skl",
+        "s3://batch/cap/",
+        "s3://batch/cap-out/",
+        tin=CSV_IN,
+        tout=CSV_OUT,
+        DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-capture", "GenerateInferenceId": True},
+    )
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     start = desc["TransformStartTime"].timestamp()
     name = capture_name(desc["TransformJobArn"], start)
@@ -670,10 +936,17 @@ def test_data_capture_writes_input_and_output_manifests(server: Server, sm: Any,
     # a failed object is in neither manifest; the completed ones still are
     server.put_object("s3://batch/cap-fail/a.txt", b"one\n")
     server.put_object("s3://batch/cap-fail/b.txt", b"FAIL\n")
-    desc = job(sm, "capture-fail", "echo", "s3://batch/cap-fail/", "s3://batch/cap-fail-out",
-               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-               ModelClientConfig={"InvocationsMaxRetries": 0},
-               DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-fail-capture/"})
+    desc = job(
+        sm,
+        "capture-fail",
+        "echo",
+        "s3://batch/cap-fail/",
+        "s3://batch/cap-fail-out",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        ModelClientConfig={"InvocationsMaxRetries": 0},
+        DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-fail-capture/"},
+    )
     assert desc["TransformJobStatus"] == "Failed"
     start = desc["TransformStartTime"].timestamp()
     name, hour = capture_name(desc["TransformJobArn"], start), hour_prefix(start)
@@ -683,15 +956,29 @@ def test_data_capture_writes_input_and_output_manifests(server: Server, sm: Any,
     }
 
     # nothing completed: no capture; a destination bucket that does not exist fails the job
-    desc = job(sm, "capture-none", "echo", "s3://batch/cap-fail/b.txt", "s3://batch/cap-none-out",
-               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-               ModelClientConfig={"InvocationsMaxRetries": 0},
-               DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-none-capture"})
+    desc = job(
+        sm,
+        "capture-none",
+        "echo",
+        "s3://batch/cap-fail/b.txt",
+        "s3://batch/cap-none-out",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        ModelClientConfig={"InvocationsMaxRetries": 0},
+        DataCaptureConfig={"DestinationS3Uri": "s3://batch/cap-none-capture"},
+    )
     assert desc["TransformJobStatus"] == "Failed"
     assert _captured(server, "s3://batch/cap-none-capture") == {}
-    desc = job(sm, "capture-no-bucket", "echo", "s3://batch/cap-fail/a.txt", "s3://batch/cap-nb-out",
-               tin={"ContentType": "text/plain", "SplitType": "Line"}, tout={"AssembleWith": "Line"},
-               DataCaptureConfig={"DestinationS3Uri": "s3://no-such-capture-bucket/x"})
+    desc = job(
+        sm,
+        "capture-no-bucket",
+        "echo",
+        "s3://batch/cap-fail/a.txt",
+        "s3://batch/cap-nb-out",
+        tin={"ContentType": "text/plain", "SplitType": "Line"},
+        tout={"AssembleWith": "Line"},
+        DataCaptureConfig={"DestinationS3Uri": "s3://no-such-capture-bucket/x"},
+    )
     assert desc["TransformJobStatus"] == "Failed"
     assert desc["FailureReason"].startswith(
         "ClientError: Could not write the captured data to DataCaptureConfig.DestinationS3Uri "

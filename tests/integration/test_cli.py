@@ -25,14 +25,16 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("home")  # no user AWS config or credentials leak in
     # Not a terminal and no COLUMNS: what scripts see (rich then lays out for 80 columns).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MODELHOST_")) and k != "COLUMNS"}
-    env.update({
-        "HOME": str(home),
-        "AWS_ACCESS_KEY_ID": "x",
-        "AWS_SECRET_ACCESS_KEY": "y",
-        "AWS_MAX_ATTEMPTS": "1",
-        "AWS_CONFIG_FILE": str(home / "config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "AWS_ACCESS_KEY_ID": "x",
+            "AWS_SECRET_ACCESS_KEY": "y",
+            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_CONFIG_FILE": str(home / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / "credentials"),
+        }
+    )
     return env
 
 
@@ -72,16 +74,42 @@ def expected_prediction(model, row: str) -> float:  # type: ignore[no-untyped-de
 
 def test_aws_cli_flow(server, cli_env, model, tmp_path) -> None:  # type: ignore[no-untyped-def]
     name = "cli-aws"
-    out = aws_json(server, cli_env, "sagemaker", "create-model", "--model-name", name,
-                   "--execution-role-arn", ROLE,
-                   "--primary-container", f"Image={SKLEARN_IMAGE},ModelDataUrl=s3://models/cli/model.tar.gz")
+    out = aws_json(
+        server,
+        cli_env,
+        "sagemaker",
+        "create-model",
+        "--model-name",
+        name,
+        "--execution-role-arn",
+        ROLE,
+        "--primary-container",
+        f"Image={SKLEARN_IMAGE},ModelDataUrl=s3://models/cli/model.tar.gz",
+    )
     assert out == {"ModelArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model/{name}"}
-    out = aws_json(server, cli_env, "sagemaker", "create-endpoint-config", "--endpoint-config-name", name,
-                   "--production-variants",
-                   f"VariantName=AllTraffic,ModelName={name},InitialInstanceCount=1,InstanceType=ml.m5.large")
+    out = aws_json(
+        server,
+        cli_env,
+        "sagemaker",
+        "create-endpoint-config",
+        "--endpoint-config-name",
+        name,
+        "--production-variants",
+        f"VariantName=AllTraffic,ModelName={name},InitialInstanceCount=1,InstanceType=ml.m5.large",
+    )
     assert out == {"EndpointConfigArn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint-config/{name}"}
-    out = aws_json(server, cli_env, "sagemaker", "create-endpoint", "--endpoint-name", name,
-                   "--endpoint-config-name", name, "--tags", "Key=owner,Value=cli")
+    out = aws_json(
+        server,
+        cli_env,
+        "sagemaker",
+        "create-endpoint",
+        "--endpoint-name",
+        name,
+        "--endpoint-config-name",
+        name,
+        "--tags",
+        "Key=owner,Value=cli",
+    )
     arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/{name}"
     assert out == {"EndpointArn": arn}
 
@@ -107,8 +135,19 @@ def test_aws_cli_flow(server, cli_env, model, tmp_path) -> None:  # type: ignore
     x, _ = diabetes()
     row = csv_row(x[5])
     assert row.startswith("-")  # argparse would read a separate "-0.0..." as an option: use --body=ROW
-    proc = aws(server, cli_env, "sagemaker-runtime", "invoke-endpoint", "--endpoint-name", name,
-               "--content-type", "text/csv", f"--body={row}", "out.json", cwd=tmp_path)
+    proc = aws(
+        server,
+        cli_env,
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--endpoint-name",
+        name,
+        "--content-type",
+        "text/csv",
+        f"--body={row}",
+        "out.json",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     meta = json.loads(proc.stdout)
     assert meta["ContentType"] == "application/json"
@@ -116,16 +155,29 @@ def test_aws_cli_flow(server, cli_env, model, tmp_path) -> None:  # type: ignore
     got = json.loads((tmp_path / "out.json").read_text())
     assert abs(got[0] - expected_prediction(model, row)) < 1e-9
 
-    proc = aws(server, cli_env, "sagemaker-runtime", "invoke-endpoint", "--endpoint-name", name,
-               "--content-type", "text/csv", "--accept", "text/csv", f"--body={row}", "out.csv",
-               cwd=tmp_path)
+    proc = aws(
+        server,
+        cli_env,
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--endpoint-name",
+        name,
+        "--content-type",
+        "text/csv",
+        "--accept",
+        "text/csv",
+        f"--body={row}",
+        "out.csv",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["ContentType"] == "text/csv"
     assert abs(float((tmp_path / "out.csv").read_text().strip()) - expected_prediction(model, row)) < 1e-9
 
     listed = aws_json(server, cli_env, "sagemaker", "list-endpoints", "--name-contains", "cli-aws")
     assert [(e["EndpointName"], e["EndpointStatus"], e["EndpointArn"]) for e in listed["Endpoints"]] == [
-        (name, "InService", arn)]
+        (name, "InService", arn)
+    ]
     tags = aws_json(server, cli_env, "sagemaker", "list-tags", "--resource-arn", arn)
     assert tags["Tags"] == [{"Key": "owner", "Value": "cli"}]
 
@@ -156,13 +208,34 @@ def test_aws_cli_errors(server, cli_env) -> None:  # type: ignore[no-untyped-def
     assert "ValidationException" in proc.stderr
     assert f'Could not find endpoint "arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/nope"' in proc.stderr
 
-    proc = aws(server, cli_env, "sagemaker", "create-model", "--model-name", "bad_name!",
-               "--execution-role-arn", ROLE, "--primary-container", f"Image={SKLEARN_IMAGE}")
+    proc = aws(
+        server,
+        cli_env,
+        "sagemaker",
+        "create-model",
+        "--model-name",
+        "bad_name!",
+        "--execution-role-arn",
+        ROLE,
+        "--primary-container",
+        f"Image={SKLEARN_IMAGE}",
+    )
     assert proc.returncode != 0
     assert "ValidationException" in proc.stderr and "1 validation error detected" in proc.stderr
 
-    proc = aws(server, cli_env, "sagemaker-runtime", "invoke-endpoint", "--endpoint-name", "nope",
-               "--content-type", "text/csv", "--body", "1,2", "/dev/null")
+    proc = aws(
+        server,
+        cli_env,
+        "sagemaker-runtime",
+        "invoke-endpoint",
+        "--endpoint-name",
+        "nope",
+        "--content-type",
+        "text/csv",
+        "--body",
+        "1,2",
+        "/dev/null",
+    )
     assert proc.returncode != 0
     assert "ValidationError" in proc.stderr
     assert f"Endpoint nope of account {ACCOUNT} not found." in proc.stderr

@@ -48,8 +48,13 @@ def sk_container(**extra: object) -> dict:
 
 
 def variant(model: str, **extra: object) -> dict:
-    return {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1,
-            "InstanceType": "ml.m5.large", **extra}
+    return {
+        "VariantName": "AllTraffic",
+        "ModelName": model,
+        "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large",
+        **extra,
+    }
 
 
 def create_all(sm, name: str, container: dict) -> None:  # type: ignore[no-untyped-def]
@@ -88,8 +93,12 @@ def raw_post(url: str, target: str | None, body: bytes) -> tuple[int, dict, dict
 def test_model_and_config_describe_shapes(sm, sk) -> None:  # type: ignore[no-untyped-def]
     before = datetime.now(UTC)
     container = sk_container(Environment={"A": "1"})
-    out = sm.create_model(ModelName="Shape-Model", ExecutionRoleArn=ROLE, PrimaryContainer=container,
-                          Tags=[{"Key": "team", "Value": "ml"}])
+    out = sm.create_model(
+        ModelName="Shape-Model",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer=container,
+        Tags=[{"Key": "team", "Value": "ml"}],
+    )
     assert out["ModelArn"] == f"{ARN}:model/shape-model"
     desc = sm.describe_model(ModelName="Shape-Model")
     assert desc["ModelName"] == "Shape-Model"
@@ -103,9 +112,16 @@ def test_model_and_config_describe_shapes(sm, sk) -> None:  # type: ignore[no-un
 
     out = sm.create_endpoint_config(
         EndpointConfigName="Shape-Config",
-        ProductionVariants=[variant("Shape-Model"),
-                            {"VariantName": "Second", "ModelName": "Shape-Model", "InitialInstanceCount": 2,
-                             "InstanceType": "ml.c5.xlarge", "InitialVariantWeight": 3.0}],
+        ProductionVariants=[
+            variant("Shape-Model"),
+            {
+                "VariantName": "Second",
+                "ModelName": "Shape-Model",
+                "InitialInstanceCount": 2,
+                "InstanceType": "ml.c5.xlarge",
+                "InitialVariantWeight": 3.0,
+            },
+        ],
     )
     assert out["EndpointConfigArn"] == f"{ARN}:endpoint-config/shape-config"
     desc = sm.describe_endpoint_config(EndpointConfigName="Shape-Config")
@@ -113,23 +129,40 @@ def test_model_and_config_describe_shapes(sm, sk) -> None:  # type: ignore[no-un
     assert desc["EndpointConfigArn"] == f"{ARN}:endpoint-config/shape-config"
     assert desc["CreationTime"].tzinfo is not None
     assert desc["ProductionVariants"] == [
-        {"VariantName": "AllTraffic", "ModelName": "Shape-Model", "InitialInstanceCount": 1,
-         "InstanceType": "ml.m5.large", "InitialVariantWeight": 1.0},
-        {"VariantName": "Second", "ModelName": "Shape-Model", "InitialInstanceCount": 2,
-         "InstanceType": "ml.c5.xlarge", "InitialVariantWeight": 3.0},
+        {
+            "VariantName": "AllTraffic",
+            "ModelName": "Shape-Model",
+            "InitialInstanceCount": 1,
+            "InstanceType": "ml.m5.large",
+            "InitialVariantWeight": 1.0,
+        },
+        {
+            "VariantName": "Second",
+            "ModelName": "Shape-Model",
+            "InitialInstanceCount": 2,
+            "InstanceType": "ml.c5.xlarge",
+            "InitialVariantWeight": 3.0,
+        },
     ]
     sm.delete_endpoint_config(EndpointConfigName="Shape-Config")
     sm.delete_model(ModelName="Shape-Model")
-    expect_error(sm.describe_model, "ValidationException", f'Could not find model "{ARN}:model/shape-model".',
-                 ModelName="Shape-Model")
+    expect_error(
+        sm.describe_model,
+        "ValidationException",
+        f'Could not find model "{ARN}:model/shape-model".',
+        ModelName="Shape-Model",
+    )
 
 
 def test_endpoint_lifecycle_shapes_and_in_progress_errors(server, sm) -> None:  # type: ignore[no-untyped-def]
     """A slow-loading model keeps the endpoint Creating: pending summary, in-progress errors, then InService."""
     server.put_object("s3://models/slow/model.tar.gz", tarball({"code/inference.py": SLOW_CODE}))
     name = "Slow-Ep"
-    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                    PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/slow/model.tar.gz"})
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/slow/model.tar.gz"},
+    )
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant(name)])
     out = sm.create_endpoint(EndpointName=name, EndpointConfigName=name, Tags=[{"Key": "k", "Value": "v"}])
     arn = f"{ARN}:endpoint/slow-ep"
@@ -152,10 +185,14 @@ def test_endpoint_lifecycle_shapes_and_in_progress_errors(server, sm) -> None:  
 
     in_progress = f'Cannot update in-progress endpoint "{arn}".'
     expect_error(sm.delete_endpoint, "ValidationException", in_progress, EndpointName=name)
-    expect_error(sm.update_endpoint, "ValidationException", in_progress, EndpointName=name,
-                 EndpointConfigName=name)
-    expect_error(sm.create_endpoint, "ValidationException", f'Cannot create already existing endpoint "{arn}".',
-                 EndpointName=name, EndpointConfigName=name)
+    expect_error(sm.update_endpoint, "ValidationException", in_progress, EndpointName=name, EndpointConfigName=name)
+    expect_error(
+        sm.create_endpoint,
+        "ValidationException",
+        f'Cannot create already existing endpoint "{arn}".',
+        EndpointName=name,
+        EndpointConfigName=name,
+    )
     # Creating an endpoint counts as in progress for the waiter too: it keeps polling, then succeeds.
     sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=FAST)
 
@@ -176,8 +213,7 @@ def test_endpoint_lifecycle_shapes_and_in_progress_errors(server, sm) -> None:  
     sm.delete_endpoint(EndpointName=name)
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] in ("Deleting",)
     sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig=FAST)
-    expect_error(sm.describe_endpoint, "ValidationException", f'Could not find endpoint "{arn}".',
-                 EndpointName=name)
+    expect_error(sm.describe_endpoint, "ValidationException", f'Could not find endpoint "{arn}".', EndpointName=name)
     # Tags go with the resource.
     expect_error(sm.list_tags, "ValidationException", arn, ResourceArn=arn)
 
@@ -204,29 +240,52 @@ def test_list_models_filters_sort_and_pagination(sm, sk) -> None:  # type: ignor
     assert _names(got, "ModelName") == list(reversed(names))
     assert got[0]["ModelArn"] == f"{ARN}:model/lstm-d" and got[0]["CreationTime"].tzinfo is not None
     assert set(got[0]) == {"ModelName", "ModelArn", "CreationTime"}
-    assert _names(sm.list_models(NameContains="LSTM", SortBy="Name", SortOrder="Ascending")["Models"],
-                  "ModelName") == sorted(names)
-    assert _names(sm.list_models(NameContains="lstm", SortBy="Name", SortOrder="Descending")["Models"],
-                  "ModelName") == sorted(names, reverse=True)
-    assert _names(sm.list_models(NameContains="lstm", SortBy="CreationTime", SortOrder="Ascending")["Models"],
-                  "ModelName") == names
+    assert _names(
+        sm.list_models(NameContains="LSTM", SortBy="Name", SortOrder="Ascending")["Models"], "ModelName"
+    ) == sorted(names)
+    assert _names(
+        sm.list_models(NameContains="lstm", SortBy="Name", SortOrder="Descending")["Models"], "ModelName"
+    ) == sorted(names, reverse=True)
+    assert (
+        _names(sm.list_models(NameContains="lstm", SortBy="CreationTime", SortOrder="Ascending")["Models"], "ModelName")
+        == names
+    )
     # CreationTimeBefore is strict, CreationTimeAfter inclusive; marks[i] lies between model i and i+1.
-    assert _names(sm.list_models(NameContains="lstm", CreationTimeBefore=marks[1],
-                                 SortOrder="Ascending")["Models"], "ModelName") == names[:2]
-    assert _names(sm.list_models(NameContains="lstm", CreationTimeAfter=marks[2],
-                                 SortOrder="Ascending")["Models"], "ModelName") == names[3:]
-    assert _names(sm.list_models(NameContains="lstm", CreationTimeAfter=marks[0], CreationTimeBefore=marks[2],
-                                 SortOrder="Ascending")["Models"], "ModelName") == names[1:3]
+    assert (
+        _names(
+            sm.list_models(NameContains="lstm", CreationTimeBefore=marks[1], SortOrder="Ascending")["Models"],
+            "ModelName",
+        )
+        == names[:2]
+    )
+    assert (
+        _names(
+            sm.list_models(NameContains="lstm", CreationTimeAfter=marks[2], SortOrder="Ascending")["Models"],
+            "ModelName",
+        )
+        == names[3:]
+    )
+    assert (
+        _names(
+            sm.list_models(
+                NameContains="lstm", CreationTimeAfter=marks[0], CreationTimeBefore=marks[2], SortOrder="Ascending"
+            )["Models"],
+            "ModelName",
+        )
+        == names[1:3]
+    )
     assert sm.list_models(NameContains="no-such-thing")["Models"] == []
 
     # MaxResults + NextToken by hand.
     page1 = sm.list_models(NameContains="lstm", SortBy="Name", SortOrder="Ascending", MaxResults=2)
     assert _names(page1["Models"], "ModelName") == ["lstm-a", "lstm-b"]
-    page2 = sm.list_models(NameContains="lstm", SortBy="Name", SortOrder="Ascending", MaxResults=2,
-                           NextToken=page1["NextToken"])
+    page2 = sm.list_models(
+        NameContains="lstm", SortBy="Name", SortOrder="Ascending", MaxResults=2, NextToken=page1["NextToken"]
+    )
     assert _names(page2["Models"], "ModelName") == ["lstm-c", "lstm-d"]
-    page3 = sm.list_models(NameContains="lstm", SortBy="Name", SortOrder="Ascending", MaxResults=2,
-                           NextToken=page2["NextToken"])
+    page3 = sm.list_models(
+        NameContains="lstm", SortBy="Name", SortOrder="Ascending", MaxResults=2, NextToken=page2["NextToken"]
+    )
     assert _names(page3["Models"], "ModelName") == ["lstm-e"]
     assert "NextToken" not in page3
 
@@ -235,16 +294,25 @@ def test_list_models_filters_sort_and_pagination(sm, sk) -> None:  # type: ignor
     assert len(pages) == 3
     seen = [m["ModelName"] for p in pages for m in p["Models"]]
     assert sorted(seen) == sorted(names) and len(seen) == len(set(seen))
-    everything = [m["ModelName"] for p in sm.get_paginator("list_models").paginate(PaginationConfig={"PageSize": 2})
-                  for m in p["Models"]]
+    everything = [
+        m["ModelName"]
+        for p in sm.get_paginator("list_models").paginate(PaginationConfig={"PageSize": 2})
+        for m in p["Models"]
+    ]
     assert len(everything) == len(set(everything))
     assert set(names) | {"other-model-x"} <= set(everything)
 
     expect_error(sm.list_models, "ValidationException", "Invalid pagination token", NextToken="garbage!!token")
     negative = base64.urlsafe_b64encode(b'{"offset": -2}').decode()
     expect_error(sm.list_models, "ValidationException", "Invalid pagination token", NextToken=negative)
-    expect_error(sm.list_models, "ValidationException", "1 validation error detected",
-                 "failed to satisfy constraint", "Member must satisfy enum value set", SortBy="Status")
+    expect_error(
+        sm.list_models,
+        "ValidationException",
+        "1 validation error detected",
+        "failed to satisfy constraint",
+        "Member must satisfy enum value set",
+        SortBy="Status",
+    )
     expect_error(sm.list_models, "ValidationException", "failed to satisfy constraint", MaxResults=1000)
 
 
@@ -261,16 +329,29 @@ def test_list_endpoint_configs(sm, sk) -> None:  # type: ignore[no-untyped-def]
     assert _names(got, "EndpointConfigName") == list(reversed(names))
     assert set(got[0]) == {"EndpointConfigName", "EndpointConfigArn", "CreationTime"}
     assert got[0]["EndpointConfigArn"] == f"{ARN}:endpoint-config/lstc-a"
-    assert _names(sm.list_endpoint_configs(NameContains="lstc", SortBy="Name", SortOrder="Ascending")
-                  ["EndpointConfigs"], "EndpointConfigName") == sorted(names)
-    assert _names(sm.list_endpoint_configs(NameContains="lstc", CreationTimeBefore=marks[0])["EndpointConfigs"],
-                  "EndpointConfigName") == ["lstc-b"]
-    assert _names(sm.list_endpoint_configs(NameContains="lstc", CreationTimeAfter=marks[0], SortOrder="Ascending")
-                  ["EndpointConfigs"], "EndpointConfigName") == ["lstc-c", "lstc-a"]
-    pages = list(sm.get_paginator("list_endpoint_configs").paginate(
-        NameContains="lstc", SortBy="Name", SortOrder="Ascending", PaginationConfig={"PageSize": 2}))
-    assert [[c["EndpointConfigName"] for c in p["EndpointConfigs"]] for p in pages] == [["lstc-a", "lstc-b"],
-                                                                                       ["lstc-c"]]
+    assert _names(
+        sm.list_endpoint_configs(NameContains="lstc", SortBy="Name", SortOrder="Ascending")["EndpointConfigs"],
+        "EndpointConfigName",
+    ) == sorted(names)
+    assert _names(
+        sm.list_endpoint_configs(NameContains="lstc", CreationTimeBefore=marks[0])["EndpointConfigs"],
+        "EndpointConfigName",
+    ) == ["lstc-b"]
+    assert _names(
+        sm.list_endpoint_configs(NameContains="lstc", CreationTimeAfter=marks[0], SortOrder="Ascending")[
+            "EndpointConfigs"
+        ],
+        "EndpointConfigName",
+    ) == ["lstc-c", "lstc-a"]
+    pages = list(
+        sm.get_paginator("list_endpoint_configs").paginate(
+            NameContains="lstc", SortBy="Name", SortOrder="Ascending", PaginationConfig={"PageSize": 2}
+        )
+    )
+    assert [[c["EndpointConfigName"] for c in p["EndpointConfigs"]] for p in pages] == [
+        ["lstc-a", "lstc-b"],
+        ["lstc-c"],
+    ]
     expect_error(sm.list_endpoint_configs, "ValidationException", "Invalid pagination token", NextToken="xyz")
 
 
@@ -286,26 +367,37 @@ def test_list_endpoints_status_sort_and_pagination(server, sm, sk) -> None:  # t
     assert _names(got, "EndpointName") == ["lste-bad2", "lste-bad1", "lste-ok"]
     assert set(got[0]) == {"EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus"}
     assert got[2]["EndpointArn"] == f"{ARN}:endpoint/lste-ok" and got[2]["EndpointStatus"] == "InService"
-    assert _names(sm.list_endpoints(NameContains="lste", StatusEquals="Failed", SortBy="Name",
-                                    SortOrder="Ascending")["Endpoints"], "EndpointName") == ["lste-bad1", "lste-bad2"]
-    assert _names(sm.list_endpoints(NameContains="lste", StatusEquals="InService")["Endpoints"],
-                  "EndpointName") == ["lste-ok"]
+    assert _names(
+        sm.list_endpoints(NameContains="lste", StatusEquals="Failed", SortBy="Name", SortOrder="Ascending")[
+            "Endpoints"
+        ],
+        "EndpointName",
+    ) == ["lste-bad1", "lste-bad2"]
+    assert _names(sm.list_endpoints(NameContains="lste", StatusEquals="InService")["Endpoints"], "EndpointName") == [
+        "lste-ok"
+    ]
     assert sm.list_endpoints(NameContains="lste", StatusEquals="Updating")["Endpoints"] == []
     by_status = sm.list_endpoints(NameContains="lste", SortBy="Status", SortOrder="Ascending")["Endpoints"]
     assert [e["EndpointStatus"] for e in by_status] == ["Failed", "Failed", "InService"]
     by_status = sm.list_endpoints(NameContains="lste", SortBy="Status", SortOrder="Descending")["Endpoints"]
     assert [e["EndpointStatus"] for e in by_status] == ["InService", "Failed", "Failed"]
     created = {e["EndpointName"]: e["CreationTime"] for e in got}
-    assert _names(sm.list_endpoints(NameContains="lste", CreationTimeBefore=created["lste-bad1"])["Endpoints"],
-                  "EndpointName") == ["lste-ok"]
-    assert _names(sm.list_endpoints(NameContains="lste", CreationTimeAfter=created["lste-bad1"],
-                                    SortOrder="Ascending")["Endpoints"], "EndpointName") == ["lste-bad1", "lste-bad2"]
+    assert _names(
+        sm.list_endpoints(NameContains="lste", CreationTimeBefore=created["lste-bad1"])["Endpoints"], "EndpointName"
+    ) == ["lste-ok"]
+    assert _names(
+        sm.list_endpoints(NameContains="lste", CreationTimeAfter=created["lste-bad1"], SortOrder="Ascending")[
+            "Endpoints"
+        ],
+        "EndpointName",
+    ) == ["lste-bad1", "lste-bad2"]
     pages = list(sm.get_paginator("list_endpoints").paginate(NameContains="lste", PaginationConfig={"PageSize": 2}))
     assert [len(p["Endpoints"]) for p in pages] == [2, 1]
     assert sorted(e["EndpointName"] for p in pages for e in p["Endpoints"]) == ["lste-bad1", "lste-bad2", "lste-ok"]
     expect_error(sm.list_endpoints, "ValidationException", "Invalid pagination token", NextToken="AAAA")
-    expect_error(sm.list_endpoints, "ValidationException", "Member must satisfy enum value set",
-                 StatusEquals="Sleeping")
+    expect_error(
+        sm.list_endpoints, "ValidationException", "Member must satisfy enum value set", StatusEquals="Sleeping"
+    )
 
     for n in ("lste-ok", "lste-bad1", "lste-bad2"):
         sm.delete_endpoint(EndpointName=n)
@@ -317,26 +409,42 @@ def test_list_endpoints_status_sort_and_pagination(server, sm, sk) -> None:  # t
 
 
 def test_tags(sm, sk) -> None:  # type: ignore[no-untyped-def]
-    arn = sm.create_model(ModelName="tag-model", ExecutionRoleArn=ROLE, PrimaryContainer=sk_container(),
-                          Tags=[{"Key": "b", "Value": "2"}, {"Key": "a", "Value": "1"}])["ModelArn"]
+    arn = sm.create_model(
+        ModelName="tag-model",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer=sk_container(),
+        Tags=[{"Key": "b", "Value": "2"}, {"Key": "a", "Value": "1"}],
+    )["ModelArn"]
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}]
     out = sm.add_tags(ResourceArn=arn, Tags=[{"Key": "c", "Value": "3"}, {"Key": "a", "Value": "one"}])
     assert out["Tags"] == [{"Key": "c", "Value": "3"}, {"Key": "a", "Value": "one"}]
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [
-        {"Key": "a", "Value": "one"}, {"Key": "b", "Value": "2"}, {"Key": "c", "Value": "3"}]
+        {"Key": "a", "Value": "one"},
+        {"Key": "b", "Value": "2"},
+        {"Key": "c", "Value": "3"},
+    ]
     sm.delete_tags(ResourceArn=arn, TagKeys=["b", "not-there"])
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "a", "Value": "one"}, {"Key": "c", "Value": "3"}]
 
-    cfg_arn = sm.create_endpoint_config(EndpointConfigName="tag-config", ProductionVariants=[variant("tag-model")],
-                                        Tags=[{"Key": "env", "Value": "test"}])["EndpointConfigArn"]
+    cfg_arn = sm.create_endpoint_config(
+        EndpointConfigName="tag-config",
+        ProductionVariants=[variant("tag-model")],
+        Tags=[{"Key": "env", "Value": "test"}],
+    )["EndpointConfigArn"]
     assert sm.list_tags(ResourceArn=cfg_arn)["Tags"] == [{"Key": "env", "Value": "test"}]
 
     missing = f"{ARN}:model/no-such-model"
     expect_error(sm.list_tags, "ValidationException", missing, ResourceArn=missing)
     expect_error(sm.add_tags, "ValidationException", missing, ResourceArn=missing, Tags=[{"Key": "a", "Value": "b"}])
     expect_error(sm.delete_tags, "ValidationException", missing, ResourceArn=missing, TagKeys=["a"])
-    expect_error(sm.add_tags, "ValidationException", "1 validation error detected", "failed to satisfy constraint",
-                 ResourceArn=arn, Tags=[{"Key": "k" * 129, "Value": "v"}])
+    expect_error(
+        sm.add_tags,
+        "ValidationException",
+        "1 validation error detected",
+        "failed to satisfy constraint",
+        ResourceArn=arn,
+        Tags=[{"Key": "k" * 129, "Value": "v"}],
+    )
 
     # Deleting the resource drops its tags: a new model of the same name starts clean.
     sm.delete_model(ModelName="tag-model")
@@ -357,13 +465,24 @@ def test_unknown_resources(sm) -> None:  # type: ignore[no-untyped-def]
     assert expect_error(sm.delete_endpoint_config, "ValidationException", EndpointConfigName="ghost") == config
     assert expect_error(sm.describe_endpoint, "ValidationException", EndpointName="ghost") == endpoint
     assert expect_error(sm.delete_endpoint, "ValidationException", EndpointName="ghost") == endpoint
-    assert expect_error(sm.update_endpoint, "ValidationException", EndpointName="ghost",
-                        EndpointConfigName="ghost") == endpoint
+    assert (
+        expect_error(sm.update_endpoint, "ValidationException", EndpointName="ghost", EndpointConfigName="ghost")
+        == endpoint
+    )
     # An endpoint config naming a missing model; an endpoint naming a missing config.
-    assert expect_error(sm.create_endpoint_config, "ValidationException", EndpointConfigName="ghost-cfg",
-                        ProductionVariants=[variant("ghost")]) == model
-    assert expect_error(sm.create_endpoint, "ValidationException", EndpointName="ghost-ep",
-                        EndpointConfigName="ghost") == config
+    assert (
+        expect_error(
+            sm.create_endpoint_config,
+            "ValidationException",
+            EndpointConfigName="ghost-cfg",
+            ProductionVariants=[variant("ghost")],
+        )
+        == model
+    )
+    assert (
+        expect_error(sm.create_endpoint, "ValidationException", EndpointName="ghost-ep", EndpointConfigName="ghost")
+        == config
+    )
     expect_error(sm.describe_endpoint, "ValidationException", "Could not find endpoint", EndpointName="ghost-ep")
     # endpoint_deleted succeeds at once on ValidationException; endpoint_in_service fails fast on it.
     sm.get_waiter("endpoint_deleted").wait(EndpointName="ghost", WaiterConfig=FAST)
@@ -376,67 +495,146 @@ def test_unknown_resources(sm) -> None:  # type: ignore[no-untyped-def]
 def test_duplicate_names(sm, sk) -> None:  # type: ignore[no-untyped-def]
     sm.create_model(ModelName="Dup-Model", ExecutionRoleArn=ROLE, PrimaryContainer=sk_container())
     for name in ("Dup-Model", "dup-model", "DUP-MODEL"):
-        assert expect_error(sm.create_model, "ValidationException", ModelName=name, ExecutionRoleArn=ROLE,
-                            PrimaryContainer=sk_container()) == \
-            f'Cannot create already existing model "{ARN}:model/dup-model".'
+        assert (
+            expect_error(
+                sm.create_model,
+                "ValidationException",
+                ModelName=name,
+                ExecutionRoleArn=ROLE,
+                PrimaryContainer=sk_container(),
+            )
+            == f'Cannot create already existing model "{ARN}:model/dup-model".'
+        )
     sm.create_endpoint_config(EndpointConfigName="dup-config", ProductionVariants=[variant("Dup-Model")])
-    assert expect_error(sm.create_endpoint_config, "ValidationException", EndpointConfigName="Dup-Config",
-                        ProductionVariants=[variant("dup-model")]) == \
-        f'Cannot create already existing endpoint configuration "{ARN}:endpoint-config/dup-config".'
+    assert (
+        expect_error(
+            sm.create_endpoint_config,
+            "ValidationException",
+            EndpointConfigName="Dup-Config",
+            ProductionVariants=[variant("dup-model")],
+        )
+        == f'Cannot create already existing endpoint configuration "{ARN}:endpoint-config/dup-config".'
+    )
     # The endpoint: a missing artifact makes it fail fast; a Failed endpoint still holds its name.
-    sm.create_model(ModelName="dup-broken", ExecutionRoleArn=ROLE,
-                    PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://models/missing/dup.tar.gz"})
+    sm.create_model(
+        ModelName="dup-broken",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://models/missing/dup.tar.gz"},
+    )
     sm.create_endpoint_config(EndpointConfigName="dup-broken", ProductionVariants=[variant("dup-broken")])
     sm.create_endpoint(EndpointName="dup-ep", EndpointConfigName="dup-broken")
-    assert expect_error(sm.create_endpoint, "ValidationException", EndpointName="dup-ep",
-                        EndpointConfigName="dup-broken") == \
-        f'Cannot create already existing endpoint "{ARN}:endpoint/dup-ep".'
+    assert (
+        expect_error(sm.create_endpoint, "ValidationException", EndpointName="dup-ep", EndpointConfigName="dup-broken")
+        == f'Cannot create already existing endpoint "{ARN}:endpoint/dup-ep".'
+    )
     assert wait_status(sm, "dup-ep", ("Failed", "InService"))["EndpointStatus"] == "Failed"
-    expect_error(sm.create_endpoint, "ValidationException", "Cannot create already existing endpoint",
-                 EndpointName="dup-ep", EndpointConfigName="dup-broken")
+    expect_error(
+        sm.create_endpoint,
+        "ValidationException",
+        "Cannot create already existing endpoint",
+        EndpointName="dup-ep",
+        EndpointConfigName="dup-broken",
+    )
     sm.delete_endpoint(EndpointName="dup-ep")
     sm.get_waiter("endpoint_deleted").wait(EndpointName="dup-ep", WaiterConfig=FAST)
 
 
 def test_invalid_inputs(sm, sk) -> None:  # type: ignore[no-untyped-def]
-    message = expect_error(sm.create_model, "ValidationException", ModelName="bad_name!", ExecutionRoleArn=ROLE,
-                           PrimaryContainer=sk_container())
-    assert message.startswith("1 validation error detected: Value 'bad_name!' at 'modelName' failed to satisfy "
-                              "constraint: Member must satisfy regular expression pattern"), message
+    message = expect_error(
+        sm.create_model,
+        "ValidationException",
+        ModelName="bad_name!",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer=sk_container(),
+    )
+    assert message.startswith(
+        "1 validation error detected: Value 'bad_name!' at 'modelName' failed to satisfy "
+        "constraint: Member must satisfy regular expression pattern"
+    ), message
     long_name = "a" * 64
-    message = expect_error(sm.create_model, "ValidationException", ModelName=long_name, ExecutionRoleArn=ROLE,
-                           PrimaryContainer=sk_container())
-    assert message.startswith(f"1 validation error detected: Value '{long_name}' at 'modelName' failed to satisfy "
-                              "constraint: Member must have length less than or equal to 63"), message
-    expect_error(sm.create_endpoint, "ValidationException", "1 validation error detected", "'endpointName'",
-                 "failed to satisfy constraint", EndpointName="-leading-hyphen", EndpointConfigName="x")
+    message = expect_error(
+        sm.create_model,
+        "ValidationException",
+        ModelName=long_name,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer=sk_container(),
+    )
+    assert message.startswith(
+        f"1 validation error detected: Value '{long_name}' at 'modelName' failed to satisfy "
+        "constraint: Member must have length less than or equal to 63"
+    ), message
+    expect_error(
+        sm.create_endpoint,
+        "ValidationException",
+        "1 validation error detected",
+        "'endpointName'",
+        "failed to satisfy constraint",
+        EndpointName="-leading-hyphen",
+        EndpointConfigName="x",
+    )
     # 64 characters break both the length and the {0,62} pattern of EndpointConfigName.
-    expect_error(sm.create_endpoint_config, "ValidationException", "2 validation errors detected",
-                 "'endpointConfigName' failed to satisfy constraint: Member must have length less than or equal to 63",
-                 "Member must satisfy regular expression pattern", EndpointConfigName="c" * 64,
-                 ProductionVariants=[variant("x")])
+    expect_error(
+        sm.create_endpoint_config,
+        "ValidationException",
+        "2 validation errors detected",
+        "'endpointConfigName' failed to satisfy constraint: Member must have length less than or equal to 63",
+        "Member must satisfy regular expression pattern",
+        EndpointConfigName="c" * 64,
+        ProductionVariants=[variant("x")],
+    )
     # Two violations in one request are both reported.
-    expect_error(sm.create_model, "ValidationException", "2 validation errors detected", ModelName="bad_name!",
-                 ExecutionRoleArn="not-an-iam-role-arn-at-all", PrimaryContainer=sk_container())
+    expect_error(
+        sm.create_model,
+        "ValidationException",
+        "2 validation errors detected",
+        ModelName="bad_name!",
+        ExecutionRoleArn="not-an-iam-role-arn-at-all",
+        PrimaryContainer=sk_container(),
+    )
 
     sm.create_model(ModelName="enum-model", ExecutionRoleArn=ROLE, PrimaryContainer=sk_container())
-    message = expect_error(sm.create_endpoint_config, "ValidationException", "1 validation error detected",
-                           "Value 'ml.fake.huge'", "failed to satisfy constraint", "Member must satisfy enum value set",
-                           EndpointConfigName="enum-cfg",
-                           ProductionVariants=[variant("enum-model", InstanceType="ml.fake.huge")])
+    message = expect_error(
+        sm.create_endpoint_config,
+        "ValidationException",
+        "1 validation error detected",
+        "Value 'ml.fake.huge'",
+        "failed to satisfy constraint",
+        "Member must satisfy enum value set",
+        EndpointConfigName="enum-cfg",
+        ProductionVariants=[variant("enum-model", InstanceType="ml.fake.huge")],
+    )
     assert "ml.m5.large" in message
-    expect_error(sm.describe_endpoint_config, "ValidationException", "Could not find endpoint configuration",
-                 EndpointConfigName="enum-cfg")
-    expect_error(sm.create_endpoint_config, "ValidationException", "Variant names must be unique",
-                 EndpointConfigName="dup-variants", ProductionVariants=[variant("enum-model"), variant("enum-model")])
+    expect_error(
+        sm.describe_endpoint_config,
+        "ValidationException",
+        "Could not find endpoint configuration",
+        EndpointConfigName="enum-cfg",
+    )
+    expect_error(
+        sm.create_endpoint_config,
+        "ValidationException",
+        "Variant names must be unique",
+        EndpointConfigName="dup-variants",
+        ProductionVariants=[variant("enum-model"), variant("enum-model")],
+    )
 
     container = sk_container()
-    expect_error(sm.create_model, "ValidationException",
-                 "Exactly one of PrimaryContainer or Containers must be specified.",
-                 ModelName="both-containers", ExecutionRoleArn=ROLE, PrimaryContainer=container, Containers=[container])
-    expect_error(sm.create_model, "ValidationException",
-                 "Exactly one of PrimaryContainer or Containers must be specified.",
-                 ModelName="no-containers", ExecutionRoleArn=ROLE)
+    expect_error(
+        sm.create_model,
+        "ValidationException",
+        "Exactly one of PrimaryContainer or Containers must be specified.",
+        ModelName="both-containers",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer=container,
+        Containers=[container],
+    )
+    expect_error(
+        sm.create_model,
+        "ValidationException",
+        "Exactly one of PrimaryContainer or Containers must be specified.",
+        ModelName="no-containers",
+        ExecutionRoleArn=ROLE,
+    )
     expect_error(sm.describe_model, "ValidationException", "Could not find model", ModelName="both-containers")
 
 
@@ -475,8 +673,14 @@ def test_missing_artifact_fails_and_failed_endpoint_deletes(sm) -> None:  # type
     assert uri in desc["FailureReason"]
     assert "Failed to download model data" in desc["FailureReason"]
     # Only DeleteEndpoint is allowed on a Failed endpoint.
-    expect_error(sm.update_endpoint, "ValidationException", "Cannot update endpoint", "Failed",
-                 EndpointName="fail-missing", EndpointConfigName="fail-missing")
+    expect_error(
+        sm.update_endpoint,
+        "ValidationException",
+        "Cannot update endpoint",
+        "Failed",
+        EndpointName="fail-missing",
+        EndpointConfigName="fail-missing",
+    )
     sm.delete_endpoint(EndpointName="fail-missing")
     sm.get_waiter("endpoint_deleted").wait(EndpointName="fail-missing", WaiterConfig=FAST)
     expect_error(sm.describe_endpoint, "ValidationException", "Could not find endpoint", EndpointName="fail-missing")
@@ -552,9 +756,17 @@ def test_model_data_source_uncompressed_prefix(server, sm, rt, sk) -> None:  # t
     got = json.loads(resp["Body"].read())
     expected = sk.predict([[float(v) for v in row.split(",")]])[0]
     assert abs(got[0] - expected) < 1e-9
-    expect_error(sm.create_model, "ValidationException", "ModelDataUrl and ModelDataSource cannot both be specified",
-                 ModelName="mds-both", ExecutionRoleArn=ROLE,
-                 PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataSource": source,
-                                   "ModelDataUrl": "s3://models/cp/model.tar.gz"})
+    expect_error(
+        sm.create_model,
+        "ValidationException",
+        "ModelDataUrl and ModelDataSource cannot both be specified",
+        ModelName="mds-both",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={
+            "Image": SKLEARN_IMAGE,
+            "ModelDataSource": source,
+            "ModelDataUrl": "s3://models/cp/model.tar.gz",
+        },
+    )
     sm.delete_endpoint(EndpointName="mds-prefix")
     sm.get_waiter("endpoint_deleted").wait(EndpointName="mds-prefix", WaiterConfig=FAST)

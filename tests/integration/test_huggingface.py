@@ -162,8 +162,12 @@ def endpoints(
         "hf-hub": (None, {"HF_MODEL_ID": HUB_REPO, "HF_HUB_OFFLINE": "1", "HF_HOME": str(own_cache)}),
         "hf-hub-shared": (
             None,
-            {"HF_MODEL_ID": HUB_REPO, "HF_MODEL_REVISION": HUB_REVISION, "HF_HUB_OFFLINE": "1",
-             "HF_TASK": "zero-shot-classification"},
+            {
+                "HF_MODEL_ID": HUB_REPO,
+                "HF_MODEL_REVISION": HUB_REVISION,
+                "HF_HUB_OFFLINE": "1",
+                "HF_TASK": "zero-shot-classification",
+            },
         ),
         # (c) user code from the guide
         "hf-code-4fn": (put_dir(server, "code-4fn", models["minilm"], {"code/inference.py": FOUR_FN_CODE}), {}),
@@ -300,7 +304,9 @@ def test_user_code_transform_fn(endpoints: dict[str, dict], server: Server, rt: 
     err = model_error(rt, "hf-code-transform", {"inputs": "boom"})
     assert err["OriginalStatusCode"] == 400
     assert json.loads(err["OriginalMessage"]) == {
-        "code": 400, "type": "InternalServerException", "message": "user code exploded"
+        "code": 400,
+        "type": "InternalServerException",
+        "message": "user code exploded",
     }
     assert "RuntimeError: user code exploded" in server.logs("hf-code-transform")
 
@@ -322,39 +328,116 @@ def _generated(key: str, n: int = 1) -> Callable[[Any], bool]:
 
 TASKS: list[tuple[str, str, Any, str, Callable[[Any], bool]]] = [
     # endpoint, content type, body, what it shows, check
-    ("hf-cls", JSON, {"inputs": "this movie is great"}, "text-classification",
-     lambda out: _labels(out, {"contradiction", "neutral", "entailment"}) and len(out) == 1),
-    ("hf-cls", JSON, {"inputs": "this movie is great", "parameters": {"top_k": None}}, "parameters",
-     lambda out: _labels(out, {"contradiction", "neutral", "entailment"}) and len(out) == 3),
-    ("hf-ner", JSON, {"inputs": "my name is philipp and i live in nuremberg"}, "token-classification",
-     lambda out: isinstance(out, list) and all({"entity", "score", "word", "start", "end"} <= set(o) for o in out)),
-    ("hf-qa", JSON, {"inputs": {"question": "what is used for inference?", "context": QA_CONTEXT}},
-     "question-answering",
-     lambda out: set(out) == {"score", "start", "end", "answer"} and out["answer"]
-     and QA_CONTEXT[out["start"]:out["end"]] == out["answer"]),
-    ("hf-qa", "text/csv", f"question,context\nwho are you?,{QA_CONTEXT}\nwhere?,{QA_CONTEXT}\n", "QA from CSV",
-     lambda out: len(out) == 2 and all(o["answer"] in QA_CONTEXT for o in out)),
-    ("hf-fill", JSON, {"inputs": "paris is the [MASK] of france"}, "fill-mask",
-     lambda out: len(out) == 5 and all(o["sequence"].startswith("paris is the ") and o["token_str"] for o in out)),
-    ("hf-t2t", JSON, {"inputs": "hello world", "parameters": NO_SPECIAL}, "text2text-generation",
-     _generated("generated_text")),
-    ("hf-sum", JSON, {"inputs": ["hello world", "the movie was great"], "parameters": NO_SPECIAL}, "summarization",
-     _generated("summary_text", 2)),
-    ("hf-translate", JSON, {"inputs": "hello world", "parameters": NO_SPECIAL}, "translation_en_to_fr",
-     _generated("translation_text")),
-    ("hf-gen", JSON, {"inputs": "hello world", "parameters": {"max_new_tokens": 4, "do_sample": False}},
-     "text-generation", lambda out: len(out) == 1 and out[0]["generated_text"].startswith("hello world")),
-    ("hf-tqa", JSON, {"inputs": {"query": "how many stars does transformers have", "table": TABLE}},
-     "table-question-answering", lambda out: {"answer", "coordinates", "cells"} <= set(out)),
+    (
+        "hf-cls",
+        JSON,
+        {"inputs": "this movie is great"},
+        "text-classification",
+        lambda out: _labels(out, {"contradiction", "neutral", "entailment"}) and len(out) == 1,
+    ),
+    (
+        "hf-cls",
+        JSON,
+        {"inputs": "this movie is great", "parameters": {"top_k": None}},
+        "parameters",
+        lambda out: _labels(out, {"contradiction", "neutral", "entailment"}) and len(out) == 3,
+    ),
+    (
+        "hf-ner",
+        JSON,
+        {"inputs": "my name is philipp and i live in nuremberg"},
+        "token-classification",
+        lambda out: isinstance(out, list) and all({"entity", "score", "word", "start", "end"} <= set(o) for o in out),
+    ),
+    (
+        "hf-qa",
+        JSON,
+        {"inputs": {"question": "what is used for inference?", "context": QA_CONTEXT}},
+        "question-answering",
+        lambda out: (
+            set(out) == {"score", "start", "end", "answer"}
+            and out["answer"]
+            and QA_CONTEXT[out["start"] : out["end"]] == out["answer"]
+        ),
+    ),
+    (
+        "hf-qa",
+        "text/csv",
+        f"question,context\nwho are you?,{QA_CONTEXT}\nwhere?,{QA_CONTEXT}\n",
+        "QA from CSV",
+        lambda out: len(out) == 2 and all(o["answer"] in QA_CONTEXT for o in out),
+    ),
+    (
+        "hf-fill",
+        JSON,
+        {"inputs": "paris is the [MASK] of france"},
+        "fill-mask",
+        lambda out: len(out) == 5 and all(o["sequence"].startswith("paris is the ") and o["token_str"] for o in out),
+    ),
+    (
+        "hf-t2t",
+        JSON,
+        {"inputs": "hello world", "parameters": NO_SPECIAL},
+        "text2text-generation",
+        _generated("generated_text"),
+    ),
+    (
+        "hf-sum",
+        JSON,
+        {"inputs": ["hello world", "the movie was great"], "parameters": NO_SPECIAL},
+        "summarization",
+        _generated("summary_text", 2),
+    ),
+    (
+        "hf-translate",
+        JSON,
+        {"inputs": "hello world", "parameters": NO_SPECIAL},
+        "translation_en_to_fr",
+        _generated("translation_text"),
+    ),
+    (
+        "hf-gen",
+        JSON,
+        {"inputs": "hello world", "parameters": {"max_new_tokens": 4, "do_sample": False}},
+        "text-generation",
+        lambda out: len(out) == 1 and out[0]["generated_text"].startswith("hello world"),
+    ),
+    (
+        "hf-tqa",
+        JSON,
+        {"inputs": {"query": "how many stars does transformers have", "table": TABLE}},
+        "table-question-answering",
+        lambda out: {"answer", "coordinates", "cells"} <= set(out),
+    ),
     ("hf-img", "image/png", hf_models.png_bytes(), "image-classification", lambda out: _labels(out, {"cat", "dog"})),
-    ("hf-img", "image/jpeg", hf_models.png_bytes(fmt="JPEG"), "image-classification (jpeg)",
-     lambda out: _labels(out, {"cat", "dog"})),
-    ("hf-audio", "audio/wave", hf_models.wav_bytes(), "audio-classification (8 kHz WAV, resampled)",
-     lambda out: _labels(out, {"yes", "no"})),
-    ("hf-audio", "audio/x-flac", hf_models.wav_bytes(fmt="FLAC", rate=16000), "audio-classification (FLAC)",
-     lambda out: _labels(out, {"yes", "no"})),
-    ("hf-asr", "audio/ogg", hf_models.wav_bytes(fmt="OGG", rate=16000), "automatic-speech-recognition",
-     lambda out: set(out) == {"text"} and isinstance(out["text"], str)),
+    (
+        "hf-img",
+        "image/jpeg",
+        hf_models.png_bytes(fmt="JPEG"),
+        "image-classification (jpeg)",
+        lambda out: _labels(out, {"cat", "dog"}),
+    ),
+    (
+        "hf-audio",
+        "audio/wave",
+        hf_models.wav_bytes(),
+        "audio-classification (8 kHz WAV, resampled)",
+        lambda out: _labels(out, {"yes", "no"}),
+    ),
+    (
+        "hf-audio",
+        "audio/x-flac",
+        hf_models.wav_bytes(fmt="FLAC", rate=16000),
+        "audio-classification (FLAC)",
+        lambda out: _labels(out, {"yes", "no"}),
+    ),
+    (
+        "hf-asr",
+        "audio/ogg",
+        hf_models.wav_bytes(fmt="OGG", rate=16000),
+        "automatic-speech-recognition",
+        lambda out: set(out) == {"text"} and isinstance(out["text"], str),
+    ),
 ]
 
 
@@ -362,7 +445,12 @@ TASKS: list[tuple[str, str, Any, str, Callable[[Any], bool]]] = [
     ("name", "content_type", "body", "what", "check"), TASKS, ids=[f"{t[0]}:{t[3]}" for t in TASKS]
 )
 def test_task(
-    endpoints: dict[str, dict], rt: Any, name: str, content_type: str, body: Any, what: str,
+    endpoints: dict[str, dict],
+    rt: Any,
+    name: str,
+    content_type: str,
+    body: Any,
+    what: str,
     check: Callable[[Any], bool],
 ) -> None:
     in_service(endpoints, name)

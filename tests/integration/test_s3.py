@@ -34,8 +34,7 @@ MB = 1024 * 1024
 @pytest.fixture(scope="module")
 def s3(server: Server) -> Any:
     session = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret", region_name="us-east-1")
-    return session.client("s3", endpoint_url=server.url,
-                          config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    return session.client("s3", endpoint_url=server.url, config=Config(retries={"mode": "standard", "max_attempts": 1}))
 
 
 def _fails(call: Any, code: str, status: int, **kwargs: Any) -> dict:
@@ -101,8 +100,14 @@ def test_missing_bucket_and_key(s3: Any) -> None:
 def test_put_get_head_metadata_range(s3: Any) -> None:
     b = _bucket(s3, "objects")
     data = bytes(range(256)) * 40
-    put = s3.put_object(Bucket=b, Key="dir/obj.bin", Body=data, ContentType="application/x-test",
-                        Metadata={"Owner": "me", "stage": "2"}, CacheControl="max-age=60")
+    put = s3.put_object(
+        Bucket=b,
+        Key="dir/obj.bin",
+        Body=data,
+        ContentType="application/x-test",
+        Metadata={"Owner": "me", "stage": "2"},
+        CacheControl="max-age=60",
+    )
     etag = f'"{hashlib.md5(data).hexdigest()}"'
     assert put["ETag"] == etag
 
@@ -147,8 +152,19 @@ def test_conditional_put(s3: Any) -> None:
     assert s3.get_object(Bucket=b, Key="once")["Body"].read() == b"1"
 
 
-@pytest.mark.parametrize("key", ["with space.txt", "plus+sign", "ünïcødé/ключ/鍵.bin", "a/b/c/d/e.json",
-                                 "percent%20literal", "quote'\"&<>.xml", "?query#frag=1", "tilde~star*(x)"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "with space.txt",
+        "plus+sign",
+        "ünïcødé/ключ/鍵.bin",
+        "a/b/c/d/e.json",
+        "percent%20literal",
+        "quote'\"&<>.xml",
+        "?query#frag=1",
+        "tilde~star*(x)",
+    ],
+)
 def test_key_encoding(s3: Any, server: Server, key: str) -> None:
     b = "keys"
     if "keys" not in [x["Name"] for x in s3.list_buckets()["Buckets"]]:
@@ -181,8 +197,15 @@ def test_content_md5(s3: Any, server: Server) -> None:
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
     _fails(s3.put_object, "BadDigest", 400, Bucket=b, Key="bad", Body=b"payload", ContentMD5=wrong)
     _fails(s3.put_object, "InvalidDigest", 400, Bucket=b, Key="bad", Body=b"payload", ContentMD5="not-base64!")
-    _fails(s3.put_object, "InvalidDigest", 400, Bucket=b, Key="bad", Body=b"payload",
-           ContentMD5=base64.b64encode(b"short").decode())
+    _fails(
+        s3.put_object,
+        "InvalidDigest",
+        400,
+        Bucket=b,
+        Key="bad",
+        Body=b"payload",
+        ContentMD5=base64.b64encode(b"short").decode(),
+    )
     _fails(s3.head_object, "404", 404, Bucket=b, Key="bad")
     assert _tmp_files(server) == []
 
@@ -194,8 +217,15 @@ def test_flexible_checksums(s3: Any) -> None:
         assert put[f"Checksum{alg}"]
         got = s3.get_object(Bucket=b, Key=alg, ChecksumMode="ENABLED")  # botocore validates it
         assert got["Body"].read() == b"checked"
-    _fails(s3.put_object, "BadDigest", 400, Bucket=b, Key="bad", Body=b"checked",
-           ChecksumCRC32=base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode())
+    _fails(
+        s3.put_object,
+        "BadDigest",
+        400,
+        Bucket=b,
+        Key="bad",
+        Body=b"checked",
+        ChecksumCRC32=base64.b64encode(zlib.crc32(b"other").to_bytes(4, "big")).decode(),
+    )
     _fails(s3.head_object, "404", 404, Bucket=b, Key="bad")
 
 
@@ -207,8 +237,14 @@ def test_copy_object(s3: Any) -> None:
     got = s3.get_object(Bucket=b, Key="dst/same-meta")
     assert (got["Body"].read(), got["ContentType"], got["Metadata"]) == (b"copy me", "text/plain", {"k": "v"})
 
-    s3.copy_object(Bucket=b, Key="dst/new-meta", CopySource=f"{b}/src/a b+c", MetadataDirective="REPLACE",
-                   ContentType="application/json", Metadata={"n": "1"})
+    s3.copy_object(
+        Bucket=b,
+        Key="dst/new-meta",
+        CopySource=f"{b}/src/a b+c",
+        MetadataDirective="REPLACE",
+        ContentType="application/json",
+        Metadata={"n": "1"},
+    )
     got = s3.get_object(Bucket=b, Key="dst/new-meta")
     assert (got["ContentType"], got["Metadata"]) == ("application/json", {"n": "1"})
 
@@ -217,8 +253,9 @@ def test_copy_object(s3: Any) -> None:
     assert s3.get_object(Bucket="copies-other", Key="x")["Body"].read() == b"copy me"
 
     _fails(s3.copy_object, "NoSuchKey", 404, Bucket=b, Key="y", CopySource={"Bucket": b, "Key": "missing"})
-    _fails(s3.copy_object, "InvalidRequest", 400, Bucket=b, Key="src/a b+c",
-           CopySource={"Bucket": b, "Key": "src/a b+c"})
+    _fails(
+        s3.copy_object, "InvalidRequest", 400, Bucket=b, Key="src/a b+c", CopySource={"Bucket": b, "Key": "src/a b+c"}
+    )
 
 
 def test_delete_objects(s3: Any) -> None:
@@ -248,8 +285,17 @@ def test_malformed_xml(server: Server) -> None:
 
 LISTING_KEYS = sorted(
     [f"data/2024/{m:02d}/part-{i}.csv" for m in (1, 2, 11) for i in range(3)]
-    + ["data/readme.md", "data-old/x", "data/2024/summary.json", "models/a/model.tar.gz", "models/b/model.tar.gz",
-       "top.txt", "data/2024-bak/y", "Zed", "data/ü.txt"]
+    + [
+        "data/readme.md",
+        "data-old/x",
+        "data/2024/summary.json",
+        "models/a/model.tar.gz",
+        "models/b/model.tar.gz",
+        "top.txt",
+        "data/2024-bak/y",
+        "Zed",
+        "data/ü.txt",
+    ]
 )
 
 
@@ -271,14 +317,25 @@ def test_list_everything_in_order(s3: Any, listing: str) -> None:
 
 
 @pytest.mark.parametrize("page_size", [1, 2, 3, 7, 1000])
-@pytest.mark.parametrize(("prefix", "delimiter"), [("", ""), ("data/", ""), ("", "/"), ("data/", "/"),
-                                                   ("data/2024", "/"), ("data", "/"), ("", "-"), ("data/2024/", "/")])
+@pytest.mark.parametrize(
+    ("prefix", "delimiter"),
+    [
+        ("", ""),
+        ("data/", ""),
+        ("", "/"),
+        ("data/", "/"),
+        ("data/2024", "/"),
+        ("data", "/"),
+        ("", "-"),
+        ("data/2024/", "/"),
+    ],
+)
 def test_paginators_return_every_key_once(s3: Any, listing: str, prefix: str, delimiter: str, page_size: int) -> None:
     expected_keys, expected_prefixes = [], []
     for k in sorted(LISTING_KEYS):
         if not k.startswith(prefix):
             continue
-        rest = k[len(prefix):]
+        rest = k[len(prefix) :]
         if delimiter and delimiter in rest:
             cp = prefix + rest[: rest.index(delimiter) + len(delimiter)]
             if cp not in expected_prefixes:
@@ -287,8 +344,9 @@ def test_paginators_return_every_key_once(s3: Any, listing: str, prefix: str, de
             expected_keys.append(k)
     for op in ("list_objects_v2", "list_objects"):
         keys, prefixes = [], []
-        pages = s3.get_paginator(op).paginate(Bucket=listing, Prefix=prefix, Delimiter=delimiter,
-                                              PaginationConfig={"PageSize": page_size})
+        pages = s3.get_paginator(op).paginate(
+            Bucket=listing, Prefix=prefix, Delimiter=delimiter, PaginationConfig={"PageSize": page_size}
+        )
         for page in pages:
             keys += [o["Key"] for o in page.get("Contents", [])]
             prefixes += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
@@ -344,13 +402,31 @@ def test_multipart_api(s3: Any, server: Server) -> None:
     assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket=b).get("Uploads", [])] == [up]
     _fails(s3.head_object, "404", 404, Bucket=b, Key="obj")  # nothing visible before Complete
     # a wrong ETag is InvalidPart, and leaves the upload open
-    _fails(s3.complete_multipart_upload, "InvalidPart", 400, Bucket=b, Key="obj", UploadId=up,
-           MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": '"' + "0" * 32 + '"'}]})
-    _fails(s3.complete_multipart_upload, "InvalidPartOrder", 400, Bucket=b, Key="obj", UploadId=up,
-           MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]})
+    _fails(
+        s3.complete_multipart_upload,
+        "InvalidPart",
+        400,
+        Bucket=b,
+        Key="obj",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": '"' + "0" * 32 + '"'}]},
+    )
+    _fails(
+        s3.complete_multipart_upload,
+        "InvalidPartOrder",
+        400,
+        Bucket=b,
+        Key="obj",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}, {"PartNumber": 1, "ETag": e1}]},
+    )
     _fails(s3.head_object, "404", 404, Bucket=b, Key="obj")
-    done = s3.complete_multipart_upload(Bucket=b, Key="obj", UploadId=up, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    done = s3.complete_multipart_upload(
+        Bucket=b,
+        Key="obj",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+    )
     expected = hashlib.md5(bytes.fromhex(e1.strip('"')) + bytes.fromhex(e2.strip('"'))).hexdigest() + "-2"
     assert done["ETag"] == f'"{expected}"'
     got = s3.get_object(Bucket=b, Key="obj")
@@ -365,8 +441,15 @@ def test_aborted_multipart_leaves_nothing(s3: Any, server: Server) -> None:
     up = s3.create_multipart_upload(Bucket=b, Key="never")["UploadId"]
     etag = s3.upload_part(Bucket=b, Key="never", UploadId=up, PartNumber=1, Body=b"partial")["ETag"]
     s3.abort_multipart_upload(Bucket=b, Key="never", UploadId=up)
-    _fails(s3.complete_multipart_upload, "NoSuchUpload", 404, Bucket=b, Key="never", UploadId=up,
-           MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    _fails(
+        s3.complete_multipart_upload,
+        "NoSuchUpload",
+        404,
+        Bucket=b,
+        Key="never",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
     _fails(s3.abort_multipart_upload, "NoSuchUpload", 404, Bucket=b, Key="never", UploadId=up)
     _fails(s3.list_parts, "NoSuchUpload", 404, Bucket=b, Key="never", UploadId="no-such-upload-id-at-all")
     _fails(s3.head_object, "404", 404, Bucket=b, Key="never")
@@ -379,12 +462,20 @@ def test_multipart_small_part_and_part_numbers(s3: Any) -> None:
     up = s3.create_multipart_upload(Bucket=b, Key="k")["UploadId"]
     e1 = s3.upload_part(Bucket=b, Key="k", UploadId=up, PartNumber=1, Body=b"too small")["ETag"]
     e2 = s3.upload_part(Bucket=b, Key="k", UploadId=up, PartNumber=2, Body=b"last")["ETag"]
-    _fails(s3.complete_multipart_upload, "EntityTooSmall", 400, Bucket=b, Key="k", UploadId=up,
-           MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    _fails(
+        s3.complete_multipart_upload,
+        "EntityTooSmall",
+        400,
+        Bucket=b,
+        Key="k",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]},
+    )
     _fails(s3.upload_part, "InvalidArgument", 400, Bucket=b, Key="k", UploadId=up, PartNumber=10001, Body=b"x")
     # a single small part is a valid upload
-    s3.complete_multipart_upload(Bucket=b, Key="k", UploadId=up,
-                                 MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}]})
+    s3.complete_multipart_upload(
+        Bucket=b, Key="k", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 2, "ETag": e2}]}
+    )
     assert s3.get_object(Bucket=b, Key="k")["Body"].read() == b"last"
 
 
@@ -393,12 +484,28 @@ def test_upload_part_copy(s3: Any) -> None:
     src = os.urandom(6 * MB)
     s3.put_object(Bucket=b, Key="src", Body=src)
     up = s3.create_multipart_upload(Bucket=b, Key="dst")["UploadId"]
-    p1 = s3.upload_part_copy(Bucket=b, Key="dst", UploadId=up, PartNumber=1, CopySource={"Bucket": b, "Key": "src"},
-                             CopySourceRange=f"bytes=0-{5 * MB - 1}")["CopyPartResult"]["ETag"]
-    p2 = s3.upload_part_copy(Bucket=b, Key="dst", UploadId=up, PartNumber=2, CopySource={"Bucket": b, "Key": "src"},
-                             CopySourceRange=f"bytes={5 * MB}-{6 * MB - 1}")["CopyPartResult"]["ETag"]
-    s3.complete_multipart_upload(Bucket=b, Key="dst", UploadId=up, MultipartUpload={
-        "Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]})
+    p1 = s3.upload_part_copy(
+        Bucket=b,
+        Key="dst",
+        UploadId=up,
+        PartNumber=1,
+        CopySource={"Bucket": b, "Key": "src"},
+        CopySourceRange=f"bytes=0-{5 * MB - 1}",
+    )["CopyPartResult"]["ETag"]
+    p2 = s3.upload_part_copy(
+        Bucket=b,
+        Key="dst",
+        UploadId=up,
+        PartNumber=2,
+        CopySource={"Bucket": b, "Key": "src"},
+        CopySourceRange=f"bytes={5 * MB}-{6 * MB - 1}",
+    )["CopyPartResult"]["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=b,
+        Key="dst",
+        UploadId=up,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": p1}, {"PartNumber": 2, "ETag": p2}]},
+    )
     assert s3.get_object(Bucket=b, Key="dst")["Body"].read() == src
 
 
@@ -406,14 +513,17 @@ def test_upload_part_copy(s3: Any) -> None:
 
 
 def _sig(service: str = "s3") -> dict[str, str]:
-    return {"Authorization": f"AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/{service}/aws4_request, "
-                             "SignedHeaders=host, Signature=" + "0" * 64}
+    return {
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/{service}/aws4_request, "
+        "SignedHeaders=host, Signature=" + "0" * 64
+    }
 
 
 def _chunked_body(data: bytes, chunk_size: int = 64 * 1024) -> bytes:
     """What botocore sends over https: aws-chunked with an unsigned CRC32 trailer (its own encoder)."""
-    wrapper = AwsChunkedWrapper(io.BytesIO(data), checksum_cls=Crc32Checksum,
-                                checksum_name="x-amz-checksum-crc32", chunk_size=chunk_size)
+    wrapper = AwsChunkedWrapper(
+        io.BytesIO(data), checksum_cls=Crc32Checksum, checksum_name="x-amz-checksum-crc32", chunk_size=chunk_size
+    )
     return wrapper.read()
 
 
@@ -421,10 +531,15 @@ def test_aws_chunked_unsigned_trailer(s3: Any, server: Server) -> None:
     b = _bucket(s3, "chunked")
     data = os.urandom(300 * 1024 + 7)
     body = _chunked_body(data)
-    headers = {**_sig(), "Content-Encoding": "aws-chunked",
-               "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "x-amz-trailer": "x-amz-checksum-crc32",
-               "x-amz-decoded-content-length": str(len(data)),
-               "Content-Type": "text/csv", "Content-Length": str(len(body))}
+    headers = {
+        **_sig(),
+        "Content-Encoding": "aws-chunked",
+        "x-amz-content-sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "x-amz-trailer": "x-amz-checksum-crc32",
+        "x-amz-decoded-content-length": str(len(data)),
+        "Content-Type": "text/csv",
+        "Content-Length": str(len(body)),
+    }
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request("PUT", f"/{b}/trailer.bin", body=body, headers=headers)
     resp = conn.getresponse()
@@ -461,9 +576,13 @@ def test_aws_chunked_signed_chunks_and_upload_part(s3: Any, server: Server) -> N
         piece = data[i : i + 30_000]
         body += f"{len(piece):x};chunk-signature={'a' * 64}\r\n".encode() + piece + b"\r\n"
     body += f"0;chunk-signature={'b' * 64}\r\n\r\n".encode()
-    headers = {**_sig(), "Content-Encoding": "aws-chunked",
-               "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-               "x-amz-decoded-content-length": str(len(data)), "Content-Length": str(len(body))}
+    headers = {
+        **_sig(),
+        "Content-Encoding": "aws-chunked",
+        "x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "x-amz-decoded-content-length": str(len(data)),
+        "Content-Length": str(len(body)),
+    }
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     conn.request("PUT", f"/{b}/signed.bin", body=body, headers=headers)
     resp = conn.getresponse()
@@ -477,8 +596,9 @@ def test_aws_chunked_signed_chunks_and_upload_part(s3: Any, server: Server) -> N
     assert resp.status == 200, resp.read()
     resp.read()
     assert resp.getheader("ETag") == f'"{hashlib.md5(data).hexdigest()}"'
-    s3.complete_multipart_upload(Bucket=b, Key="mp", UploadId=up,
-                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": resp.getheader("ETag")}]})
+    s3.complete_multipart_upload(
+        Bucket=b, Key="mp", UploadId=up, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": resp.getheader("ETag")}]}
+    )
     assert s3.get_object(Bucket=b, Key="mp")["Body"].read() == data
 
 
@@ -504,9 +624,14 @@ def test_virtual_host_style(s3: Any, server: Server) -> None:
     resp = conn.getresponse()
     assert b"<Key>dir/v key.txt</Key>" in resp.read()
     # botocore's own virtual addressing, with the bucket host pinned to the loopback address
-    vclient = boto3.client("s3", endpoint_url=f"http://localhost:{server.port}", aws_access_key_id="x",
-                           aws_secret_access_key="y", region_name="us-east-1",
-                           config=Config(s3={"addressing_style": "virtual"}))
+    vclient = boto3.client(
+        "s3",
+        endpoint_url=f"http://localhost:{server.port}",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "virtual"}),
+    )
     seen: list[str] = []
     vclient.meta.events.register("before-send.s3", lambda request, **_: seen.append(request.url))
     original = socket.getaddrinfo
@@ -555,8 +680,10 @@ def test_interrupted_put_leaves_nothing(s3: Any, server: Server) -> None:
     b = _bucket(s3, "interrupted")
     s3.put_object(Bucket=b, Key="k", Body=b"previous")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        head = (f"PUT /{b}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {4 * MB}\r\n"
-                f"Authorization: {_sig()['Authorization']}\r\n\r\n")
+        head = (
+            f"PUT /{b}/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {4 * MB}\r\n"
+            f"Authorization: {_sig()['Authorization']}\r\n\r\n"
+        )
         sock.sendall(head.encode() + b"x" * (3 * MB))
         time.sleep(0.3)
     deadline = time.monotonic() + 10
@@ -584,11 +711,18 @@ def test_objects_written_outside_s3_are_listed(s3: Any, server: Server) -> None:
 
 
 def _aws(server: Server, tmp_path: Path, *args: str) -> str:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": str(tmp_path / "no-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-creds")}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-creds"),
+    }
     aws = Path(sys.executable).with_name("aws")
-    proc = subprocess.run([str(aws), "--endpoint-url", server.url, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [str(aws), "--endpoint-url", server.url, *args], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -598,8 +732,12 @@ def test_aws_cli_cp_ls_sync(s3: Any, server: Server, tmp_path: Path) -> None:
     assert "cli-bucket" in _aws(server, tmp_path, "s3", "ls")
     src = tmp_path / "src"
     (src / "sub" / "deeper").mkdir(parents=True)
-    files = {"a.txt": b"alpha", "sub/b.json": b'{"b": 1}', "sub/deeper/c d.bin": os.urandom(10_000),
-             "big.bin": os.urandom(9 * MB)}
+    files = {
+        "a.txt": b"alpha",
+        "sub/b.json": b'{"b": 1}',
+        "sub/deeper/c d.bin": os.urandom(10_000),
+        "big.bin": os.urandom(9 * MB),
+    }
     for name, data in files.items():
         (src / name).write_bytes(data)
     _aws(server, tmp_path, "s3", "cp", str(src / "a.txt"), "s3://cli-bucket/single/a.txt")
@@ -634,8 +772,9 @@ def test_model_uploaded_through_s3_serves(s3: Any, sm: Any, rt: Any) -> None:
     data, model = sklearn_model()
     _bucket(s3, "model-artifacts")
     s3.upload_fileobj(io.BytesIO(data), "model-artifacts", "sklearn/v1/model.tar.gz")
-    deployed = deploy(sm, "from-s3", {"Image": SKLEARN_IMAGE,
-                                      "ModelDataUrl": "s3://model-artifacts/sklearn/v1/model.tar.gz"})
+    deployed = deploy(
+        sm, "from-s3", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://model-artifacts/sklearn/v1/model.tar.gz"}
+    )
     assert deployed["EndpointStatus"] == "InService", deployed.get("FailureReason")
     x, _ = diabetes()
     row = csv_row(x[0])

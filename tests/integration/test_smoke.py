@@ -17,8 +17,14 @@ def test_boto3_flow_create_invoke_delete(server, sm, rt) -> None:
     )
     sm.create_endpoint_config(
         EndpointConfigName="boston-cfg",
-        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "boston", "InitialInstanceCount": 2,
-                             "InstanceType": "ml.m5.large"}],
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "boston",
+                "InitialInstanceCount": 2,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
     )
     sm.create_endpoint(EndpointName="boston", EndpointConfigName="boston-cfg")
     assert sm.describe_endpoint(EndpointName="boston")["EndpointStatus"] == "Creating"

@@ -75,8 +75,9 @@ def test_truncated_and_missing_archives(tmp_path: Path) -> None:
 def test_uncompressed_prefix_and_bucket_escape(tmp_path: Path) -> None:
     cache, objects = _cache(tmp_path)
     objects.put_bytes("s3://m/plain/model.joblib", b"z")
-    got = cache.materialize(None, {"S3DataSource": {"S3Uri": "s3://m/plain/", "S3DataType": "S3Prefix",
-                                                    "CompressionType": "None"}})
+    got = cache.materialize(
+        None, {"S3DataSource": {"S3Uri": "s3://m/plain/", "S3DataType": "S3Prefix", "CompressionType": "None"}}
+    )
     assert (got / "model.joblib").read_bytes() == b"z"
     with pytest.raises(ObjectNotFound, match="escapes its bucket"):
         objects.local_path("s3://m/../../etc/passwd")

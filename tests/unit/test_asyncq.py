@@ -88,11 +88,22 @@ def _endpoint(store: MetadataStore, name: str, concurrency: int) -> None:
         },
     }
     with store.begin() as conn:
-        store.insert(conn, tables.endpoints, {
-            "name_key": name, "name": name, "arn": f"arn:{name}", "config_name": name, "status": "InService",
-            "failure_reason": None, "creation_time": 1.0, "last_modified_time": 1.0, "spec": {},
-            "deployment": {"current": {"config": config}},
-        })
+        store.insert(
+            conn,
+            tables.endpoints,
+            {
+                "name_key": name,
+                "name": name,
+                "arn": f"arn:{name}",
+                "config_name": name,
+                "status": "InService",
+                "failure_reason": None,
+                "creation_time": 1.0,
+                "last_modified_time": 1.0,
+                "spec": {},
+                "deployment": {"current": {"config": config}},
+            },
+        )
 
 
 def _route(router: Router, name: str, inst: FakeInstance) -> None:
@@ -131,8 +142,13 @@ def test_oldest_first_within_the_concurrency_limit(tmp_path: Path) -> None:
             assert q.backlog("ep") == 10  # no route yet: everything waits
             _route(router, "ep", inst)
             q._kick.set()
-            await _until(lambda: len(list((settings.buckets_dir / BUCKET / "ep").glob("*.out"))) == 10
-                         if (settings.buckets_dir / BUCKET / "ep").exists() else False)
+            await _until(
+                lambda: (
+                    len(list((settings.buckets_dir / BUCKET / "ep").glob("*.out"))) == 10
+                    if (settings.buckets_dir / BUCKET / "ep").exists()
+                    else False
+                )
+            )
             await _until(lambda: q.backlog("ep") == 0)
         finally:
             await q.stop()
@@ -179,24 +195,42 @@ def test_claim_takes_a_pending_row_once(tmp_path: Path) -> None:
     run(main)
 
 
-def _insert(store: MetadataStore, status: str, attempts: int, spec: dict, outcome: dict | None = None,
-            inference_id: str = "r") -> int:
+def _insert(
+    store: MetadataStore, status: str, attempts: int, spec: dict, outcome: dict | None = None, inference_id: str = "r"
+) -> int:
     with store.begin() as conn:
-        result = conn.execute(tables.async_requests.insert().values(
-            inference_id=inference_id, endpoint="ep", status=status, received_time=time.time(), attempts=attempts,
-            lease_owner="dead-run" if status == "InProgress" else None, spec=json.dumps(spec),
-            outcome=json.dumps(outcome) if outcome else None,
-        ))
+        result = conn.execute(
+            tables.async_requests.insert().values(
+                inference_id=inference_id,
+                endpoint="ep",
+                status=status,
+                received_time=time.time(),
+                attempts=attempts,
+                lease_owner="dead-run" if status == "InProgress" else None,
+                spec=json.dumps(spec),
+                outcome=json.dumps(outcome) if outcome else None,
+            )
+        )
         return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 def _spec(name: str, tmp: Path) -> dict:
     inline = tmp / f"in-{name}"
     inline.write_bytes(name.encode())
-    return {"input": None, "inline": str(inline), "content_type": None, "accept": None, "custom_attributes": None,
-            "ttl": 21600, "timeout": 60, "output": f"s3://{BUCKET}/ep/{name}.out",
-            "failure": f"s3://{BUCKET}/ep-f/{name}-error.out", "success_topic": None, "error_topic": None,
-            "include": []}
+    return {
+        "input": None,
+        "inline": str(inline),
+        "content_type": None,
+        "accept": None,
+        "custom_attributes": None,
+        "ttl": 21600,
+        "timeout": 60,
+        "output": f"s3://{BUCKET}/ep/{name}.out",
+        "failure": f"s3://{BUCKET}/ep-f/{name}-error.out",
+        "success_topic": None,
+        "error_topic": None,
+        "include": [],
+    }
 
 
 def test_recovery_after_a_crash(tmp_path: Path) -> None:
@@ -207,18 +241,47 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
     work = settings.async_dir / "tmp"
     work.mkdir(parents=True, exist_ok=True)
     requeued = _insert(store, "InProgress", 1, _spec("requeued", settings.async_dir.parent), inference_id="a")
-    exhausted = _insert(store, "InProgress", asyncq.MAX_ATTEMPTS, _spec("exhausted", settings.async_dir.parent),
-                        inference_id="b")
+    exhausted = _insert(
+        store, "InProgress", asyncq.MAX_ATTEMPTS, _spec("exhausted", settings.async_dir.parent), inference_id="b"
+    )
     tmp_file = work / "out-pending"
     tmp_file.write_bytes(b"RESULT")
-    renamed = _insert(store, "Completing", 1, _spec("renamed", settings.async_dir.parent), {
-        "status": "Completed", "time": time.time(), "tmp": str(tmp_file), "etag": "e", "size": 6,
-        "content_type": "text/csv", "location": f"s3://{BUCKET}/ep/renamed.out", "variant": "v"}, inference_id="c")
+    renamed = _insert(
+        store,
+        "Completing",
+        1,
+        _spec("renamed", settings.async_dir.parent),
+        {
+            "status": "Completed",
+            "time": time.time(),
+            "tmp": str(tmp_file),
+            "etag": "e",
+            "size": 6,
+            "content_type": "text/csv",
+            "location": f"s3://{BUCKET}/ep/renamed.out",
+            "variant": "v",
+        },
+        inference_id="c",
+    )
     (settings.buckets_dir / BUCKET / "ep").mkdir(parents=True, exist_ok=True)
     (settings.buckets_dir / BUCKET / "ep" / "done.out").write_bytes(b"DONE")
-    done = _insert(store, "Completing", 1, _spec("done", settings.async_dir.parent), {
-        "status": "Completed", "time": time.time(), "tmp": str(work / "out-gone"), "etag": "e2", "size": 4,
-        "content_type": "text/csv", "location": f"s3://{BUCKET}/ep/done.out", "variant": "v"}, inference_id="d")
+    done = _insert(
+        store,
+        "Completing",
+        1,
+        _spec("done", settings.async_dir.parent),
+        {
+            "status": "Completed",
+            "time": time.time(),
+            "tmp": str(work / "out-gone"),
+            "etag": "e2",
+            "size": 4,
+            "content_type": "text/csv",
+            "location": f"s3://{BUCKET}/ep/done.out",
+            "variant": "v",
+        },
+        inference_id="d",
+    )
     (work / "out-orphan").write_bytes(b"garbage")  # a crash before its row was written
 
     async def main() -> None:
@@ -253,11 +316,22 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
 def test_unknown_and_sync_endpoints_are_refused(tmp_path: Path) -> None:
     settings, store, buckets = _env(tmp_path)
     with store.begin() as conn:
-        store.insert(conn, tables.endpoints, {
-            "name_key": "rt", "name": "rt", "arn": "arn:rt", "config_name": "rt", "status": "InService",
-            "failure_reason": None, "creation_time": 1.0, "last_modified_time": 1.0, "spec": {},
-            "deployment": {"current": {"config": {"ProductionVariants": [{"VariantName": "v"}]}}},
-        })
+        store.insert(
+            conn,
+            tables.endpoints,
+            {
+                "name_key": "rt",
+                "name": "rt",
+                "arn": "arn:rt",
+                "config_name": "rt",
+                "status": "InService",
+                "failure_reason": None,
+                "creation_time": 1.0,
+                "last_modified_time": 1.0,
+                "spec": {},
+                "deployment": {"current": {"config": {"ProductionVariants": [{"VariantName": "v"}]}}},
+            },
+        )
     from modelhost.errors import ValidationError
 
     async def main() -> None:

@@ -172,15 +172,14 @@ def test_required_member_missing(schema: awsjson.ServiceSchema) -> None:
         f"1 validation error detected: Value null at 'productionVariants' {PREFIX} not be null"
     )
     # An explicit JSON null for a required member is just as missing.
-    assert message_of(
-        schema, "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": None}
-    ) == (f"1 validation error detected: Value null at 'productionVariants' {PREFIX} not be null")
+    assert message_of(schema, "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": None}) == (
+        f"1 validation error detected: Value null at 'productionVariants' {PREFIX} not be null"
+    )
 
 
 def test_numeric_maximum_and_enum_together(schema: awsjson.ServiceSchema) -> None:
     assert message_of(schema, "ListEndpoints", {"MaxResults": 1000}) == (
-        f"1 validation error detected: Value '1000' at 'maxResults' {PREFIX} have value less than or"
-        " equal to 100"
+        f"1 validation error detected: Value '1000' at 'maxResults' {PREFIX} have value less than or equal to 100"
     )
     assert message_of(schema, "ListEndpoints", {"SortOrder": "Sideways"}) == (
         f"1 validation error detected: Value 'Sideways' at 'sortOrder' {PREFIX} satisfy enum value set:"
@@ -207,18 +206,16 @@ def test_type_mismatch(schema: awsjson.ServiceSchema) -> None:
         f"2 validation errors detected: Value 'true' at 'maxResults' {PREFIX} be of type integer;"
         f" Value '5' at 'nameContains' {PREFIX} be of type string"
     )
-    assert message_of(
-        schema, "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": {}}
-    ) == (f"1 validation error detected: Value '{{}}' at 'productionVariants' {PREFIX} be of type list")
+    assert message_of(schema, "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": {}}) == (
+        f"1 validation error detected: Value '{{}}' at 'productionVariants' {PREFIX} be of type list"
+    )
     assert message_of(schema, "ListEndpoints", {"CreationTimeAfter": "yesterday"}) == (
         f"1 validation error detected: Value 'yesterday' at 'creationTimeAfter' {PREFIX} be of type timestamp"
     )
 
 
 def test_list_min_length_and_null_item(schema: awsjson.ServiceSchema) -> None:
-    assert message_of(
-        schema, "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": []}
-    ) == (
+    assert message_of(schema, "CreateEndpointConfig", {"EndpointConfigName": "c", "ProductionVariants": []}) == (
         f"1 validation error detected: Value '[]' at 'productionVariants' {PREFIX} have length greater than"
         " or equal to 1"
     )
@@ -256,8 +253,7 @@ def test_map_values_are_checked(schema: awsjson.ServiceSchema) -> None:
         "PrimaryContainer": {"Image": "img", "Environment": {"GOOD": "x", "BAD": 7}},
     }
     assert message_of(schema, "CreateModel", params) == (
-        "1 validation error detected: Value '7' at 'primaryContainer.environment.BAD'"
-        f" {PREFIX} be of type string"
+        f"1 validation error detected: Value '7' at 'primaryContainer.environment.BAD' {PREFIX} be of type string"
     )
 
 
@@ -265,9 +261,7 @@ def test_message_is_capped_and_values_truncated(schema: awsjson.ServiceSchema) -
     tags = [{"Key": "k", "Value": "!" * 300} for _ in range(12)]
     msg = message_of(schema, "CreateEndpoint", {"EndpointName": "e", "EndpointConfigName": "c", "Tags": tags})
     # Each Value is 300 chars over a 256 max *and* fails the pattern: 24 violations, 10 shown.
-    assert msg.startswith(
-        "24 validation errors detected: Value '" + "!" * 200 + "...' at 'tags.1.member.value'"
-    )
+    assert msg.startswith("24 validation errors detected: Value '" + "!" * 200 + "...' at 'tags.1.member.value'")
     assert msg.count("; ") == 9
 
 
@@ -309,9 +303,7 @@ def test_output_to_json_round_trips_through_botocore(schema: awsjson.ServiceSche
         "EndpointStatus": "InService",
         "CreationTime": created,
         "LastModifiedTime": modified,
-        "ProductionVariants": [
-            {"VariantName": "AllTraffic", "CurrentWeight": 1.0, "CurrentInstanceCount": 1}
-        ],
+        "ProductionVariants": [{"VariantName": "AllTraffic", "CurrentWeight": 1.0, "CurrentInstanceCount": 1}],
     }
     body = schema.output_to_json("DescribeEndpoint", result)
     raw = json.loads(body)

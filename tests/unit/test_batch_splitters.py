@@ -55,8 +55,11 @@ def test_recordio_framing_padding_and_multipart_records() -> None:
     # a record whose data contained the magic, written in two parts (cflag 1 then 3)
     part1, part2 = b"left", b"right"
     multi = (
-        struct.pack("<II", RECORDIO_MAGIC, (1 << 29) | len(part1)) + part1
-        + struct.pack("<II", RECORDIO_MAGIC, (3 << 29) | len(part2)) + part2 + b"\0\0\0"
+        struct.pack("<II", RECORDIO_MAGIC, (1 << 29) | len(part1))
+        + part1
+        + struct.pack("<II", RECORDIO_MAGIC, (3 << 29) | len(part2))
+        + part2
+        + b"\0\0\0"
     )
     (one,) = _split(multi, "RecordIO")
     assert payload(one, "RecordIO") == part1 + struct.pack("<I", RECORDIO_MAGIC) + part2

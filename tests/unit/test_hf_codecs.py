@@ -47,7 +47,7 @@ def test_json_and_exact_content_types() -> None:
 
 
 def test_csv_header_rules() -> None:
-    assert de.decode("inputs\nI love it\n\"a, b\"\n", "text/csv") == {"inputs": ["I love it", "a, b"]}
+    assert de.decode('inputs\nI love it\n"a, b"\n', "text/csv") == {"inputs": ["I love it", "a, b"]}
     qa = de.decode("question,context\nWho?,I am Phil\nWhere?,In Nuremberg\n", "text/csv")
     assert qa == {
         "inputs": [{"question": "Who?", "context": "I am Phil"}, {"question": "Where?", "context": "In Nuremberg"}]
@@ -194,9 +194,10 @@ def test_every_error_becomes_mms_400() -> None:
     )
     assert json.loads(err.message)["message"] == "'gpt_neox'"
     unsupported = prediction_error(de.UnsupportedFormatError("text/plain"))
-    assert unsupported.status == 400 and "Content type text/plain is not supported" in json.loads(unsupported.message)[
-        "message"
-    ]
+    assert (
+        unsupported.status == 400
+        and "Content type text/plain is not supported" in json.loads(unsupported.message)["message"]
+    )
 
 
 def test_task_inference_and_weights(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -239,13 +240,22 @@ def test_toolkit_shim_is_importable() -> None:
 @pytest.mark.parametrize(
     ("image", "runtime"),
     [
-        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
-         "1.13.1-transformers4.26.0-cpu-py39-ubuntu20.04", "huggingface"),
-        ("763104351884.dkr.ecr.eu-west-1.amazonaws.com/huggingface-pytorch-inference:"
-         "2.1.0-transformers4.37.0-gpu-py310-cu118-ubuntu20.04", "huggingface"),
+        (
+            "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
+            "1.13.1-transformers4.26.0-cpu-py39-ubuntu20.04",
+            "huggingface",
+        ),
+        (
+            "763104351884.dkr.ecr.eu-west-1.amazonaws.com/huggingface-pytorch-inference:"
+            "2.1.0-transformers4.37.0-gpu-py310-cu118-ubuntu20.04",
+            "huggingface",
+        ),
         ("modelhost/huggingface:latest", "huggingface"),
-        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference-neuronx:"
-         "1.13.1-transformers4.36.2-neuronx-py310-sdk2.16.1-ubuntu20.04", None),
+        (
+            "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference-neuronx:"
+            "1.13.1-transformers4.36.2-neuronx-py310-sdk2.16.1-ubuntu20.04",
+            None,
+        ),
         ("763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-tgi-inference:2.1-tgi1.4-gpu-py310", None),
     ],
 )

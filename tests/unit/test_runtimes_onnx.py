@@ -56,8 +56,9 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> OnnxModel:
     return RT.model_fn(str(d))
 
 
-def _call(model: OnnxModel, body: bytes | str, content_type: str = "application/json",
-          accept: str = "application/json") -> tuple[bytes, str]:
+def _call(
+    model: OnnxModel, body: bytes | str, content_type: str = "application/json", accept: str = "application/json"
+) -> tuple[bytes, str]:
     return RT.output_fn(RT.predict_fn(RT.input_fn(body, content_type), model), accept)
 
 

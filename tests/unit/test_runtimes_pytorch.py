@@ -81,8 +81,9 @@ def test_model_file_errors_worded_as_the_toolkit(tmp_path: Path, linear: torch.n
         RT.model_fn(str(tmp_path))
 
 
-def test_handler_reports_non_torchscript(tmp_path: Path, linear: torch.nn.Module,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_handler_reports_non_torchscript(
+    tmp_path: Path, linear: torch.nn.Module, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("SAGEMAKER_PROGRAM", raising=False)
     monkeypatch.delenv("SAGEMAKER_SUBMIT_DIRECTORY", raising=False)
     (tmp_path / "model.pth").write_bytes(state_dict_bytes(linear))

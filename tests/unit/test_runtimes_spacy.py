@@ -49,8 +49,9 @@ def nlp(pipeline_dir: Path) -> Language:
     return RT.model_fn(str(pipeline_dir))
 
 
-def _call(nlp: Language, body: str | bytes, content_type: str = "application/json",
-          accept: str = "application/json") -> object:
+def _call(
+    nlp: Language, body: str | bytes, content_type: str = "application/json", accept: str = "application/json"
+) -> object:
     out, ct = RT.output_fn(RT.predict_fn(RT.input_fn(body, content_type), nlp), accept)
     assert ct == accept
     if accept == "application/jsonlines":

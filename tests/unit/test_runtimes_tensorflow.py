@@ -41,9 +41,11 @@ def test_saved_model(tmp_path: Path) -> None:  # pragma: no cover - only where T
     tf.saved_model.save(model, str(tmp_path / "1"), signatures={"serving_default": model.__call__})
     rt = get_runtime("tensorflow")
     loaded = rt.model_fn(str(tmp_path))
-    body, _ = rt.output_fn(rt.predict_fn(rt.input_fn('{"instances": [[1, 1, 1]]}', "application/json"), loaded),
-                           "application/json")
+    body, _ = rt.output_fn(
+        rt.predict_fn(rt.input_fn('{"instances": [[1, 1, 1]]}', "application/json"), loaded), "application/json"
+    )
     assert json.loads(body) == {"predictions": [[6.0]]}
-    body, _ = rt.output_fn(rt.predict_fn(rt.input_fn('{"inputs": [[0, 0, 1]]}', "application/json"), loaded),
-                           "application/json")
+    body, _ = rt.output_fn(
+        rt.predict_fn(rt.input_fn('{"inputs": [[0, 0, 1]]}', "application/json"), loaded), "application/json"
+    )
     assert json.loads(body) == {"outputs": [[3.0]]}

@@ -38,8 +38,25 @@ def test_valid_bucket_names(name: str) -> None:
     check_new_bucket_name(name)
 
 
-@pytest.mark.parametrize("name", ["ab", "a" * 64, "Abc", "a_b", "-ab", "ab-", ".ab", "a..b", "a.-b", "10.0.0.1",
-                                  "xn--abc", "abc-s3alias", "a b", "../x"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ab",
+        "a" * 64,
+        "Abc",
+        "a_b",
+        "-ab",
+        "ab-",
+        ".ab",
+        "a..b",
+        "a.-b",
+        "10.0.0.1",
+        "xn--abc",
+        "abc-s3alias",
+        "a b",
+        "../x",
+    ],
+)
 def test_invalid_bucket_names(name: str) -> None:
     with pytest.raises(S3StoreError) as info:
         check_new_bucket_name(name)
@@ -118,13 +135,19 @@ def test_index_is_a_cache_of_file_facts(store: BucketStore, tmp_path: Path) -> N
     store.create_bucket("bkt")
     _put(store, "bkt", "k", b"one", content_type="text/plain", user={"a": "1"})
     meta = store.head_object("bkt", "k")
-    assert (meta.etag, meta.attrs.content_type, meta.attrs.user) == (hashlib.md5(b"one").hexdigest(), "text/plain",
-                                                                      {"a": "1"})
+    assert (meta.etag, meta.attrs.content_type, meta.attrs.user) == (
+        hashlib.md5(b"one").hexdigest(),
+        "text/plain",
+        {"a": "1"},
+    )
     # the ObjectStore (model loading, async outputs) writes behind the index: facts are re-derived
     ObjectStore(store.buckets_dir).put_bytes("s3://bkt/k", b"two!")
     meta = store.head_object("bkt", "k")
-    assert (meta.etag, meta.attrs.content_type, meta.size) == (hashlib.md5(b"two!").hexdigest(),
-                                                               "binary/octet-stream", 4)
+    assert (meta.etag, meta.attrs.content_type, meta.size) == (
+        hashlib.md5(b"two!").hexdigest(),
+        "binary/octet-stream",
+        4,
+    )
     # a new store over the same data dir sees the same objects and metadata
     _put(store, "bkt", "k2", b"x", content_type="a/b")
     again = BucketStore(store.buckets_dir, tmp_path)

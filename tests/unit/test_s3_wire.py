@@ -25,8 +25,9 @@ def _decode(body: bytes, split: int) -> tuple[bytes, dict[str, str]]:
 @pytest.mark.parametrize("size", [0, 1, 1000, 70_000])
 def test_decodes_botocore_unsigned_trailer_bodies(split: int, size: int) -> None:
     data = os.urandom(size)
-    body = AwsChunkedWrapper(io.BytesIO(data), checksum_cls=Crc32Checksum, checksum_name="x-amz-checksum-crc32",
-                             chunk_size=16 * 1024).read()
+    body = AwsChunkedWrapper(
+        io.BytesIO(data), checksum_cls=Crc32Checksum, checksum_name="x-amz-checksum-crc32", chunk_size=16 * 1024
+    ).read()
     out, trailers = _decode(body, split)
     checksum = Crc32Checksum()
     checksum.update(data)
@@ -47,23 +48,27 @@ def test_decodes_signed_chunks_without_trailer() -> None:
 
 
 def test_decodes_signed_trailer() -> None:
-    body = (b"5\r\nhello\r\n0\r\nx-amz-checksum-sha256:abc=\r\nx-amz-trailer-signature:" + b"0" * 64 + b"\r\n\r\n")
+    body = b"5\r\nhello\r\n0\r\nx-amz-checksum-sha256:abc=\r\nx-amz-trailer-signature:" + b"0" * 64 + b"\r\n\r\n"
     out, trailers = _decode(body, 3)
     assert out == b"hello"
     assert trailers["x-amz-checksum-sha256"] == "abc=" and "x-amz-trailer-signature" in trailers
 
 
 def test_botocore_sha256_trailer_name() -> None:
-    body = AwsChunkedWrapper(io.BytesIO(b"abc"), checksum_cls=Sha256Checksum,
-                             checksum_name="x-amz-checksum-sha256").read()
+    body = AwsChunkedWrapper(
+        io.BytesIO(b"abc"), checksum_cls=Sha256Checksum, checksum_name="x-amz-checksum-sha256"
+    ).read()
     assert set(_decode(body, 2)[1]) == {"x-amz-checksum-sha256"}
 
 
-@pytest.mark.parametrize("body", [
-    b"5\r\nhello\r\n",  # no final chunk
-    b"5\r\nhel",  # cut inside a chunk
-    b"",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"5\r\nhello\r\n",  # no final chunk
+        b"5\r\nhel",  # cut inside a chunk
+        b"",
+    ],
+)
 def test_truncated_bodies_are_incomplete(body: bytes) -> None:
     decoder = s3.AwsChunkedDecoder()
     decoder.feed(body)
@@ -72,43 +77,61 @@ def test_truncated_bodies_are_incomplete(body: bytes) -> None:
     assert info.value.code == "IncompleteBody"
 
 
-@pytest.mark.parametrize("body", [b"zz\r\nhello\r\n0\r\n\r\n", b"3\r\nhello\r\n0\r\n\r\n", b"0\r\nno-colon\r\n\r\n",
-                                  b"1" * 10_000])
+@pytest.mark.parametrize(
+    "body", [b"zz\r\nhello\r\n0\r\n\r\n", b"3\r\nhello\r\n0\r\n\r\n", b"0\r\nno-colon\r\n\r\n", b"1" * 10_000]
+)
 def test_malformed_bodies_are_refused(body: bytes) -> None:
     with pytest.raises(S3StoreError):
         s3.AwsChunkedDecoder().feed(body)
 
 
 def _scope(method: str, path: str, headers: dict[str, str] | None = None, query: bytes = b"") -> dict:
-    return {"type": "http", "method": method, "path": path, "query_string": query,
-            "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    return {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "query_string": query,
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
 
 
 def _auth(service: str) -> dict[str, str]:
-    return {"Authorization": f"AWS4-HMAC-SHA256 Credential=AK/20250101/us-east-1/{service}/aws4_request, "
-                             "SignedHeaders=host, Signature=00"}
+    return {
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=AK/20250101/us-east-1/{service}/aws4_request, "
+        "SignedHeaders=host, Signature=00"
+    }
 
 
-@pytest.mark.parametrize(("scope", "expected"), [
-    (_scope("PUT", "/bucket/key", _auth("s3")), True),
-    (_scope("POST", "/endpoints/x/invocations", _auth("s3")), True),  # a bucket named "endpoints"
-    (_scope("POST", "/", {**_auth("sagemaker"), "X-Amz-Target": "SageMaker.ListModels"}), False),
-    (_scope("POST", "/endpoints/x/invocations", _auth("sagemaker")), False),
-    (_scope("GET", "/bucket/key", _auth("sagemaker")), False),
-    (_scope("GET", "/bucket/key", {"Authorization": "AWS AKID:c2ln"}), True),  # SigV2
-    (_scope("GET", "/b/k", query=b"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20250101%2Fus-east-1%2Fs3"
-                                 b"%2Faws4_request&X-Amz-Signature=00"), True),
-    (_scope("GET", "/b/k", query=b"X-Amz-Credential=AK%2F20250101%2Fus-east-1%2Fsagemaker%2Faws4_request"), False),
-    (_scope("GET", "/b/k", query=b"AWSAccessKeyId=AK&Signature=x&Expires=1"), True),
-    (_scope("GET", "/bucket/key"), True),  # unsigned, not ours
-    (_scope("GET", "/"), True),
-    (_scope("GET", "/ping"), False),
-    (_scope("GET", "/metrics"), False),
-    (_scope("GET", "/modelhost/endpoints/x/logs"), False),
-    (_scope("POST", "/endpoints/x/invocations"), False),
-    (_scope("POST", "/", {"X-Amz-Target": "SageMaker.ListModels"}), False),
-    ({"type": "lifespan"}, False),
-])
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        (_scope("PUT", "/bucket/key", _auth("s3")), True),
+        (_scope("POST", "/endpoints/x/invocations", _auth("s3")), True),  # a bucket named "endpoints"
+        (_scope("POST", "/", {**_auth("sagemaker"), "X-Amz-Target": "SageMaker.ListModels"}), False),
+        (_scope("POST", "/endpoints/x/invocations", _auth("sagemaker")), False),
+        (_scope("GET", "/bucket/key", _auth("sagemaker")), False),
+        (_scope("GET", "/bucket/key", {"Authorization": "AWS AKID:c2ln"}), True),  # SigV2
+        (
+            _scope(
+                "GET",
+                "/b/k",
+                query=b"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20250101%2Fus-east-1%2Fs3"
+                b"%2Faws4_request&X-Amz-Signature=00",
+            ),
+            True,
+        ),
+        (_scope("GET", "/b/k", query=b"X-Amz-Credential=AK%2F20250101%2Fus-east-1%2Fsagemaker%2Faws4_request"), False),
+        (_scope("GET", "/b/k", query=b"AWSAccessKeyId=AK&Signature=x&Expires=1"), True),
+        (_scope("GET", "/bucket/key"), True),  # unsigned, not ours
+        (_scope("GET", "/"), True),
+        (_scope("GET", "/ping"), False),
+        (_scope("GET", "/metrics"), False),
+        (_scope("GET", "/modelhost/endpoints/x/logs"), False),
+        (_scope("POST", "/endpoints/x/invocations"), False),
+        (_scope("POST", "/", {"X-Amz-Target": "SageMaker.ListModels"}), False),
+        ({"type": "lifespan"}, False),
+    ],
+)
 def test_is_s3_request(scope: dict, expected: bool) -> None:
     assert s3.is_s3_request(scope) is expected
 
@@ -132,17 +155,20 @@ def test_locate_path_and_virtual_host_style() -> None:
     assert info.value.code == "InvalidURI"
 
 
-@pytest.mark.parametrize(("header", "size", "expected"), [
-    (None, 10, None),
-    ("bytes=0-4", 10, (0, 4)),
-    ("bytes=5-", 10, (5, 9)),
-    ("bytes=-3", 10, (7, 9)),
-    ("bytes=-30", 10, (0, 9)),
-    ("bytes=3-100", 10, (3, 9)),
-    ("bytes=4-2", 10, None),  # invalid: ignored, whole object
-    ("items=0-1", 10, None),
-    ("bytes=0-1,3-4", 10, None),  # multiple ranges: S3 sends the whole object
-])
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        (None, 10, None),
+        ("bytes=0-4", 10, (0, 4)),
+        ("bytes=5-", 10, (5, 9)),
+        ("bytes=-3", 10, (7, 9)),
+        ("bytes=-30", 10, (0, 9)),
+        ("bytes=3-100", 10, (3, 9)),
+        ("bytes=4-2", 10, None),  # invalid: ignored, whole object
+        ("items=0-1", 10, None),
+        ("bytes=0-1,3-4", 10, None),  # multiple ranges: S3 sends the whole object
+    ],
+)
 def test_parse_range(header: str | None, size: int, expected: tuple[int, int] | None) -> None:
     assert s3.parse_range(header, size) == expected
 
@@ -167,8 +193,13 @@ def test_error_xml_shape() -> None:
     assert reply.status == 404
     root = ET.fromstring(reply.body)
     assert root.tag == "Error"
-    assert {c.tag: c.text for c in root} == {"Code": "NoSuchKey", "Message": "The specified key does not exist.",
-                                             "Key": "a/b", "RequestId": "REQ1", "HostId": "REQ1"}
+    assert {c.tag: c.text for c in root} == {
+        "Code": "NoSuchKey",
+        "Message": "The specified key does not exist.",
+        "Key": "a/b",
+        "RequestId": "REQ1",
+        "HostId": "REQ1",
+    }
 
 
 def test_copy_source_parsing() -> None:

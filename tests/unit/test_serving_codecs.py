@@ -40,9 +40,7 @@ def test_decode_csv_shapes() -> None:
 def test_decode_csv_errors_name_row_and_column() -> None:
     with pytest.raises(BadRequest) as exc:
         codecs.decode("1,2,3\n4,abc,6", "text/csv")
-    assert exc.value.message == (
-        "Failed to decode text/csv body: row 2, column 2: could not convert 'abc' to a number"
-    )
+    assert exc.value.message == ("Failed to decode text/csv body: row 2, column 2: could not convert 'abc' to a number")
     with pytest.raises(BadRequest, match="row 2 has 1 columns, expected 2"):
         codecs.decode("1,2\n3", "text/csv")
     with pytest.raises(BadRequest, match="no data"):
@@ -50,7 +48,7 @@ def test_decode_csv_errors_name_row_and_column() -> None:
 
 
 def test_decode_jsonlines_npy_npz() -> None:
-    assert codecs.decode('[1, 2]\n[3, 4]\n', "application/jsonlines").tolist() == [[1, 2], [3, 4]]
+    assert codecs.decode("[1, 2]\n[3, 4]\n", "application/jsonlines").tolist() == [[1, 2], [3, 4]]
     buf = io.BytesIO()
     np.save(buf, np.arange(6, dtype=np.int32).reshape(2, 3))
     arr = codecs.decode(buf.getvalue(), "application/x-npy")

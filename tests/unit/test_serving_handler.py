@@ -113,7 +113,9 @@ def test_xgboost_booster_and_sklearn_api(tmp_path: Path, diabetes: tuple[np.ndar
 
 
 def test_user_functions_with_context(tmp_path: Path) -> None:
-    write_code(tmp_path, """
+    write_code(
+        tmp_path,
+        """
         import helper  # sibling module: the code dir is on sys.path
 
         def model_fn(model_dir, context):
@@ -129,7 +131,8 @@ def test_user_functions_with_context(tmp_path: Path) -> None:
         def output_fn(prediction, accept, context):
             context.response_custom_attributes = "echo=" + (context.custom_attributes or "")
             return ",".join(str(v) for v in prediction), "text/x-custom"
-    """)
+    """,
+    )
     (tmp_path / "code" / "helper.py").write_text("SCALE = 3\n")
     h = Handler(tmp_path, "python")
     assert h.model == {"scale": 3, "dir": str(tmp_path)}
@@ -138,13 +141,16 @@ def test_user_functions_with_context(tmp_path: Path) -> None:
 
 
 def test_transform_fn_gets_raw_bytes_and_context(tmp_path: Path) -> None:
-    write_code(tmp_path, """
+    write_code(
+        tmp_path,
+        """
         def model_fn(model_dir):
             return "m"
 
         def transform_fn(model, data, content_type, accept, context):
             return f"{model}|{data!r}|{content_type}|{accept}|{context.inference_id}"
-    """)
+    """,
+    )
     h = Handler(tmp_path, "python")
     body, ct, _ = h.invoke(b"\x00\x01", "application/octet-stream", "*/*", inference_id="i1")
     assert body == b"m|b'\\x00\\x01'|application/octet-stream|application/json|i1"
@@ -152,16 +158,17 @@ def test_transform_fn_gets_raw_bytes_and_context(tmp_path: Path) -> None:
 
 
 def test_transform_fn_conflict(tmp_path: Path) -> None:
-    write_code(tmp_path, """
+    write_code(
+        tmp_path,
+        """
         def model_fn(model_dir): return 1
         def input_fn(data, content_type): return data
         def transform_fn(model, data, content_type, accept): return data
-    """)
+    """,
+    )
     with pytest.raises(ModelLoadError) as exc:
         Handler(tmp_path, "python")
-    assert exc.value.reason == (
-        "transform_fn cannot be defined together with input_fn, predict_fn or output_fn"
-    )
+    assert exc.value.reason == ("transform_fn cannot be defined together with input_fn, predict_fn or output_fn")
 
 
 def test_load_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

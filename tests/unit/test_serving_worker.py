@@ -52,7 +52,9 @@ def start_worker(model_dir: Path, sock: Path, **env: str) -> subprocess.Popen[by
         full_env.pop(name, None)
     return subprocess.Popen(
         [sys.executable, "-m", "modelhost.serving.worker", "--uds", str(sock), "--model-dir", str(model_dir)],
-        env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -98,13 +100,19 @@ def test_invocations_csv_and_json(sklearn_worker: tuple[str, LinearRegression]) 
     sock, model = sklearn_worker
     x = load_diabetes(return_X_y=True)[0][:3]
     csv = "\n".join(",".join(repr(v) for v in row) for row in x.tolist())
-    status, body, resp = request(sock, "POST", "/invocations", csv.encode(),
-                                 {"Content-Type": "text/csv", "Accept": "application/json"})
+    status, body, resp = request(
+        sock, "POST", "/invocations", csv.encode(), {"Content-Type": "text/csv", "Accept": "application/json"}
+    )
     assert status == 200 and resp.getheader("Content-Type") == "application/json"
     np.testing.assert_allclose(json.loads(body), model.predict(x))
 
-    status, body, resp = request(sock, "POST", "/invocations", json.dumps({"instances": x.tolist()}).encode(),
-                                 {"Content-Type": "application/json", "Accept": "text/csv"})
+    status, body, resp = request(
+        sock,
+        "POST",
+        "/invocations",
+        json.dumps({"instances": x.tolist()}).encode(),
+        {"Content-Type": "application/json", "Accept": "text/csv"},
+    )
     assert status == 200 and resp.getheader("Content-Type") == "text/csv"
     np.testing.assert_allclose([float(v) for v in body.decode().split()], model.predict(x))
 
@@ -113,17 +121,16 @@ def test_errors_do_not_kill_worker(sklearn_worker: tuple[str, LinearRegression])
     sock, model = sklearn_worker
     status, body, _ = request(sock, "POST", "/invocations", b"1,2\n3,oops", {"Content-Type": "text/csv"})
     assert status == 400
-    assert body.decode() == (
-        "Failed to decode text/csv body: row 2, column 2: could not convert 'oops' to a number"
-    )
+    assert body.decode() == ("Failed to decode text/csv body: row 2, column 2: could not convert 'oops' to a number")
 
     status, body, _ = request(sock, "POST", "/invocations", b"[[1, 2]]", {"Content-Type": "application/json"})
     assert status == 500  # wrong feature count: the model's own error, with the traceback
     assert body.decode().startswith("ValueError: ") and "Traceback" in body.decode()
 
     assert request(sock, "POST", "/invocations", b"x", {"Content-Type": "image/png"})[0] == 415
-    status, body, _ = request(sock, "POST", "/invocations", b"[[" + b",".join([b"0"] * 10) + b"]]",
-                              {"Accept": "image/png"})
+    status, body, _ = request(
+        sock, "POST", "/invocations", b"[[" + b",".join([b"0"] * 10) + b"]]", {"Accept": "image/png"}
+    )
     assert status == 406 and body.startswith(b"Accept type 'image/png' is not supported")
     assert request(sock, "GET", "/nope")[0] == 404
 
@@ -148,15 +155,18 @@ def test_custom_attributes_round_trip(tmp_path: Path) -> None:
     proc = start_worker(tmp_path, sock, MODELHOST_RUNTIME="python")
     try:
         wait_ready(proc, sock)
-        status, body, resp = request(sock.as_posix(), "POST", "/invocations", b'"hi"',
-                                     {"X-Amzn-SageMaker-Custom-Attributes": "k=v"})
+        status, body, resp = request(
+            sock.as_posix(), "POST", "/invocations", b'"hi"', {"X-Amzn-SageMaker-Custom-Attributes": "k=v"}
+        )
         assert status == 200 and body == b'"HI"'
         assert resp.getheader("Content-Type") == "text/plain"
         assert resp.getheader("X-Amzn-SageMaker-Custom-Attributes") == "seen=k=v"
 
         # /ping stays responsive while the model thread is busy.
-        slow = threading.Thread(target=request, args=(sock.as_posix(), "POST", "/invocations", b'"slow"',
-                                                       {"X-Amzn-SageMaker-Custom-Attributes": "s"}))
+        slow = threading.Thread(
+            target=request,
+            args=(sock.as_posix(), "POST", "/invocations", b'"slow"', {"X-Amzn-SageMaker-Custom-Attributes": "s"}),
+        )
         slow.start()
         time.sleep(0.1)
         t0 = time.monotonic()

@@ -205,7 +205,11 @@ async def capture_job(runner: TransformRunner, status: str, reason: str | None) 
             if info["status"] == "Completed" and info["output_uri"]
         ]
         return write_capture(
-            runner.objects, runner.buckets, destination, captured, float(start),
+            runner.objects,
+            runner.buckets,
+            destination,
+            captured,
+            float(start),
             capture_name(runner.row.get("arn") or runner.name, float(start)),
         )
 

@@ -316,8 +316,9 @@ class TransformRunner:
         attempt = self.row.get("attempts") or 1
         self.log.write(
             PLATFORM,
-            f"transform job {self.name} started" if attempt <= 1 else f"transform job {self.name} resumed after a "
-            f"server restart (attempt {attempt})",
+            f"transform job {self.name} started"
+            if attempt <= 1
+            else f"transform job {self.name} resumed after a server restart (attempt {attempt})",
         )
         tin, tout = spec["TransformInput"], spec["TransformOutput"]
         try:

@@ -107,9 +107,7 @@ class TransformSupervisor:
                     current[1].cancel()
 
     def _runner(self, row: dict) -> TransformRunner:
-        return TransformRunner(
-            self.settings, self.store, self.objects, self.buckets, self.artifacts, self.run_dir, row
-        )
+        return TransformRunner(self.settings, self.store, self.objects, self.buckets, self.artifacts, self.run_dir, row)
 
     def _launch(self, row: dict) -> None:
         key = row["name_key"]

@@ -45,9 +45,7 @@ def _validate(req: Request) -> None:
     payload = req.get("MaxPayloadInMB")
     concurrency = req.get("MaxConcurrentTransforms")
     if payload is not None and payload > MAX_PAYLOAD_MB:
-        raise ValidationException(
-            f"MaxPayloadInMB ({payload}) must be less than or equal to {MAX_PAYLOAD_MB} MB."
-        )
+        raise ValidationException(f"MaxPayloadInMB ({payload}) must be less than or equal to {MAX_PAYLOAD_MB} MB.")
     if concurrency and (payload if payload is not None else 6) * concurrency > MAX_PAYLOAD_MB:
         raise ValidationException(
             f"The product of MaxConcurrentTransforms ({concurrency}) and MaxPayloadInMB "
@@ -62,8 +60,10 @@ def _validate(req: Request) -> None:
             f"S3DataType {source['S3DataType']} is not supported for batch transform; use S3Prefix or ManifestFile."
         )
     dp = req.get("DataProcessing") or {}
-    processing = (dp.get("InputFilter") or "$") != "$" or (dp.get("OutputFilter") or "$") != "$" or (
-        dp.get("JoinSource", "None") == "Input"
+    processing = (
+        (dp.get("InputFilter") or "$") != "$"
+        or (dp.get("OutputFilter") or "$") != "$"
+        or (dp.get("JoinSource", "None") == "Input")
     )
     capture = (req.get("DataCaptureConfig") or {}).get("GenerateInferenceId", False)
     for key in ("InputFilter", "OutputFilter"):
@@ -73,8 +73,10 @@ def _validate(req: Request) -> None:
                 raise ValidationException(f"DataProcessing.{key}: {reason}")
     if processing or capture:
         tin, tout = req["TransformInput"], req["TransformOutput"]
-        for field, value in (("TransformInput.ContentType", tin.get("ContentType")),
-                             ("TransformOutput.Accept", tout.get("Accept"))):
+        for field, value in (
+            ("TransformInput.ContentType", tin.get("ContentType")),
+            ("TransformOutput.Accept", tout.get("Accept")),
+        ):
             if value is not None and media_type(value) not in PROCESSABLE_TYPES:
                 raise ValidationException(
                     f"{field} {value} is not supported with DataProcessing or GenerateInferenceId; supported "
@@ -197,7 +199,5 @@ def stop_transform_job(ctx: ControlContext, req: Request) -> Response:
             raise ValidationException(
                 f"The transform job {row['name']} is not in progress (status {row['status']}) and cannot be stopped."
             )
-        ctx.store.update(
-            conn, tables.transform_jobs, name, {"status": "Stopping", "last_modified_time": ctx.now()}
-        )
+        ctx.store.update(conn, tables.transform_jobs, name, {"status": "Stopping", "last_modified_time": ctx.now()})
     return {}

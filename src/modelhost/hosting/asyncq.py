@@ -324,13 +324,25 @@ class AsyncInference:
                 if ep.name in known:
                     self._orphans.setdefault(ep.name, []).append(item)
                 else:
-                    self._spawn(self._fail(item, self._variant(ep), "InternalFailure: The endpoint was deleted "
-                                           "before the request was processed.", from_status="Pending"))
+                    self._spawn(
+                        self._fail(
+                            item,
+                            self._variant(ep),
+                            "InternalFailure: The endpoint was deleted before the request was processed.",
+                            from_status="Pending",
+                        )
+                    )
             ep.heap = []
         for name in [n for n in self._orphans if n not in known]:
             for item in self._orphans.pop(name):
-                self._spawn(self._fail(item, "", "InternalFailure: The endpoint was deleted before the request "
-                                       "was processed.", from_status="Pending"))
+                self._spawn(
+                    self._fail(
+                        item,
+                        "",
+                        "InternalFailure: The endpoint was deleted before the request was processed.",
+                        from_status="Pending",
+                    )
+                )
         self._kick.set()
 
     async def _test_notifications(self, ep: AsyncEndpoint) -> None:
@@ -623,8 +635,9 @@ class AsyncInference:
             backlog = ep.backlog
             route = self.router.routes.get(ep.name)
             instances = sum(len(v.fleet.instances) for v in route.variants) if route is not None else 0
-            oldest = min([i.received for i in ep.in_flight.values()] + ([ep.heap[0].received] if ep.heap else []),
-                         default=None)
+            oldest = min(
+                [i.received for i in ep.in_flight.values()] + ([ep.heap[0].received] if ep.heap else []), default=None
+            )
             APPROXIMATE_BACKLOG_SIZE.labels(ep.name).set(backlog)
             APPROXIMATE_BACKLOG_SIZE_PER_INSTANCE.labels(ep.name).set(backlog / instances if instances else backlog)
             APPROXIMATE_AGE_OF_OLDEST_REQUEST.labels(ep.name).set(now - oldest if oldest is not None else 0)
@@ -686,8 +699,12 @@ class AsyncInference:
                     self._queue(item)
                     return
                 m.invocation_failures.inc()
-                await self._fail(item, variant.name, f'ClientError: Received server error (0) from primary with '
-                                 f'message "The container primary failed: {exc}." after {item.attempts} attempts.')
+                await self._fail(
+                    item,
+                    variant.name,
+                    f"ClientError: Received server error (0) from primary with "
+                    f'message "The container primary failed: {exc}." after {item.attempts} attempts.',
+                )
                 return
             except asyncio.TimeoutError:
                 variant.fleet.recycle(inst)  # its model may be hung; it is restarted
@@ -744,9 +761,7 @@ class AsyncInference:
         headers.append((b"x-amzn-sagemaker-inference-id", item.inference_id.encode("latin-1")))
         resp: StreamedResponse | None = None
         try:
-            resp = await stream_request(
-                str(inst.socket_path), b"POST", b"/invocations", headers, size, chunks
-            )
+            resp = await stream_request(str(inst.socket_path), b"POST", b"/invocations", headers, size, chunks)
             m.request_download_latency.observe((time.perf_counter() - started) * 1e6)
             if resp.status >= 300:
                 body = await resp.read_all(ERROR_KEEP)
@@ -985,8 +1000,10 @@ class AsyncInference:
             if outcome["status"] == "Completed":
                 m.response_upload_failures.inc()
                 outcome = await self._failure_outcome(
-                    item, variant, f"ResponseUploadFailure: Could not upload the response to {outcome['location']}: "
-                    f"{message}", None
+                    item,
+                    variant,
+                    f"ResponseUploadFailure: Could not upload the response to {outcome['location']}: {message}",
+                    None,
                 )
                 note = self._notification(item, outcome)
                 await self._writer.run(self._op_update_outcome(item.seq, outcome, note))

@@ -69,7 +69,6 @@ class _Connection(_ResponseProtocol):
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
 
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.forget(self)
@@ -202,7 +201,6 @@ class _StreamConnection(_ResponseProtocol):
         self.writable.set()
         self.paused = False
 
-
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done:
             self._fail(ConnectionLost("the instance closed the connection"))
@@ -303,8 +301,14 @@ async def stream_request(
     except OSError as exc:
         raise ConnectError(f"cannot connect to the instance: {exc}") from None
     try:
-        head = [method, b" ", target, b" HTTP/1.1\r\nhost: instance\r\nconnection: close\r\ncontent-length: ",
-                str(length).encode(), b"\r\n"]
+        head = [
+            method,
+            b" ",
+            target,
+            b" HTTP/1.1\r\nhost: instance\r\nconnection: close\r\ncontent-length: ",
+            str(length).encode(),
+            b"\r\n",
+        ]
         for name, value in headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"\r\n")

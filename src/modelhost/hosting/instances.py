@@ -19,8 +19,14 @@ from modelhost.hosting.logs import EndpointLog
 PING_TIMEOUT = 2.0  # seconds, as SageMaker's health check
 # The server's own environment must not leak model settings into every instance (an HF_TASK exported
 # in the shell would apply to all Hugging Face endpoints); those come from the model only.
-MODEL_SCOPED_PREFIXES = ("SAGEMAKER_", "HF_TASK", "HF_MODEL_ID", "HF_MODEL_REVISION", "HF_API_TOKEN",
-                         "HF_TRUST_REMOTE_CODE")
+MODEL_SCOPED_PREFIXES = (
+    "SAGEMAKER_",
+    "HF_TASK",
+    "HF_MODEL_ID",
+    "HF_MODEL_REVISION",
+    "HF_API_TOKEN",
+    "HF_TRUST_REMOTE_CODE",
+)
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -124,9 +130,7 @@ class Instance:
         if not reason:
             tail = " | ".join(line for line in list(self.last_output)[-3:] if line)
             code = self.proc.returncode if self.proc else None
-            reason = f"The instance exited with code {code} before answering /ping" + (
-                f": {tail}" if tail else "."
-            )
+            reason = f"The instance exited with code {code} before answering /ping" + (f": {tail}" if tail else ".")
         return reason[:1000]
 
     async def wait_healthy(self, timeout: float) -> None:

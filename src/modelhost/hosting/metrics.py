@@ -29,9 +29,7 @@ MICROSECOND_BUCKETS = (
     60_000_000,
 )
 
-INVOCATIONS = Counter(
-    "modelhost_invocations", "Invocations (SageMaker: Invocations)", LABELS, registry=REGISTRY
-)
+INVOCATIONS = Counter("modelhost_invocations", "Invocations (SageMaker: Invocations)", LABELS, registry=REGISTRY)
 ERRORS_4XX = Counter(
     "modelhost_invocation_4xx_errors",
     "Invocations answered 4xx (Invocation4XXErrors)",

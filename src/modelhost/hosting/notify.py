@@ -72,9 +72,11 @@ class Notifier:
             from botocore.config import Config
 
             session = boto3.Session()
-            creds = {} if session.get_credentials() is not None else {
-                "aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"
-            }
+            creds = (
+                {}
+                if session.get_credentials() is not None
+                else {"aws_access_key_id": "modelhost", "aws_secret_access_key": "modelhost"}
+            )
             client = session.client(
                 "sns",
                 region_name=region,

@@ -54,8 +54,12 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
         if name in (b"x-amzn-sagemaker-content-type", b"x-amzn-sagemaker-accept"):
             member = "contentType" if name.endswith(b"content-type") else "accept"
             if len(value) > 1024 or not ASCII.fullmatch(value):
-                raise _constraint(value[:64], member, r"have length less than or equal to 1024 and satisfy "
-                                  r"regular expression pattern: \p{ASCII}*")
+                raise _constraint(
+                    value[:64],
+                    member,
+                    r"have length less than or equal to 1024 and satisfy "
+                    r"regular expression pattern: \p{ASCII}*",
+                )
             params["ContentType" if member == "contentType" else "Accept"] = value
         elif name == b"x-amzn-sagemaker-custom-attributes":
             check_custom_attributes(value)
@@ -65,8 +69,12 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
             params["InferenceId"] = value
         elif name == b"x-amzn-sagemaker-inputlocation":
             if len(value) > 1024 or not INPUT_LOCATION.fullmatch(value):
-                raise _constraint(value[:200], "inputLocation", "have length less than or equal to 1024 and "
-                                  "satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$")
+                raise _constraint(
+                    value[:200],
+                    "inputLocation",
+                    "have length less than or equal to 1024 and "
+                    "satisfy regular expression pattern: ^(https|s3)://([^/]+)/?(.*)$",
+                )
             if not value.startswith("s3://") or not value[5:].partition("/")[2]:
                 raise ValidationError(
                     f"InputLocation {value} is not supported: modelhost reads request payloads from "
@@ -79,16 +87,26 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
             params["InvocationTimeoutSeconds"] = _integer(value, "invocationTimeoutSeconds", 1, 3600)
         elif name == b"x-amzn-sagemaker-s3outputpathextension":
             if len(value) > 512 or not EXTENSION.fullmatch(value):
-                raise _constraint(value[:200], "s3OutputPathExtension", "have length less than or equal to 512 "
-                                  f"and satisfy regular expression pattern: {EXTENSION_PATTERN}")
+                raise _constraint(
+                    value[:200],
+                    "s3OutputPathExtension",
+                    "have length less than or equal to 512 "
+                    f"and satisfy regular expression pattern: {EXTENSION_PATTERN}",
+                )
             params["S3OutputPathExtension"] = value
         elif name == b"x-amzn-sagemaker-filename":
             if len(value) > 32 or not FILENAME.fullmatch(value):
-                raise _constraint(value[:64], "filename", "have length less than or equal to 32 and satisfy "
-                                  f"regular expression pattern: {FILENAME_PATTERN}")
+                raise _constraint(
+                    value[:64],
+                    "filename",
+                    f"have length less than or equal to 32 and satisfy regular expression pattern: {FILENAME_PATTERN}",
+                )
             params["Filename"] = value
-        elif name in (b"x-amzn-sagemaker-target-model", b"x-amzn-sagemaker-target-variant",
-                      b"x-amzn-sagemaker-target-container-hostname"):
+        elif name in (
+            b"x-amzn-sagemaker-target-model",
+            b"x-amzn-sagemaker-target-variant",
+            b"x-amzn-sagemaker-target-container-hostname",
+        ):
             raise ValidationError(f"{name.decode()} is not supported by InvokeEndpointAsync.")
     return params, length
 

@@ -31,9 +31,7 @@ def authenticate(request: Request) -> Caller:
         return Caller(None, None)
     if not header.startswith("AWS4-HMAC-SHA256 "):
         raise IncompleteSignature("Authorization header requires the AWS4-HMAC-SHA256 scheme.")
-    parts = dict(
-        p.strip().split("=", 1) for p in header.removeprefix("AWS4-HMAC-SHA256 ").split(",") if "=" in p
-    )
+    parts = dict(p.strip().split("=", 1) for p in header.removeprefix("AWS4-HMAC-SHA256 ").split(",") if "=" in p)
     credential = parts.get("Credential", "").split("/")
     if len(credential) != 5 or not all(k in parts for k in ("SignedHeaders", "Signature")):
         raise IncompleteSignature(

@@ -267,9 +267,7 @@ class _Violations:
         self.count += 1
         if len(self.items) < MAX_REPORTED_VIOLATIONS:
             shown = "null" if value is None else f"'{_render(value)}'"
-            self.items.append(
-                f"Value {shown} at '{path}' failed to satisfy constraint: Member must {constraint}"
-            )
+            self.items.append(f"Value {shown} at '{path}' failed to satisfy constraint: Member must {constraint}")
 
     def message(self) -> str:
         noun = "error" if self.count == 1 else "errors"

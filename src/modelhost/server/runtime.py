@@ -38,14 +38,21 @@ def _constraint(value: str, member: str, constraint: str) -> ValidationError:
 
 def check_custom_attributes(text: str) -> None:
     if len(text) > 1024 or not VISIBLE_ASCII.fullmatch(text):
-        raise _constraint(text[:64], "customAttributes", "have length less than or equal to 1024 and "
-                          "contain only visible ASCII characters")
+        raise _constraint(
+            text[:64],
+            "customAttributes",
+            "have length less than or equal to 1024 and contain only visible ASCII characters",
+        )
 
 
 def check_inference_id(text: str) -> None:
     if len(text) > 64 or not PRINTABLE_ID.fullmatch(text):
-        raise _constraint(text[:80], "inferenceId", "have length less than or equal to 64 and "
-                          r"satisfy regular expression pattern: \A\S[\p{Print}]*\z")
+        raise _constraint(
+            text[:80],
+            "inferenceId",
+            "have length less than or equal to 64 and "
+            r"satisfy regular expression pattern: \A\S[\p{Print}]*\z",
+        )
 
 
 def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
@@ -67,8 +74,9 @@ def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | N
         elif name == b"x-amzn-sagemaker-target-variant":
             target_variant = value.decode("latin-1")
             if not NAME.fullmatch(target_variant):
-                raise _constraint(target_variant, "targetVariant",
-                                  f"satisfy regular expression pattern: {NAME_PATTERN}")
+                raise _constraint(
+                    target_variant, "targetVariant", f"satisfy regular expression pattern: {NAME_PATTERN}"
+                )
         elif name in UNSUPPORTED:
             raise ValidationError(
                 f"{UNSUPPORTED[name]} is not supported by this endpoint: it does not host multiple models "

@@ -70,10 +70,19 @@ MaxMessageLengthExceeded = error_class("MaxMessageLengthExceeded")
 InternalError = error_class("InternalError")
 
 STATUS = {
-    "NoSuchBucket": 404, "NoSuchKey": 404, "NoSuchUpload": 404,
-    "BucketAlreadyOwnedByYou": 409, "BucketAlreadyExists": 409, "BucketNotEmpty": 409,
-    "InvalidRange": 416, "PreconditionFailed": 412, "MethodNotAllowed": 405,
-    "MissingContentLength": 411, "NotImplemented": 501, "InternalError": 500, "AccessDenied": 403,
+    "NoSuchBucket": 404,
+    "NoSuchKey": 404,
+    "NoSuchUpload": 404,
+    "BucketAlreadyOwnedByYou": 409,
+    "BucketAlreadyExists": 409,
+    "BucketNotEmpty": 409,
+    "InvalidRange": 416,
+    "PreconditionFailed": 412,
+    "MethodNotAllowed": 405,
+    "MissingContentLength": 411,
+    "NotImplemented": 501,
+    "InternalError": 500,
+    "AccessDenied": 403,
 }
 
 # Query parameters that name a subresource (a different operation) rather than options.
@@ -84,12 +93,20 @@ SUBRESOURCES = frozenset(
     "uploadId uploads versioning versions website".split()
 )
 RESPONSE_OVERRIDES = {
-    "response-content-type": "content-type", "response-content-language": "content-language",
-    "response-expires": "expires", "response-cache-control": "cache-control",
-    "response-content-disposition": "content-disposition", "response-content-encoding": "content-encoding",
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
 }
-CHECKSUM_XML = {"ChecksumCRC32": "crc32", "ChecksumCRC32C": "crc32c", "ChecksumCRC64NVME": "crc64nvme",
-                "ChecksumSHA1": "sha1", "ChecksumSHA256": "sha256"}
+CHECKSUM_XML = {
+    "ChecksumCRC32": "crc32",
+    "ChecksumCRC32C": "crc32c",
+    "ChecksumCRC64NVME": "crc64nvme",
+    "ChecksumSHA1": "sha1",
+    "ChecksumSHA256": "sha256",
+}
 CHECKSUM_TAG = {v: k for k, v in CHECKSUM_XML.items()}
 OWN_PREFIXES = ("/endpoints/", "/modelhost/")
 OWN_PATHS = ("/metrics", "/ping")
@@ -396,7 +413,10 @@ def _object_headers(meta: ObjectMeta) -> list[tuple[str, str]]:
 
 class S3App:
     def __init__(
-        self, store: BucketStore, uploads: MultipartUploads, region: str = "us-east-1",
+        self,
+        store: BucketStore,
+        uploads: MultipartUploads,
+        region: str = "us-east-1",
         virtual_host_bases: Iterable[str] = ("localhost",),
     ) -> None:
         self.store = store
@@ -410,8 +430,9 @@ class S3App:
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
             name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("utf-8", "replace") if name.startswith("x-amz-meta-") else raw_value.decode(
-                "latin-1")
+            value = (
+                raw_value.decode("utf-8", "replace") if name.startswith("x-amz-meta-") else raw_value.decode("latin-1")
+            )
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         content_sha = headers.get("x-amz-content-sha256", "")
         chunked = content_sha.startswith("STREAMING-") or "aws-chunked" in headers.get("content-encoding", "")
@@ -458,8 +479,10 @@ class S3App:
         length = reply.length if reply.file is not None else len(reply.body)
         if not any(k == "content-length" for k, _ in headers) and reply.status not in (204, 304):
             headers.append(("content-length", str(length)))
-        raw_headers = [(k.encode("latin-1"), v.encode("utf-8") if k.startswith("x-amz-meta-") else
-                        v.encode("latin-1", "replace")) for k, v in headers]
+        raw_headers = [
+            (k.encode("latin-1"), v.encode("utf-8") if k.startswith("x-amz-meta-") else v.encode("latin-1", "replace"))
+            for k, v in headers
+        ]
         await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
         if reply.file is None or scope["method"] == "HEAD":
             if reply.file is not None:
@@ -580,8 +603,9 @@ class S3App:
         if body.strip():
             root = _parse_xml(body)
             if root.tag != "CreateBucketConfiguration":
-                raise MalformedXML("The XML you provided was not well-formed or did not validate against our "
-                                   "published schema")
+                raise MalformedXML(
+                    "The XML you provided was not well-formed or did not validate against our published schema"
+                )
             location = (root.findtext("LocationConstraint") or "").strip()
         await asyncio.to_thread(self.store.create_bucket, req.bucket, location)
         return Reply(200, [("location", f"/{req.bucket}")])
@@ -589,8 +613,14 @@ class S3App:
     async def head_bucket(self, req: S3Request) -> Reply:
         assert req.bucket is not None
         bucket = await asyncio.to_thread(self.store.head_bucket, req.bucket)
-        return Reply(200, [("x-amz-bucket-region", bucket.location or self.region),
-                           ("x-amz-access-point-alias", "false"), ("content-type", "application/xml")])
+        return Reply(
+            200,
+            [
+                ("x-amz-bucket-region", bucket.location or self.region),
+                ("x-amz-access-point-alias", "false"),
+                ("content-type", "application/xml"),
+            ],
+        )
 
     async def delete_bucket(self, req: S3Request) -> Reply:
         assert req.bucket is not None
@@ -624,15 +654,21 @@ class S3App:
         prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
         encoding = q.get("encoding-type")
         if encoding not in (None, "url"):
-            raise InvalidArgument("Invalid Encoding Method specified in Request", ArgumentName="encoding-type",
-                                  ArgumentValue=encoding or "")
+            raise InvalidArgument(
+                "Invalid Encoding Method specified in Request",
+                ArgumentName="encoding-type",
+                ArgumentValue=encoding or "",
+            )
         try:
             max_keys = int(q.get("max-keys", str(MAX_LIST_KEYS)))
         except ValueError:
             max_keys = -1
         if max_keys < 0:
-            raise InvalidArgument("Provided max-keys not an integer or within integer range",
-                                  ArgumentName="max-keys", ArgumentValue=q.get("max-keys", ""))
+            raise InvalidArgument(
+                "Provided max-keys not an integer or within integer range",
+                ArgumentName="max-keys",
+                ArgumentValue=q.get("max-keys", ""),
+            )
         max_keys = min(max_keys, MAX_LIST_KEYS)
         token = q.get("continuation-token")
         skip_cp = ""
@@ -737,7 +773,12 @@ class S3App:
             await self._receive_into(req, writer)
             attrs.checksums = await asyncio.to_thread(expect.verify, req, writer)
             meta = await asyncio.to_thread(
-                self.store.commit, bucket, key, writer.path, writer.md5.hexdigest(), attrs,
+                self.store.commit,
+                bucket,
+                key,
+                writer.path,
+                writer.md5.hexdigest(),
+                attrs,
                 if_none_match=(req.header("if-none-match") or "").strip() == "*",
             )
         except BaseException:
@@ -761,10 +802,15 @@ class S3App:
         if pending:
             await asyncio.to_thread(writer.write, b"".join(pending))
         declared = req.header("x-amz-decoded-content-length")
-        if req.body.decoder is not None and declared is not None and declared.isdigit() and \
-                int(declared) != writer.size:
-            raise IncompleteBody("You did not provide the number of bytes specified by the "
-                                 "x-amz-decoded-content-length header.")
+        if (
+            req.body.decoder is not None
+            and declared is not None
+            and declared.isdigit()
+            and int(declared) != writer.size
+        ):
+            raise IncompleteBody(
+                "You did not provide the number of bytes specified by the x-amz-decoded-content-length header."
+            )
 
     async def get_object(self, req: S3Request, head: bool) -> Reply:
         bucket, key = self._names(req)
@@ -790,8 +836,10 @@ class S3App:
                 headers.append(("content-length", str(meta.size)))
                 return Reply(200, headers, file=f, length=meta.size)
             first, last = rng
-            headers += [("content-range", f"bytes {first}-{last}/{meta.size}"),
-                        ("content-length", str(last - first + 1))]
+            headers += [
+                ("content-range", f"bytes {first}-{last}/{meta.size}"),
+                ("content-length", str(last - first + 1)),
+            ]
             if f is not None:
                 await asyncio.to_thread(f.seek, first)
             return Reply(206, headers, file=f, length=last - first + 1)
@@ -805,8 +853,9 @@ class S3App:
         src_bucket, src_key = _copy_source(req.headers["x-amz-copy-source"])
         directive = (req.header("x-amz-metadata-directive") or "COPY").upper()
         if directive not in ("COPY", "REPLACE"):
-            raise InvalidArgument("Unknown metadata directive.", ArgumentName="x-amz-metadata-directive",
-                                  ArgumentValue=directive)
+            raise InvalidArgument(
+                "Unknown metadata directive.", ArgumentName="x-amz-metadata-directive", ArgumentValue=directive
+            )
         if (src_bucket, src_key) == (bucket, key) and directive == "COPY":
             raise InvalidRequest(
                 "This copy request is illegal because it is trying to copy an object to itself without changing "
@@ -913,8 +962,11 @@ class S3App:
         if rng:
             m = re.fullmatch(r"bytes=(\d+)-(\d+)", rng.strip())
             if not m:
-                raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last",
-                                      ArgumentName="x-amz-copy-source-range", ArgumentValue=rng)
+                raise InvalidArgument(
+                    "The x-amz-copy-source-range value must be of the form bytes=first-last",
+                    ArgumentName="x-amz-copy-source-range",
+                    ArgumentValue=rng,
+                )
             first, last = int(m[1]), int(m[2])
         part = await asyncio.to_thread(self.uploads.copy_part, upload, number, src_bucket, src_key, first, last)
         root = _root("CopyPartResult")
@@ -927,14 +979,16 @@ class S3App:
         upload = await asyncio.to_thread(self.uploads.get, bucket, key, req.query.get("uploadId", ""))
         root = _parse_xml(await req.body.read())
         if root.tag != "CompleteMultipartUpload":
-            raise MalformedXML("The XML you provided was not well-formed or did not validate against our "
-                               "published schema")
+            raise MalformedXML(
+                "The XML you provided was not well-formed or did not validate against our published schema"
+            )
         parts: list[tuple[int, str, dict[str, str]]] = []
         for el in root.findall("Part"):
             number, etag = (el.findtext("PartNumber") or "").strip(), (el.findtext("ETag") or "").strip()
             if not number.isdigit() or not etag:
-                raise MalformedXML("The XML you provided was not well-formed or did not validate against our "
-                                   "published schema")
+                raise MalformedXML(
+                    "The XML you provided was not well-formed or did not validate against our published schema"
+                )
             checksums = {alg: v.strip() for tag, alg in CHECKSUM_XML.items() if (v := el.findtext(tag))}
             parts.append((int(number), etag, checksums))
         meta = await asyncio.to_thread(self.uploads.complete, upload, parts)
@@ -1069,8 +1123,9 @@ def _check_conditions(req: S3Request, meta: ObjectMeta) -> bool:
         raise PreconditionFailed("At least one of the pre-conditions you specified did not hold", Condition="If-Match")
     unmodified_since = _parse_http_date(req.header("if-unmodified-since"))
     if if_match is None and unmodified_since is not None and int(meta.mtime) > unmodified_since:
-        raise PreconditionFailed("At least one of the pre-conditions you specified did not hold",
-                                 Condition="If-Unmodified-Since")
+        raise PreconditionFailed(
+            "At least one of the pre-conditions you specified did not hold", Condition="If-Unmodified-Since"
+        )
     if if_none_match is not None:
         return _etag_matches(if_none_match, meta.etag)
     modified_since = _parse_http_date(req.header("if-modified-since"))
@@ -1082,8 +1137,7 @@ def _copy_source(value: str) -> tuple[str, str]:
     path = unquote(path).lstrip("/")
     bucket, _, key = path.partition("/")
     if not bucket or not key:
-        raise InvalidArgument("Invalid copy source object key", ArgumentName="x-amz-copy-source",
-                              ArgumentValue=value)
+        raise InvalidArgument("Invalid copy source object key", ArgumentName="x-amz-copy-source", ArgumentValue=value)
     return bucket, key
 
 
@@ -1098,8 +1152,9 @@ def _decode_token(token: str) -> tuple[str, str]:
         doc = json.loads(base64.urlsafe_b64decode(token.encode()))
         last, is_prefix = str(doc["a"]), bool(doc["p"])
     except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidArgument("The continuation token provided is incorrect",
-                              ArgumentName="continuation-token") from None
+        raise InvalidArgument(
+            "The continuation token provided is incorrect", ArgumentName="continuation-token"
+        ) from None
     return (last, last) if is_prefix else (last, "")
 
 

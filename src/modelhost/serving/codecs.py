@@ -81,9 +81,7 @@ def decode_csv(data: str | bytes) -> np.ndarray:
         if width < 0:
             width = len(row)
         elif len(row) != width:
-            raise BadRequest(
-                f"Failed to decode {CSV} body: row {lineno} has {len(row)} columns, expected {width}"
-            )
+            raise BadRequest(f"Failed to decode {CSV} body: row {lineno} has {len(row)} columns, expected {width}")
         rows.append(row)
     if not rows:
         raise BadRequest(f"Failed to decode {CSV} body: no data")

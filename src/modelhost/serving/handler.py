@@ -101,9 +101,7 @@ def _takes_context(fn: Callable[..., Any], nargs: int, name: str) -> bool:
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return True
     positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
-    required = sum(
-        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params
-    )
+    required = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params)
     if positional < nargs or required > nargs + 1:
         raise ModelLoadError(f"{name} must take {nargs} positional arguments plus an optional context")
     return positional > nargs
@@ -138,17 +136,12 @@ class Handler:
         self.user_module = load_user_module(Path(model_dir))
         user = self.user_module
         fns = (
-            {
-                n: getattr(user, n, None)
-                for n in ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
-            }
+            {n: getattr(user, n, None) for n in ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")}
             if user
             else {}
         )
         if fns.get("transform_fn") and any(fns.get(n) for n in ("input_fn", "predict_fn", "output_fn")):
-            raise ModelLoadError(
-                "transform_fn cannot be defined together with input_fn, predict_fn or output_fn"
-            )
+            raise ModelLoadError("transform_fn cannot be defined together with input_fn, predict_fn or output_fn")
 
         self.system_properties = {"model_dir": self.model_dir}
         env_accept = os.environ.get(DEFAULT_ACCEPT_ENV)
@@ -207,9 +200,7 @@ class Handler:
         content_type = content_type or codecs.JSON
         if not accept or accept == "*/*":
             accept = self.default_accept
-        ctx = Context(
-            self.model_dir, content_type, accept, custom_attributes, inference_id, self.system_properties
-        )
+        ctx = Context(self.model_dir, content_type, accept, custom_attributes, inference_id, self.system_properties)
         data: str | bytes = body
         if content_type in codecs.UTF8_TYPES or codecs.media_type(content_type) in codecs.UTF8_TYPES:
             try:

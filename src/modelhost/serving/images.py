@@ -108,6 +108,7 @@ def unsupported_image_reason(image: str) -> str:
         )
     return f"image {image!r} is not supported by modelhost. {detail}"
 
+
 def _split(image: str) -> tuple[str, str]:
     """``host/a/b:tag@sha256:..`` -> (registry host or "", repository path without tag/digest)."""
     ref = image.strip().split("@", 1)[0]

@@ -142,7 +142,7 @@ def _run_pip(args: list[str], cwd: Path, what: str) -> None:
     code = proc.wait()
     if code != 0:
         errors = [t for t in tail if t.startswith("ERROR:")]
-        last = (errors[-1] if errors else tail[-1] if tail else f"pip exited with code {code}")
+        last = errors[-1] if errors else tail[-1] if tail else f"pip exited with code {code}"
         last = last.removeprefix("ERROR:").strip()
         raise ModelLoadError(f"Failed to install {what}: {last}")
 
@@ -218,8 +218,12 @@ def ensure_requirements(code_dir: Path, model_dir: Path, root: Path | None = Non
             try:
                 count = _install(requirements, staging, what)
                 shutil.copyfile(requirements, staging / REQUIREMENTS_FILE)
-                marker = {"requirements": requirements.read_text("utf-8", "replace"), "installed": count,
-                          "python": sys.executable, "created": time.time()}
+                marker = {
+                    "requirements": requirements.read_text("utf-8", "replace"),
+                    "installed": count,
+                    "python": sys.executable,
+                    "created": time.time(),
+                }
                 (staging / MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
                 os.rename(staging, overlay)
             except BaseException as e:

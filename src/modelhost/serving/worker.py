@@ -176,14 +176,10 @@ def _fail(reason: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m modelhost.serving.worker")
     parser.add_argument("--uds", required=True, help="unix socket path to listen on")
-    parser.add_argument(
-        "--model-dir", required=True, type=Path, help="extracted model artifact (/opt/ml/model)"
-    )
+    parser.add_argument("--model-dir", required=True, type=Path, help="extracted model artifact (/opt/ml/model)")
     args = parser.parse_args(argv)
     _exit_with_parent()
-    logging.basicConfig(
-        stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # Load first: the socket only exists once the model is ready, so /ping == loaded.
     try:
@@ -210,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         lifespan="off",
     )
     print(
-        f"modelhost worker pid {os.getpid()} serving {handler.runtime.name} model from {args.model_dir} "
-        f"on {args.uds}",
+        f"modelhost worker pid {os.getpid()} serving {handler.runtime.name} model from {args.model_dir} on {args.uds}",
         flush=True,
     )
     # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the previous handler;

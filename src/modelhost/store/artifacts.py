@@ -77,9 +77,7 @@ class ArtifactCache:
                 tarfile.SpecialFileError,
             ) as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
-                raise ArtifactError(
-                    f"Refused to extract model data {uri}: unsafe archive member ({exc})."
-                ) from None
+                raise ArtifactError(f"Refused to extract model data {uri}: unsafe archive member ({exc}).") from None
             except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise ArtifactError(

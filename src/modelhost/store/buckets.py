@@ -123,7 +123,8 @@ def check_key(key: str) -> None:
             raise InvalidArgument(
                 "The local bucket store keeps objects as files: keys may not have empty, '.' or '..' "
                 "path segments (a leading, doubled or trailing '/') or segments over 255 bytes.",
-                ArgumentName="key", ArgumentValue=key,
+                ArgumentName="key",
+                ArgumentValue=key,
             )
 
 
@@ -247,7 +248,8 @@ class ObjectWriter:
         if sha256_hex is not None and self._sha256 is not None and sha256_hex.lower() != self._sha256.hexdigest():
             raise XAmzContentSHA256Mismatch(
                 "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                ClientComputedContentSHA256=sha256_hex, S3ComputedContentSHA256=self._sha256.hexdigest(),
+                ClientComputedContentSHA256=sha256_hex,
+                S3ComputedContentSHA256=self._sha256.hexdigest(),
             )
         stored: dict[str, str] = {}
         for alg, value in (checksums or {}).items():
@@ -281,9 +283,7 @@ class MetaIndex:
                 "mtime_ns INTEGER, ino INTEGER, etag TEXT, content_type TEXT, attrs TEXT, "
                 "PRIMARY KEY (bucket, key)) WITHOUT ROWID"
             )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created REAL, location TEXT)"
-            )
+            self._db.execute("CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created REAL, location TEXT)")
 
     def get(self, bucket: str, key: str) -> tuple | None:
         with self._lock:
@@ -323,9 +323,7 @@ class MetaIndex:
 
     def bucket(self, bucket: str) -> tuple[float, str] | None:
         with self._lock:
-            return self._db.execute(
-                "SELECT created, location FROM buckets WHERE name=?", (bucket,)
-            ).fetchone()
+            return self._db.execute("SELECT created, location FROM buckets WHERE name=?", (bucket,)).fetchone()
 
     def close(self) -> None:
         with self._lock:
@@ -420,8 +418,9 @@ class BucketStore:
         try:
             with self._commit_lock:
                 if if_none_match and path.exists():
-                    raise PreconditionFailed("At least one of the pre-conditions you specified did not hold",
-                                             Condition="If-None-Match")
+                    raise PreconditionFailed(
+                        "At least one of the pre-conditions you specified did not hold", Condition="If-None-Match"
+                    )
                 _install(tmp, path, self.bucket_dir(bucket))
                 st = path.stat()
                 self.index.put(bucket, key, st, etag, attrs)
@@ -431,8 +430,9 @@ class BucketStore:
             raise
         return ObjectMeta(bucket, key, st.st_size, st.st_mtime, etag, attrs, path)
 
-    def _describe(self, bucket: str, key: str, path: Path, st: os.stat_result, f: IO[bytes] | None,
-                  row: tuple | None) -> ObjectMeta:
+    def _describe(
+        self, bucket: str, key: str, path: Path, st: os.stat_result, f: IO[bytes] | None, row: tuple | None
+    ) -> ObjectMeta:
         if row is not None and tuple(row[:3]) == _stamp(st):
             return ObjectMeta(bucket, key, st.st_size, st.st_mtime, row[3], ObjectAttrs.from_row(row[4], row[5]), path)
         # Written by something other than the S3 API (or the row is stale): derive and remember.

@@ -68,7 +68,8 @@ def check_part_number(value: str | int) -> int:
     if not 1 <= number <= MAX_PART_NUMBER:
         raise InvalidArgument(
             f"Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive",
-            ArgumentName="partNumber", ArgumentValue=str(value),
+            ArgumentName="partNumber",
+            ArgumentValue=str(value),
         )
     return number
 
@@ -94,10 +95,17 @@ class MultipartUploads:
         path = self._upload_dir(upload_id)
         path.mkdir(parents=True)
         upload = Upload(upload_id, bucket, key, time.time(), attrs, checksum_algorithm)
-        _write_json(path / "upload.json", {
-            "bucket": bucket, "key": key, "initiated": upload.initiated, "content_type": attrs.content_type,
-            "attrs": attrs.to_json(), "checksum_algorithm": checksum_algorithm,
-        })
+        _write_json(
+            path / "upload.json",
+            {
+                "bucket": bucket,
+                "key": key,
+                "initiated": upload.initiated,
+                "content_type": attrs.content_type,
+                "attrs": attrs.to_json(),
+                "checksum_algorithm": checksum_algorithm,
+            },
+        )
         return upload
 
     def get(self, bucket: str, key: str, upload_id: str) -> Upload:
@@ -109,10 +117,17 @@ class MultipartUploads:
         if doc is None or doc["bucket"] != bucket or doc["key"] != key:
             raise NoSuchUpload(
                 "The specified upload does not exist. The upload ID may be invalid, or the upload may have been "
-                "aborted or completed.", UploadId=upload_id,
+                "aborted or completed.",
+                UploadId=upload_id,
             )
-        return Upload(upload_id, bucket, key, doc["initiated"], ObjectAttrs.from_row(doc["content_type"], doc["attrs"]),
-                      doc.get("checksum_algorithm", ""))
+        return Upload(
+            upload_id,
+            bucket,
+            key,
+            doc["initiated"],
+            ObjectAttrs.from_row(doc["content_type"], doc["attrs"]),
+            doc.get("checksum_algorithm", ""),
+        )
 
     def new_part_writer(self, upload: Upload, **kwargs: Any) -> ObjectWriter:
         return ObjectWriter(self.store.tmp_dir, **kwargs)
@@ -126,12 +141,21 @@ class MultipartUploads:
                 raise NoSuchUpload("The specified upload does not exist.", UploadId=upload.upload_id)
             os.replace(writer.path, path / f"part-{number:05d}")
             st = (path / f"part-{number:05d}").stat()
-            _write_json(path / f"part-{number:05d}.json",
-                        {"etag": etag, "size": st.st_size, "mtime": st.st_mtime, "checksums": checksums})
+            _write_json(
+                path / f"part-{number:05d}.json",
+                {"etag": etag, "size": st.st_size, "mtime": st.st_mtime, "checksums": checksums},
+            )
         return Part(number, etag, st.st_size, st.st_mtime, checksums)
 
-    def copy_part(self, upload: Upload, number: int, src_bucket: str, src_key: str,
-                  first: int | None = None, last: int | None = None) -> Part:
+    def copy_part(
+        self,
+        upload: Upload,
+        number: int,
+        src_bucket: str,
+        src_key: str,
+        first: int | None = None,
+        last: int | None = None,
+    ) -> Part:
         """UploadPartCopy: a byte range (inclusive) of an existing object becomes a part."""
         meta, f = self.store.open_object(src_bucket, src_key)
         writer = self.new_part_writer(upload)
@@ -139,9 +163,12 @@ class MultipartUploads:
             with f:
                 start, end = (0, meta.size - 1) if first is None or last is None else (first, last)
                 if start > end or end >= meta.size:
-                    raise InvalidArgument("The x-amz-copy-source-range value must be of the form bytes=first-last "
-                                          "where first and last are the zero-based offsets of the first and last "
-                                          "bytes to copy", ArgumentName="x-amz-copy-source-range")
+                    raise InvalidArgument(
+                        "The x-amz-copy-source-range value must be of the form bytes=first-last "
+                        "where first and last are the zero-based offsets of the first and last "
+                        "bytes to copy",
+                        ArgumentName="x-amz-copy-source-range",
+                    )
                 f.seek(start)
                 remaining = end - start + 1
                 while remaining > 0 and (chunk := f.read(min(COPY_CHUNK, remaining))):
@@ -171,26 +198,37 @@ class MultipartUploads:
                 raise InvalidRequest("You must specify at least one part")
             numbers = [n for n, _, _ in requested]
             if numbers != sorted(numbers) or len(set(numbers)) != len(numbers):
-                raise InvalidPartOrder("The list of parts was not in ascending order. The parts list must be "
-                                       "specified in order by part number.", UploadId=upload.upload_id)
+                raise InvalidPartOrder(
+                    "The list of parts was not in ascending order. The parts list must be "
+                    "specified in order by part number.",
+                    UploadId=upload.upload_id,
+                )
             stored = {p.number: p for p in self.parts(upload)}
             chosen: list[Part] = []
             for number, etag, checksums in requested:
                 part = stored.get(number)
-                if part is None or part.etag != etag.strip('"') or any(
-                    part.checksums.get(alg) not in (None, value) for alg, value in checksums.items()
+                if (
+                    part is None
+                    or part.etag != etag.strip('"')
+                    or any(part.checksums.get(alg) not in (None, value) for alg, value in checksums.items())
                 ):
                     raise InvalidPart(
                         "One or more of the specified parts could not be found. The part may not have been "
                         "uploaded, or the specified entity tag may not match the part's entity tag.",
-                        UploadId=upload.upload_id, PartNumber=str(number), ETag=etag,
+                        UploadId=upload.upload_id,
+                        PartNumber=str(number),
+                        ETag=etag,
                     )
                 chosen.append(part)
             for part in chosen[:-1]:
                 if part.size < MIN_PART_SIZE:
-                    raise EntityTooSmall("Your proposed upload is smaller than the minimum allowed object size.",
-                                         ProposedSize=str(part.size), MinSizeAllowed=str(MIN_PART_SIZE),
-                                         PartNumber=str(part.number), ETag=part.etag)
+                    raise EntityTooSmall(
+                        "Your proposed upload is smaller than the minimum allowed object size.",
+                        ProposedSize=str(part.size),
+                        MinSizeAllowed=str(MIN_PART_SIZE),
+                        PartNumber=str(part.number),
+                        ETag=part.etag,
+                    )
             digests = hashlib.md5()
             writer = ObjectWriter(self.store.tmp_dir)
             try:
@@ -226,9 +264,16 @@ class MultipartUploads:
             with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
                 doc = json.loads(p.read_text())
                 if doc["bucket"] == bucket:
-                    out.append(Upload(p.parent.name, bucket, doc["key"], doc["initiated"],
-                                      ObjectAttrs.from_row(doc["content_type"], doc["attrs"]),
-                                      doc.get("checksum_algorithm", "")))
+                    out.append(
+                        Upload(
+                            p.parent.name,
+                            bucket,
+                            doc["key"],
+                            doc["initiated"],
+                            ObjectAttrs.from_row(doc["content_type"], doc["attrs"]),
+                            doc.get("checksum_algorithm", ""),
+                        )
+                    )
         return sorted(out, key=lambda u: (u.key, u.initiated))
 
     def abort_bucket(self, bucket: str) -> None:
@@ -240,4 +285,3 @@ def _write_json(path: Path, doc: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc))
     os.replace(tmp, path)
-

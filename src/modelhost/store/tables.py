@@ -9,6 +9,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
+
 def _named_resource(name: str) -> Table:
     """A resource that is only a name, an ARN, a creation time and its request (models, configs)."""
     return Table(

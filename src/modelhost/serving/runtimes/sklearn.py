@@ -30,6 +30,4 @@ def predict_fn(data: Any, model: Any) -> Any:
     return model.predict(data)
 
 
-RUNTIME = Runtime(
-    name="sklearn", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn
-)
+RUNTIME = Runtime(name="sklearn", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)

@@ -147,6 +147,4 @@ def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
     return codecs.encode(np.asarray(next(iter(prediction.values()))), accept)
 
 
-RUNTIME = Runtime(
-    name="tensorflow", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn
-)
+RUNTIME = Runtime(name="tensorflow", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)

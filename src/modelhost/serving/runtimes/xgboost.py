@@ -43,9 +43,7 @@ def model_fn(model_dir: str) -> Any:
             try:
                 model = _load_booster(default)
             except xgb.core.XGBoostError as e:
-                raise ValueError(
-                    f"{default} is neither a pickle ({pickle_error}) nor an XGBoost model ({e})"
-                ) from e
+                raise ValueError(f"{default} is neither a pickle ({pickle_error}) nor an XGBoost model ({e})") from e
     else:
         candidates = sorted(p for p in base.iterdir() if p.is_file() and p.suffix in BOOSTER_SUFFIXES)
         if not candidates:
@@ -75,9 +73,7 @@ def decode_libsvm(data: str | bytes) -> Any:
                 cols.append(int(col))
                 vals.append(float(val))
             except ValueError:
-                raise BadRequest(
-                    f"Failed to decode text/libsvm body: line {lineno}: bad item {item!r}"
-                ) from None
+                raise BadRequest(f"Failed to decode text/libsvm body: line {lineno}: bad item {item!r}") from None
             rows.append(n)
         n += 1
     width = max(cols) + 1 if cols else 0

@@ -63,8 +63,13 @@ def _batch_transform() -> bool:
 # Pipelines whose output for a list of strings is the list of their outputs for each string (checked per
 # class): a JSON Lines request of plain-text lines runs as one batch through them. Text classification
 # wraps a single string's result in a list; sentence embeddings return one dict for the whole list.
-_BATCHABLE = ("FeatureExtractionPipeline", "TokenClassificationPipeline", "FillMaskPipeline",
-              "TextClassificationPipeline", "SentenceEmbeddingPipeline")
+_BATCHABLE = (
+    "FeatureExtractionPipeline",
+    "TokenClassificationPipeline",
+    "FillMaskPipeline",
+    "TextClassificationPipeline",
+    "SentenceEmbeddingPipeline",
+)
 
 
 def _predict_lines(data: JsonLines, model: Any) -> JsonLines | None:

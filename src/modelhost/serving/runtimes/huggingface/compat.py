@@ -150,15 +150,11 @@ class Text2TextGenerationPipeline:
         truncation = kwargs.pop("truncation", True)
         kwargs.pop("src_lang", None), kwargs.pop("tgt_lang", None)
         generate_kwargs = {**self.generate_defaults, **kwargs}
-        enc = self.tokenizer(
-            [self.prefix + t for t in texts], padding=True, truncation=truncation, return_tensors="pt"
-        )
+        enc = self.tokenizer([self.prefix + t for t in texts], padding=True, truncation=truncation, return_tensors="pt")
         enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
         with torch.inference_mode():
             out = self.model.generate(**enc, **generate_kwargs)
-        decoded = self.tokenizer.batch_decode(
-            out, skip_special_tokens=True, clean_up_tokenization_spaces=bool(clean)
-        )
+        decoded = self.tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=bool(clean))
         per_input = len(decoded) // len(texts)
         key = f"{self.return_name}_text"
         results = [[{key: t} for t in decoded[i * per_input : (i + 1) * per_input]] for i in range(len(texts))]

@@ -186,9 +186,7 @@ def resolve_task(model_dir: str) -> str:
         return infer_task_from_model_architecture(os.path.join(model_dir, "config.json"))
     if "model_index.json" in files:
         return "text-to-image"
-    raise ValueError(
-        f"You need to define one of the following {supported_tasks()} or text-to-image as env 'HF_TASK'."
-    )
+    raise ValueError(f"You need to define one of the following {supported_tasks()} or text-to-image as env 'HF_TASK'.")
 
 
 def get_pipeline(task: str, model_dir: str, device: int = -1, **kwargs: Any) -> Any:
