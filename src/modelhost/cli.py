@@ -54,8 +54,8 @@ def serve(
     example: Annotated[bool, typer.Option(help="Deploy the example diabetes endpoint once the server is up.")] = False,
 ) -> None:
     """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
+    from modelhost.app import serve as run_server
     from modelhost.config import Settings
-    from modelhost.server.app import serve as run_server
 
     settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region, account_id=account_id)
     if example:
@@ -336,7 +336,7 @@ def transform(
     """Run a batch transform job; shows objects and records done, records/s and an ETA."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from modelhost.batch.progress import describe_with_progress
+    from modelhost.jobs.progress import describe_with_progress
 
     sm, _ = clients(url)
     job_name = name or f"{model}-{time.strftime('%Y-%m-%d-%H-%M-%S')}"[:63]

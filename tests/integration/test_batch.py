@@ -25,8 +25,8 @@ import pytest
 from botocore.exceptions import ClientError, WaiterError
 
 import modelhost
-from modelhost.batch.progress import describe_with_progress
-from modelhost.batch.splitters import RECORDIO_MAGIC, recordio_frame, tfrecord_frame
+from modelhost.jobs.progress import describe_with_progress
+from modelhost.jobs.splitters import RECORDIO_MAGIC, recordio_frame, tfrecord_frame
 from tests.helpers import PYTHON_IMAGE, ROLE, SKLEARN_IMAGE, Server, csv_row, diabetes, sklearn_model, tarball
 
 pytestmark = pytest.mark.slow
@@ -900,7 +900,7 @@ def _captured(server: Server, dest: str) -> dict[str, Any]:
 def test_data_capture_writes_input_and_output_manifests(server: Server, sm: Any, models: dict) -> None:
     """DataCaptureConfig: <dest>/input|output/yyyy/mm/dd/hh/<uuid>.json manifests of the completed
     objects; the output manifest leads to the records with their inference ids."""
-    from modelhost.batch.capture import capture_name, hour_prefix
+    from modelhost.jobs.capture import capture_name, hour_prefix
 
     x, _ = diabetes()
     server.put_object("s3://batch/cap/d1.csv", "".join(csv_row(r) + "\n" for r in x[:2]).encode())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelhost.batch.capture import (
+from modelhost.jobs.capture import (
     CapturedObject,
     CaptureError,
     capture_name,

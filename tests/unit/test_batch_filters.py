@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from modelhost.batch.filters import DataProcessing, FilterError, JsonPath, check_path
+from modelhost.jobs.filters import DataProcessing, FilterError, JsonPath, check_path
 
 
 @pytest.mark.parametrize(

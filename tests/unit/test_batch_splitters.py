@@ -8,9 +8,9 @@ import struct
 
 import pytest
 
-from modelhost.batch.batching import batches
-from modelhost.batch.inputs import InputObject, open_input
-from modelhost.batch.splitters import (
+from modelhost.jobs.batching import batches
+from modelhost.jobs.inputs import InputObject, open_input
+from modelhost.jobs.splitters import (
     RECORDIO_MAGIC,
     RecordTooLarge,
     SplitError,

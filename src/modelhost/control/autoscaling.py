@@ -3,7 +3,7 @@
 A scalable target is ``endpoint/<endpoint>/variant/<variant>`` with the dimension
 ``sagemaker:variant:DesiredInstanceCount``. Policies are target tracking on
 ``SageMakerVariantInvocationsPerInstance`` or on a customized metric named after our own metrics
-(see hosting/autoscaler.py). Scaling itself goes through UpdateEndpointWeightsAndCapacities.
+(see controllers/autoscaler.py). Scaling itself goes through UpdateEndpointWeightsAndCapacities.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from modelhost.store import tables
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
 RESOURCE = re.compile(r"endpoint/(?P<endpoint>[^/]+)/variant/(?P<variant>[^/]+)")
 PREDEFINED = "SageMakerVariantInvocationsPerInstance"
-# Metrics a CustomizedMetricSpecification may name (ours; see hosting/autoscaler.py).
+# Metrics a CustomizedMetricSpecification may name (ours; see controllers/autoscaler.py).
 CUSTOM_METRICS = (
     "InvocationsPerInstance",
     "Invocations",

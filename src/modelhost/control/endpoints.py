@@ -12,7 +12,7 @@ from typing import Any
 from modelhost.control import endpoint_configs, listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ValidationException
-from modelhost.hosting.deployment import validate_deployment_config
+from modelhost.resources.rollout import validate_deployment_config
 from modelhost.store import tables
 
 IN_PROGRESS = ("Creating", "Updating", "SystemUpdating", "RollingBack")

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from modelhost.batch.runner import PLATFORM, job_log_path
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ApiError, ValidationException
+from modelhost.jobs.runner import PLATFORM, job_log_path
 from modelhost.store import tables
 
 TRANSFORM_GROUP = "/aws/sagemaker/TransformJobs"

@@ -1,6 +1,6 @@
 """CreateTransformJob / DescribeTransformJob / ListTransformJobs / StopTransformJob.
 
-These record the job and return; the transform supervisor (batch/supervisor.py) runs it and
+These record the job and return; the transform supervisor (controllers/transforms.py) runs it and
 moves the status on: InProgress -> Completed | Failed, or Stopping -> Stopped.
 """
 
@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from modelhost.batch.filters import PROCESSABLE_TYPES, check_path, media_type
 from modelhost.control import listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ResourceInUse, ValidationException
+from modelhost.jobs.filters import PROCESSABLE_TYPES, check_path, media_type
 from modelhost.store import tables
 
 # Members DescribeTransformJob echoes as they were given.

@@ -11,7 +11,7 @@ row moves through
   and ``attempts`` counts the runs started. A request whose ``RequestTTLSeconds`` passed while
   it waited expires at its claim.
 * **Exchange.** The input is streamed from its file to the instance socket and the response
-  from the socket into a temp file (``hosting/http.py: stream_request``): nothing is held whole,
+  from the socket into a temp file (``backends/local/http.py: stream_request``): nothing is held whole,
   whatever the size. ``InvocationTimeoutSeconds`` bounds the whole exchange.
 * **Commit, in two steps.** (1) ``Completing`` is written with the outcome (final status, temp
   file, ETag, content type, location, the notification to send); (2) the temp file is renamed
@@ -58,10 +58,10 @@ from urllib.parse import urlparse
 
 from sqlalchemy import Connection, or_, select
 
+from modelhost.backends.local.http import ConnectError, ConnectionLost, StreamedResponse, stream_request
 from modelhost.config import Settings
 from modelhost.errors import ValidationError
 from modelhost.hosting import notify
-from modelhost.hosting.http import ConnectError, ConnectionLost, StreamedResponse, stream_request
 from modelhost.hosting.metrics import (
     APPROXIMATE_AGE_OF_OLDEST_REQUEST,
     APPROXIMATE_BACKLOG_SIZE,
@@ -614,8 +614,8 @@ class AsyncInference:
             while ep.heap:
                 best = None
                 for variant in route.variants:
-                    for inst in variant.fleet.instances:
-                        if not inst.healthy or inst.stopping or inst.client is None:
+                    for inst in variant.fleet.replicas():
+                        if not inst.available:
                             continue
                         n = self._slots.get(inst, 0)
                         if n < limit and (best is None or n < best[2]):
@@ -634,7 +634,7 @@ class AsyncInference:
         for ep in self.endpoints.values():
             backlog = ep.backlog
             route = self.router.routes.get(ep.name)
-            instances = sum(len(v.fleet.instances) for v in route.variants) if route is not None else 0
+            instances = sum(v.fleet.size for v in route.variants) if route is not None else 0
             oldest = min(
                 [i.received for i in ep.in_flight.values()] + ([ep.heap[0].received] if ep.heap else []), default=None
             )

@@ -13,9 +13,8 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from modelhost.backends.handle import FleetHandle, ReplicaLost, ReplicaTimeout, ReplicaUnreachable
 from modelhost.errors import ModelError, ServiceUnavailable, ValidationError
-from modelhost.hosting.fleet import Fleet
-from modelhost.hosting.http import ConnectError, ConnectionLost, RequestTimeout
 from modelhost.hosting.metrics import VariantMetrics
 
 SHADOW_MAX_IN_FLIGHT = 64  # shadow copies beyond this are dropped (counted), never queued
@@ -25,7 +24,7 @@ SHADOW_MAX_IN_FLIGHT = 64  # shadow copies beyond this are dropped (counted), ne
 class VariantRoute:
     name: str
     weight: float
-    fleet: Fleet
+    fleet: FleetHandle
     timeout: float  # SAGEMAKER_MODEL_SERVER_TIMEOUT of the variant's model, default 60 s
     log_stream_arn: str
     metrics: VariantMetrics
@@ -159,25 +158,24 @@ class Router:
         fleet = variant.fleet
         tried = 0
         while True:
-            inst = fleet.pick_now() or await fleet.pick(self.instance_wait)
-            if inst is None or inst.client is None:
+            inst = fleet.acquire_now() or await fleet.acquire(self.instance_wait)
+            if inst is None:
                 raise ServiceUnavailable(
                     f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
                 )
-            inst.outstanding += 1
             started = time.perf_counter()
             try:
-                resp = await inst.client.request(b"POST", b"/invocations", headers, body, variant.timeout)
-            except ConnectError:
+                resp = await fleet.invoke(inst, headers, body, variant.timeout)
+            except ReplicaUnreachable:
                 # Nothing reached the instance (it is restarting): safe to try another one.
-                inst.healthy = False
+                fleet.mark_unreachable(inst)
                 tried += 1
-                if tried > len(fleet.instances):
+                if tried > fleet.size:
                     raise ServiceUnavailable(
                         f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
                     ) from None
                 continue
-            except RequestTimeout:
+            except ReplicaTimeout:
                 fleet.recycle(inst)
                 raise self._model_error(
                     endpoint,
@@ -187,10 +185,10 @@ class Router:
                     "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
                     f"and try again. (timeout: {variant.timeout:g}s)",
                 ) from None
-            except ConnectionLost as exc:
+            except ReplicaLost as exc:
                 raise self._model_error(endpoint, variant, 0, f"The container primary failed: {exc}.") from None
             finally:
-                inst.outstanding -= 1
+                fleet.release(inst)
             latency_us = (time.perf_counter() - started) * 1e6
             variant.metrics.model_latency.observe(latency_us)
             fleet.stats.observe(latency_us)

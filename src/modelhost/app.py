@@ -16,17 +16,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from modelhost.batch.supervisor import TransformSupervisor
 from modelhost.config import Settings
 from modelhost.control import autoscaling, logs_api
 from modelhost.control.context import ControlContext
 from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
+from modelhost.controllers.autoscaler import Autoscaler
+from modelhost.controllers.reconciler import Reconciler
+from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
 from modelhost.hosting.asyncq import AsyncInference
-from modelhost.hosting.autoscaler import Autoscaler
-from modelhost.hosting.logs import endpoint_log_path
 from modelhost.hosting.metrics import REGISTRY
-from modelhost.hosting.reconciler import Reconciler
 from modelhost.hosting.router import Router
 from modelhost.server import auth, s3
 from modelhost.server.async_runtime import AsyncInvocations
@@ -36,6 +35,7 @@ from modelhost.server.sts import StsApp, is_sts_request
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.buckets import BucketStore
 from modelhost.store.db import MetadataStore
+from modelhost.store.logs import endpoint_log_path
 from modelhost.store.multipart import MultipartUploads
 from modelhost.store.objects import ObjectStore
 from modelhost.store.remote_s3 import RemoteS3

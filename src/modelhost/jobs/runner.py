@@ -29,25 +29,25 @@ from typing import Any, TextIO
 
 from sqlalchemy import delete, select
 
-from modelhost.batch.assemble import OutputWriter, delete_output, output_uri
-from modelhost.batch.batching import MB, Batch, batches
-from modelhost.batch.capture import capture_job
-from modelhost.batch.filters import DataProcessing, FilterError
-from modelhost.batch.inputs import InputError, InputObject, list_inputs, open_input
-from modelhost.batch.splitters import SplitError, split
+from modelhost.backends.local.fleet import Fleet
+from modelhost.backends.local.http import ConnectError, ConnectionLost, HttpResponse, RequestTimeout
+from modelhost.backends.local.instances import Instance, InstanceFailed
+from modelhost.backends.local.specs import DeploymentFailed, instance_spec
 from modelhost.config import Settings
-from modelhost.hosting.fleet import Fleet
-from modelhost.hosting.http import ConnectError, ConnectionLost, HttpResponse, RequestTimeout
-from modelhost.hosting.instances import Instance, InstanceFailed
-from modelhost.hosting.logs import EndpointLog
-from modelhost.hosting.specs import DeploymentFailed, instance_spec
+from modelhost.jobs.assemble import OutputWriter, delete_output, output_uri
+from modelhost.jobs.batching import MB, Batch, batches
+from modelhost.jobs.capture import capture_job
+from modelhost.jobs.filters import DataProcessing, FilterError
+from modelhost.jobs.inputs import InputError, InputObject, list_inputs, open_input
+from modelhost.jobs.splitters import SplitError, split
 from modelhost.store import tables
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.buckets import BucketStore, S3StoreError
 from modelhost.store.db import MetadataStore
+from modelhost.store.logs import EndpointLog
 from modelhost.store.objects import ObjectNotFound, ObjectStore
 
-log = logging.getLogger("modelhost.batch")
+log = logging.getLogger("modelhost.jobs")
 
 DEFAULT_PAYLOAD_MB = 6
 DEFAULT_CONCURRENCY = 1

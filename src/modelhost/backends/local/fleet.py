@@ -11,11 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import cast
 
-from modelhost.hosting.instances import RESTART_BACKOFF, Instance, InstanceFailed, InstanceSpec
-from modelhost.hosting.logs import EndpointLog
-from modelhost.hosting.stats import FleetStats
+from modelhost.backends.handle import (
+    Replica,
+    ReplicaLost,
+    ReplicaResponse,
+    ReplicaTimeout,
+    ReplicaUnreachable,
+    StreamedReply,
+)
+from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, stream_request
+from modelhost.backends.local.instances import RESTART_BACKOFF, Instance, InstanceFailed, InstanceSpec
+from modelhost.resources.stats import FleetStats
+from modelhost.store.logs import EndpointLog
 
 UNHEALTHY_PINGS = 3  # consecutive failed pings before an instance is replaced
 STABLE_AFTER = 60.0  # seconds up after which a crash no longer counts as part of a crash loop
@@ -23,8 +34,11 @@ CRASH_LOOP = 3  # consecutive failed restarts reported as a crash loop in Descri
 
 
 class Fleet:
+    """The local backend's FleetHandle (backends/handle.py): one variant's instance processes."""
+
     def __init__(self, spec: InstanceSpec, count: int, run_dir: Path, log: EndpointLog, ping_interval: float) -> None:
         self.spec = spec
+        self.variant = spec.variant
         self.desired = count
         self.run_dir = run_dir
         self.log = log
@@ -42,6 +56,13 @@ class Fleet:
     @property
     def healthy_count(self) -> int:
         return sum(1 for i in self.instances if i.healthy)
+
+    @property
+    def size(self) -> int:
+        return len(self.instances)
+
+    def replicas(self) -> Sequence[Instance]:
+        return self.instances
 
     async def start(self) -> None:
         """Start every instance and wait until all pass /ping; on any failure stop them all."""
@@ -156,26 +177,70 @@ class Fleet:
         else:
             self._available.clear()
 
-    def pick_now(self) -> Instance | None:
-        """The healthy instance with the fewest outstanding requests (None if there is none)."""
+    def _least_outstanding(self) -> Instance | None:
         best: Instance | None = None
         for inst in self.instances:
             if inst.healthy and (best is None or inst.outstanding < best.outstanding):
                 best = inst
         return best
 
-    async def pick(self, wait: float) -> Instance | None:
-        inst = self.pick_now()
+    def acquire_now(self) -> Instance | None:
+        """The healthy instance with the fewest outstanding requests, counted as busy (None if there is none)."""
+        inst = self._least_outstanding()
+        if inst is not None:
+            inst.outstanding += 1
+        return inst
+
+    async def acquire(self, wait: float) -> Instance | None:
+        inst = self.acquire_now()
         if inst is not None or self.stopping:
             return inst
         # Every instance is restarting: wait a little for one rather than failing at once.
         self._update_available()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._available.wait(), wait)
-        return self.pick_now()
+        return self.acquire_now()
 
-    def recycle(self, inst: Instance) -> None:
+    def claim(self, replica: Replica) -> None:
+        replica.outstanding += 1
+
+    def release(self, replica: Replica) -> None:
+        replica.outstanding -= 1
+
+    async def invoke(
+        self, replica: Replica, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
+    ) -> ReplicaResponse:
+        client = cast(Instance, replica).client
+        if client is None:
+            raise ReplicaUnreachable(f"instance {replica.name} is not running")
+        try:
+            resp = await client.request(b"POST", b"/invocations", headers, body, timeout)
+        except ConnectError as exc:
+            raise ReplicaUnreachable(str(exc)) from None
+        except RequestTimeout as exc:
+            raise ReplicaTimeout(str(exc)) from None
+        except ConnectionLost as exc:
+            raise ReplicaLost(str(exc)) from None
+        return ReplicaResponse(resp.status, resp.headers, resp.body)
+
+    async def invoke_stream(
+        self, replica: Replica, headers: list[tuple[bytes, bytes]], size: int, chunks: AsyncIterator[bytes]
+    ) -> StreamedReply:
+        path = str(cast(Instance, replica).socket_path)
+        try:
+            return await stream_request(path, b"POST", b"/invocations", headers, size, chunks)
+        except ConnectError as exc:
+            raise ReplicaUnreachable(str(exc)) from None
+        except ConnectionLost as exc:
+            raise ReplicaLost(str(exc)) from None
+
+    def mark_unreachable(self, replica: Replica) -> None:
+        cast(Instance, replica).healthy = False
+        self._update_available()
+
+    def recycle(self, replica: Replica) -> None:
         """Kill an instance that timed out on a request (its model may be hung); it is restarted."""
+        inst = cast(Instance, replica)
         self.log.write(inst.name, "instance timed out on a request; restarting it")
         inst.kill()
         self._update_available()

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelhost.hosting.http import ConnectError, ConnectionLost, RequestTimeout, UnixHttpPool
-from modelhost.hosting.logs import EndpointLog
+from modelhost.backends.handle import ReplicaFailed
+from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, UnixHttpPool
+from modelhost.store.logs import EndpointLog
 
 PING_TIMEOUT = 2.0  # seconds, as SageMaker's health check
 # The server's own environment must not leak model settings into every instance (an HF_TASK exported
@@ -30,8 +31,7 @@ MODEL_SCOPED_PREFIXES = (
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class InstanceFailed(Exception):
-    """An instance could not start; the message is meant for FailureReason."""
+InstanceFailed = ReplicaFailed  # an instance could not start; the message is meant for FailureReason
 
 
 @dataclass
@@ -64,6 +64,10 @@ class Instance:
         self.restarts = 0
         self.last_output: collections.deque[str] = collections.deque(maxlen=20)
         self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.healthy and not self.stopping and self.client is not None
 
     @property
     def pid(self) -> int | None:

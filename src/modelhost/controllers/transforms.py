@@ -20,15 +20,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from modelhost.batch.runner import TransformRunner
 from modelhost.config import Settings
+from modelhost.jobs.runner import TransformRunner
 from modelhost.store import tables
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.buckets import BucketStore
 from modelhost.store.db import MetadataStore
 from modelhost.store.objects import ObjectStore
 
-log = logging.getLogger("modelhost.batch")
+log = logging.getLogger("modelhost.jobs")
 
 POLL = 0.5
 MAX_ATTEMPTS = 3  # runs of one job (the first plus resumes after restarts)

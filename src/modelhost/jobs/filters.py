@@ -22,7 +22,7 @@ import json
 import uuid
 from typing import Any
 
-from modelhost.batch.splitters import payload
+from modelhost.jobs.splitters import payload
 
 CSV = "text/csv"
 JSON = "application/json"

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 
+from modelhost.backends.handle import DeploymentFailed
+from modelhost.backends.local.instances import InstanceSpec
 from modelhost.config import Settings
-from modelhost.hosting.instances import InstanceSpec
 from modelhost.serving.images import runtime_for_image, unsupported_image_reason
 from modelhost.store.artifacts import ArtifactCache, ArtifactError
 
 DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
-
-
-class DeploymentFailed(Exception):
-    """The model cannot run; the message is meant for FailureReason."""
 
 
 def single_container(model: dict, label: str) -> dict:

@@ -48,14 +48,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
-from modelhost.batch.assemble import delete_output
+from modelhost.jobs.assemble import delete_output
 from modelhost.store.buckets import BucketStore, ObjectAttrs
 from modelhost.store.objects import ObjectStore
 
 if TYPE_CHECKING:
-    from modelhost.batch.runner import TransformRunner
+    from modelhost.jobs.runner import TransformRunner
 
-log = logging.getLogger("modelhost.batch")
+log = logging.getLogger("modelhost.jobs")
 
 CONTENT_TYPE = "application/json"
 OUT_SUFFIX = ".out"
@@ -140,7 +140,7 @@ def _dump(doc: list) -> bytes:
 
 
 def put_atomic(objects: ObjectStore, buckets: BucketStore | None, uri: str, data: bytes) -> None:
-    """Write one object so that it appears whole or not at all (as ``batch/assemble.py`` does)."""
+    """Write one object so that it appears whole or not at all (as ``jobs/assemble.py`` does)."""
     try:
         if uri.startswith("s3://") and buckets is not None:
             parsed = urlparse(uri)

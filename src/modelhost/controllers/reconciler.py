@@ -3,7 +3,7 @@
 Creating -> start every variant's fleet, wait for /ping -> publish routes -> InService (or
 Failed with a FailureReason). InService with nothing running (after a restart) -> start it
 again. Updating -> either new weights and instance counts applied in place, or a blue/green
-deployment of a new config (hosting/deployment.py: traffic steps, baking, rollback alarms).
+deployment of a new config (resources/rollout.py: traffic steps, baking, rollback alarms).
 Deleting -> withdraw routes, drain, stop, forget the row.
 """
 
@@ -20,19 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelhost.backends.local.fleet import Fleet
+from modelhost.backends.local.instances import InstanceFailed, InstanceSpec
+from modelhost.backends.local.specs import DEFAULT_DOWNLOAD_TIMEOUT, DeploymentFailed, instance_spec
 from modelhost.config import Settings
 from modelhost.control import tags
 from modelhost.control.endpoints import desired
-from modelhost.hosting import deployment as bluegreen
-from modelhost.hosting.fleet import Fleet
-from modelhost.hosting.instances import InstanceFailed, InstanceSpec
-from modelhost.hosting.logs import EndpointLog
 from modelhost.hosting.metrics import VariantMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
-from modelhost.hosting.specs import DEFAULT_DOWNLOAD_TIMEOUT, DeploymentFailed, instance_spec
+from modelhost.resources import rollout as bluegreen
 from modelhost.store import tables
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.db import MetadataStore
+from modelhost.store.logs import EndpointLog
 
 log = logging.getLogger("modelhost.reconciler")
 

@@ -30,10 +30,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from modelhost.backends.local.fleet import Fleet
 from modelhost.control import autoscaling, endpoints
 from modelhost.control.context import ControlContext
 from modelhost.errors import ApiError
-from modelhost.hosting.fleet import Fleet
 from modelhost.store import tables
 
 log = logging.getLogger("modelhost.autoscaler")

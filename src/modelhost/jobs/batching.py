@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelhost.batch.filters import DataProcessing
-from modelhost.batch.splitters import RecordTooLarge, payload
+from modelhost.jobs.filters import DataProcessing
+from modelhost.jobs.splitters import RecordTooLarge, payload
 
 MB = 1024 * 1024
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from modelhost.hosting.stats import FleetStats
+from modelhost.resources.stats import FleetStats
 
 ALARM_RULE = re.compile(
     r"^(?P<metric>Invocation5XXErrors|Invocation4XXErrors|Invocation5XXErrorRate|Invocation4XXErrorRate"

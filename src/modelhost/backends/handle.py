@@ -1,0 +1,157 @@
+"""The interface every backend implements: a fleet of replicas of one variant (or job).
+
+The data plane (hosting/) and the control loops (controllers/) only ever talk to a backend through
+these types, so a Ray backend can implement them next and the control logic is unit-testable
+with a fake. A *replica* is one running copy of a model that honours the container contract
+(``GET /ping``, ``POST /invocations``); the local backend's replicas are processes on this machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelhost.resources.stats import FleetStats
+from modelhost.store.logs import EndpointLog
+
+
+class DeploymentFailed(Exception):
+    """The model cannot run (unsupported image, bad artifact, ...); the message is meant for FailureReason."""
+
+
+class ReplicaFailed(Exception):
+    """A replica could not start or pass its health check; the message is meant for FailureReason."""
+
+
+class ReplicaUnreachable(Exception):
+    """Nothing reached the replica (it is restarting): the request may safely go elsewhere."""
+
+
+class ReplicaLost(Exception):
+    """The replica went away mid-request: the request may or may not have run."""
+
+
+class ReplicaTimeout(Exception):
+    """The replica did not answer within the request's timeout (its model may be hung)."""
+
+
+@dataclass(frozen=True)
+class FleetRequest:
+    """What a backend needs to run copies of one model."""
+
+    owner: str  # the endpoint or job whose log the replicas write to
+    variant: str
+    model: dict[str, Any]  # the frozen CreateModel request (PrimaryContainer / Containers, ...)
+    count: int
+    log: EndpointLog
+    label: str  # prefixes failure reasons, e.g. "Variant AllTraffic"
+    extra_env: dict[str, str] = field(default_factory=dict)
+    startup_timeout: float | None = None
+    download_timeout: float = 3600.0
+
+
+@dataclass
+class ReplicaResponse:
+    status: int
+    headers: dict[bytes, bytes]  # lower-case names
+    body: bytes
+
+
+class StreamedReply(Protocol):
+    """A response whose body is read as it arrives (async inference, large payloads)."""
+
+    status: int
+    headers: dict[bytes, bytes]
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read_all(self, limit: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class Replica(Protocol):
+    name: str  # "<variant>/<index>", used in log lines
+    outstanding: int  # requests in flight (the router's least-outstanding policy reads it)
+
+    @property
+    def available(self) -> bool:
+        """Healthy and not leaving the fleet: may take a new request."""
+        ...
+
+
+class FleetHandle(Protocol):
+    variant: str
+    desired: int  # the instance count the fleet is kept at
+    stats: FleetStats  # counters read by rollback alarms and the autoscaler
+    log: EndpointLog
+    crash_loops: dict[str, str]  # replica name -> why it keeps failing (shown as a VariantStatus)
+
+    @property
+    def size(self) -> int:
+        """Replicas in the fleet, healthy or not."""
+        ...
+
+    @property
+    def healthy_count(self) -> int: ...
+
+    def replicas(self) -> Sequence[Replica]:
+        """The fleet's replicas now (the async dispatcher spreads work over the available ones)."""
+        ...
+
+    async def start(self) -> None:
+        """Start every replica and wait until all are healthy; on failure stop them all and raise ReplicaFailed."""
+        ...
+
+    async def scale_to(self, count: int, drain_timeout: float) -> None:
+        """New replicas join only once healthy (ReplicaFailed leaves the fleet as it was); removed ones
+        leave the rotation at once, finish what they have in flight, then stop."""
+        ...
+
+    def acquire_now(self) -> Replica | None:
+        """The available replica with the fewest outstanding requests, counted as busy; None if none."""
+        ...
+
+    async def acquire(self, wait: float) -> Replica | None:
+        """As acquire_now, waiting up to ``wait`` seconds for a replica to become available."""
+        ...
+
+    def claim(self, replica: Replica) -> None:
+        """Count a request on a replica chosen by the caller (as acquire does)."""
+        ...
+
+    def release(self, replica: Replica) -> None:
+        """The request counted by acquire/claim is done."""
+        ...
+
+    async def invoke(
+        self, replica: Replica, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
+    ) -> ReplicaResponse:
+        """POST /invocations; raises ReplicaUnreachable, ReplicaLost or ReplicaTimeout."""
+        ...
+
+    async def invoke_stream(
+        self, replica: Replica, headers: list[tuple[bytes, bytes]], size: int, chunks: AsyncIterator[bytes]
+    ) -> StreamedReply:
+        """POST /invocations with a streamed body and response; raises ReplicaUnreachable or ReplicaLost."""
+        ...
+
+    def mark_unreachable(self, replica: Replica) -> None:
+        """A request could not reach it: take it out of rotation until its supervisor sees it healthy."""
+        ...
+
+    def recycle(self, replica: Replica) -> None:
+        """Replace a replica that timed out on a request (its model may be hung)."""
+        ...
+
+    async def stop(self, drain_timeout: float) -> None: ...
+
+
+class Backend(Protocol):
+    """Makes fleets. ``create_fleet`` resolves the model (image -> runtime, artifact) and raises
+    DeploymentFailed when it cannot run; the fleet's replicas start with ``FleetHandle.start``."""
+
+    async def create_fleet(self, request: FleetRequest) -> FleetHandle: ...
+
+    async def close(self) -> None: ...
