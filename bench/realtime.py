@@ -6,6 +6,14 @@ HTTP with one CSV row at concurrency 1 and 16. References: the model called in-p
 same model behind a bare Starlette app (one uvicorn process). Prints a table; writes JSON.
 
     .venv/bin/python bench/realtime.py [--seconds 5] [--instances 1] [--out bench/results/realtime.json]
+        [--src DIR]  (run the modelhost server from another checkout's src/, e.g. a `git worktree`
+                      of an older commit, for before/after figures; also MODELHOST_BENCH_SRC)
+
+Before/after in one sitting:
+
+    git worktree add /tmp/mh-before <commit>
+    .venv/bin/python bench/realtime.py --no-embeddings --src /tmp/mh-before/src --out /tmp/before.json
+    .venv/bin/python bench/realtime.py --no-embeddings --out /tmp/after.json
 """
 
 from __future__ import annotations
@@ -111,7 +119,27 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=1, help="instances of the modelhost endpoint")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     ap.add_argument("--no-embeddings", action="store_true", help="skip the all-MiniLM-L6-v2 embedding endpoint")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=os.environ.get("MODELHOST_BENCH_SRC") or None,
+        help="run the modelhost server from this source tree (a checkout's src/ directory)",
+    )
     args = ap.parse_args()
+    server_env: dict[str, str] = {}
+    if args.src is not None:
+        src = args.src.resolve()
+        if not (src / "modelhost" / "__init__.py").exists():
+            ap.error(f"{src} has no modelhost package")
+        server_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    where = subprocess.run(
+        [sys.executable, "-c", "import modelhost; print(modelhost.__file__)"],
+        env={**os.environ, **server_env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    print(f"modelhost server from {where}")
 
     from tests.helpers import diabetes
 
@@ -126,7 +154,7 @@ def main() -> None:
         joblib.dump(model, model_path)
         port = free_port()
         bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_app.py"), str(model_path), str(port)])
-        server = Server(Path(tmp) / "data")
+        server = Server(Path(tmp) / "data", env=server_env)
         try:
             wait_http(f"http://127.0.0.1:{port}/invocations")
             bare_url = f"http://127.0.0.1:{port}/invocations"
@@ -187,6 +215,7 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "instances": args.instances,
                 "seconds": args.seconds,
+                "server_source": where,
                 "results": results,
                 "ratios": ratios,
                 "embeddings": embeddings,

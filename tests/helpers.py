@@ -3,8 +3,10 @@ and model artifacts built from scikit-learn / XGBoost trained on load_diabetes."
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,7 +14,7 @@ import sys
 import tarfile
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,3 +184,40 @@ def deploy(sm: Any, name: str, container: dict, instances: int = 1, wait: bool =
     if not wait:
         return {}
     return wait_status(sm, name, ("InService", "Failed"))
+
+
+@contextlib.contextmanager
+def moto_server(log_path: Path) -> Iterator[str]:
+    """moto's S3 server on a free loopback port (its URL), stopped by its PID afterwards."""
+    import pytest
+
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.fail("moto_server is not installed (pip install 'moto[server]'; it is in the test extra)")
+    port = free_port()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=1).close()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("moto_server did not start")
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def moto_s3(url: str) -> Any:
+    """A boto3 S3 client of a moto server."""
+    return boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )

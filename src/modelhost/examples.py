@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from modelhost.config import Settings
-from modelhost.store.objects import ObjectStore
+from modelhost.store.blobs_files import FileBlobs
 
 SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 EXAMPLE_URI = "s3://examples/diabetes/model.tar.gz"
@@ -41,7 +41,8 @@ def deploy_example(settings: Settings, name: str = "diabetes") -> str:
     from modelhost.client import clients
 
     tarball, row = diabetes_model_tarball()
-    ObjectStore(settings.buckets_dir).put_bytes(EXAMPLE_URI, tarball)
+    # Straight into the bucket tree of the embedded store (the server re-derives the object's metadata).
+    FileBlobs().put_bytes(str(settings.buckets_dir / EXAMPLE_URI.removeprefix("s3://")), tarball)
     url = f"http://{settings.host}:{settings.port}"
     sm, rt = clients(url)
     try:

@@ -4,44 +4,31 @@ bucket store, configured with MODELHOST_S3_ENDPOINT_URL."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
-from tests.helpers import ROLE, SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, free_port, sklearn_model, wait_status
+from tests.helpers import (
+    ROLE,
+    SKLEARN_IMAGE,
+    Server,
+    csv_row,
+    deploy,
+    diabetes,
+    moto_s3,
+    moto_server,
+    sklearn_model,
+    wait_status,
+)
 
 
 @pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = shutil.which("moto_server", path=str(Path(__import__("sys").executable).parent))
-    if exe is None:
-        pytest.fail("moto_server is not installed (pip install 'moto[server]'; it is in the test extra)")
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")  # noqa: SIM115 - the process owns it
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=1).close()
-                break
-            except urllib.error.HTTPError:
-                break  # it answers
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("moto_server did not start")
-                time.sleep(0.1)
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +181,66 @@ def test_async_inference_reads_and_writes_the_real_s3_service(server: Server, mo
     for bucket in ("async-remote-in", "async-remote-out"):
         assert not (server.data_dir / "buckets" / bucket).exists()
     assert list((server.data_dir / "async" / "tmp").iterdir()) == []
+
+
+def _transform(sm: Any, name: str, model: str, uri: str, out: str) -> dict:
+    from botocore.exceptions import WaiterError
+
+    sm.create_transform_job(
+        TransformJobName=name,
+        ModelName=model,
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        TransformOutput={"S3OutputPath": out, "Accept": "text/csv", "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    try:
+        sm.get_waiter("transform_job_completed_or_stopped").wait(
+            TransformJobName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 400}
+        )
+    except WaiterError as exc:  # the waiter fails fast on Failed; the test checks the description
+        assert "Failed" in str(exc), exc
+    return dict(sm.describe_transform_job(TransformJobName=name))
+
+
+def test_batch_transform_reads_and_writes_the_real_s3_service(server: Server, moto_url: str) -> None:
+    """With a configured S3, a transform job's inputs come from it and its .out objects go to it."""
+    s3 = moto_s3(moto_url)
+    for bucket in ("batch-remote-in", "batch-remote-out", "batch-remote-models"):
+        s3.create_bucket(Bucket=bucket)
+    data, model = sklearn_model()
+    s3.put_object(Bucket="batch-remote-models", Key="sk/model.tar.gz", Body=data)
+    x, _ = diabetes()
+    parts = {"in/a.csv": x[:4], "in/sub/b.csv": x[4:7]}
+    for key, rows in parts.items():
+        s3.put_object(Bucket="batch-remote-in", Key=key, Body="".join(csv_row(r) + "\n" for r in rows).encode())
+    sm, _ = server.clients()
+    sm.create_model(
+        ModelName="remote-batch",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://batch-remote-models/sk/model.tar.gz"},
+    )
+
+    desc = _transform(sm, "remote-batch", "remote-batch", "s3://batch-remote-in/in/", "s3://batch-remote-out/res")
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    listed = s3.list_objects_v2(Bucket="batch-remote-out")["Contents"]
+    assert sorted(o["Key"] for o in listed) == ["res/a.csv.out", "res/sub/b.csv.out"]
+    for key, rows in parts.items():
+        got = s3.get_object(Bucket="batch-remote-out", Key=f"res/{key.removeprefix('in/')}.out")
+        assert got["ContentType"] == "text/csv"
+        out = got["Body"].read().decode().splitlines()
+        expected = model.predict([[float(v) for v in csv_row(r).split(",")] for r in rows])
+        assert len(out) == len(rows) and all(abs(float(a) - b) < 1e-9 for a, b in zip(out, expected, strict=True))
+    # Nothing went through the embedded bucket store.
+    for bucket in ("batch-remote-in", "batch-remote-out"):
+        assert not (server.data_dir / "buckets" / bucket).exists()
+
+    # An output bucket the service does not have: the job fails naming it, nothing is written.
+    desc = _transform(sm, "remote-batch-nobucket", "remote-batch", "s3://batch-remote-in/in/", "s3://no-such-out/res")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert desc["FailureReason"].startswith("ClientError: S3OutputPath s3://no-such-out/res cannot be written: ")
+    assert "no-such-out does not exist" in desc["FailureReason"], desc["FailureReason"]
+    assert "no-such-out" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]

@@ -9,12 +9,17 @@ from pathlib import Path
 import pytest
 
 from modelhost.store.artifacts import ArtifactCache, ArtifactError
-from modelhost.store.objects import ObjectNotFound, ObjectStore
+from modelhost.store.blobs import BlobError
+from modelhost.store.blobs_local import LocalBlobStore
+from modelhost.store.buckets import BucketStore
 from tests.helpers import tarball
 
 
-def _cache(tmp_path: Path) -> tuple[ArtifactCache, ObjectStore]:
-    objects = ObjectStore(tmp_path / "buckets")
+def _cache(tmp_path: Path) -> tuple[ArtifactCache, LocalBlobStore]:
+    buckets = BucketStore(tmp_path / "buckets", tmp_path)
+    for bucket in ("models", "m"):  # bucket dirs made by hand ("m" is a legacy name)
+        (tmp_path / "buckets" / bucket).mkdir()
+    objects = LocalBlobStore(buckets)
     return ArtifactCache(objects, tmp_path / "cache"), objects
 
 
@@ -79,5 +84,5 @@ def test_uncompressed_prefix_and_bucket_escape(tmp_path: Path) -> None:
         None, {"S3DataSource": {"S3Uri": "s3://m/plain/", "S3DataType": "S3Prefix", "CompressionType": "None"}}
     )
     assert (got / "model.joblib").read_bytes() == b"z"
-    with pytest.raises(ObjectNotFound, match="escapes its bucket"):
+    with pytest.raises(BlobError, match="escapes its bucket"):
         objects.local_path("s3://m/../../etc/passwd")

@@ -1,5 +1,5 @@
-"""The async inference queue (hosting/asyncq.py) against a real metadata store and bucket store,
-with a fake instance (a unix-socket HTTP server) in place of a model process: ordering, the
+"""The async inference queue (hosting/asyncq/) against a real metadata store and blob store, with
+a fake fleet (tests/unit/stream_fakes.py) in place of model processes: ordering, the
 per-instance concurrency limit, claiming, and recovery of every state a crash can leave."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,96 +18,31 @@ from modelhost.hosting import asyncq
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.router import Router
 from modelhost.store import tables
+from modelhost.store.blobs_local import LocalBlobStore
 from modelhost.store.buckets import BucketStore
 from modelhost.store.db import MetadataStore
-
-BUCKET = "out"
-
-
-class FakeInstance:
-    """Answers POST /invocations with the body upper-cased after ``delay`` seconds; records the
-    order requests arrived in and the most it ever had at once."""
-
-    def __init__(self, path: Path, delay: float = 0.05) -> None:
-        self.socket_path = path
-        self.delay = delay
-        self.healthy = True
-        self.stopping = False
-        self.client = object()
-        self.outstanding = 0
-        self.name = "v/0"
-        self.seen: list[bytes] = []
-        self.active = 0
-        self.peak = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_unix_server(self._handle, str(self.socket_path))
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
-        body = await reader.readexactly(length)
-        self.seen.append(body)
-        self.active += 1
-        self.peak = max(self.peak, self.active)
-        await asyncio.sleep(self.delay)
-        self.active -= 1
-        out = body.upper()
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/x-upper\r\ncontent-length: %d\r\n\r\n" % len(out) + out)
-        await writer.drain()
-        writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
+from tests.unit.stream_fakes import (
+    BUCKET,
+    StreamFleet,
+    async_config,
+    endpoint_record,
+    env,
+    insert_endpoint,
+    publish,
+)
+from tests.unit.stream_fakes import StreamReplica as FakeInstance
 
 
-def _settings(tmp: Path) -> Settings:
-    return Settings(data_dir=tmp / "data")
-
-
-def _env(tmp: Path) -> tuple[Settings, MetadataStore, BucketStore]:
-    settings = _settings(tmp)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = MetadataStore(f"sqlite:///{settings.data_dir / 'modelhost.db'}")
-    buckets = BucketStore(settings.buckets_dir, settings.data_dir)
-    if not (settings.buckets_dir / BUCKET).exists():
-        buckets.create_bucket(BUCKET)
-    return settings, store, buckets
+def _env(tmp: Path) -> tuple[Settings, MetadataStore, BucketStore, LocalBlobStore]:
+    return env(tmp)
 
 
 def _endpoint(store: MetadataStore, name: str, concurrency: int) -> None:
-    config = {
-        "ProductionVariants": [{"VariantName": "v", "ModelName": "m", "InitialInstanceCount": 1}],
-        "AsyncInferenceConfig": {
-            "OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/{name}", "S3FailurePath": f"s3://{BUCKET}/{name}-f"},
-            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": concurrency},
-        },
-    }
-    with store.begin() as conn:
-        store.insert(
-            conn,
-            tables.endpoints,
-            {
-                "name_key": name,
-                "name": name,
-                "arn": f"arn:{name}",
-                "config_name": name,
-                "status": "InService",
-                "failure_reason": None,
-                "creation_time": 1.0,
-                "last_modified_time": 1.0,
-                "spec": {},
-                "deployment": {"current": {"config": config}},
-            },
-        )
+    insert_endpoint(store, endpoint_record(name, async_config(name, concurrency)))
 
 
 def _route(router: Router, name: str, inst: FakeInstance) -> None:
-    fleet = SimpleNamespace(instances=[inst], log=SimpleNamespace(write=lambda *a: None), recycle=lambda i: None)
-    router.routes[name] = SimpleNamespace(variants=[SimpleNamespace(name="v", fleet=fleet)])  # type: ignore[assignment]
+    publish(router, name, StreamFleet([inst]))
 
 
 def _rows(store: MetadataStore) -> list[dict]:
@@ -128,20 +62,19 @@ def run(coro: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def test_oldest_first_within_the_concurrency_limit(tmp_path: Path) -> None:
-    settings, store, buckets = _env(tmp_path)
+    settings, store, buckets, blobs = _env(tmp_path)
     _endpoint(store, "ep", concurrency=2)
 
     async def main() -> None:
-        router = Router("123456789012", 1)
-        q = AsyncInference(settings, store, buckets, router)
+        router = Router(1)
+        q = AsyncInference(settings, store, blobs, router)
         await q.start()
-        inst = FakeInstance(Path(f"/tmp/mh-test-{id(q):x}.sock"), delay=0.05)
-        await inst.start()
+        inst = FakeInstance("v/0", delay=0.05)
         try:
             accepted = [await q.submit("ep", {"InferenceId": f"id-{i}"}, f"body-{i}".encode()) for i in range(10)]
             assert q.backlog("ep") == 10  # no route yet: everything waits
             _route(router, "ep", inst)
-            q._kick.set()
+            q.dispatcher.wake()
             await _until(
                 lambda: (
                     len(list((settings.buckets_dir / BUCKET / "ep").glob("*.out"))) == 10
@@ -152,7 +85,6 @@ def test_oldest_first_within_the_concurrency_limit(tmp_path: Path) -> None:
             await _until(lambda: q.backlog("ep") == 0)
         finally:
             await q.stop()
-            await inst.stop()
         # oldest first: dispatched in order, two at a time (so neighbours may swap on arrival)
         order = [int(b.split(b"-")[1]) for b in inst.seen]
         assert sorted(order) == list(range(10))
@@ -172,17 +104,17 @@ def test_oldest_first_within_the_concurrency_limit(tmp_path: Path) -> None:
 
 
 def test_claim_takes_a_pending_row_once(tmp_path: Path) -> None:
-    settings, store, buckets = _env(tmp_path)
+    settings, store, buckets, blobs = _env(tmp_path)
     _endpoint(store, "ep", concurrency=1)
 
     async def main() -> None:
-        q = AsyncInference(settings, store, buckets, Router("1", 1))
+        q = AsyncInference(settings, store, blobs, Router(1))
         await q.start()
         try:
             await q.submit("ep", {}, b"x")
             seq = _rows(store)[0]["seq"]
-            assert await q._writer.run(q._op_claim(seq, 10)) is True
-            assert await q._writer.run(q._op_claim(seq, 10)) is False  # already claimed
+            assert await q.rows.claim(seq, 10) is True
+            assert await q.rows.claim(seq, 10) is False  # already claimed
             row = _rows(store)[0]
             assert (row["status"], row["lease_owner"], row["attempts"]) == ("InProgress", q.run_id, 1)
             assert row["lease_expires"] > time.time()
@@ -236,7 +168,7 @@ def _spec(name: str, tmp: Path) -> dict:
 def test_recovery_after_a_crash(tmp_path: Path) -> None:
     """Rows as a kill -9 leaves them: InProgress (re-queued, or failed after MAX_ATTEMPTS runs),
     Completing with the temp file (renamed now) or without it (the rename happened)."""
-    settings, store, buckets = _env(tmp_path)
+    settings, store, buckets, blobs = _env(tmp_path)
     _endpoint(store, "ep", concurrency=4)
     work = settings.async_dir / "tmp"
     work.mkdir(parents=True, exist_ok=True)
@@ -285,11 +217,10 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
     (work / "out-orphan").write_bytes(b"garbage")  # a crash before its row was written
 
     async def main() -> None:
-        router = Router("1", 1)
-        q = AsyncInference(settings, store, buckets, router)
+        router = Router(1)
+        q = AsyncInference(settings, store, blobs, router)
         await q.start()
-        inst = FakeInstance(Path(f"/tmp/mh-test-{id(q):x}.sock"))
-        await inst.start()
+        inst = FakeInstance("v/0")
         try:
             by_seq = {r["seq"]: r for r in _rows(store)}
             assert by_seq[requeued]["status"] == "Pending" and by_seq[requeued]["attempts"] == 1
@@ -297,11 +228,10 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
             assert by_seq[renamed]["status"] == "Completed" and by_seq[done]["status"] == "Completed"
             assert not (work / "out-orphan").exists()
             _route(router, "ep", inst)
-            q._kick.set()
+            q.dispatcher.wake()
             await _until(lambda: {r["seq"]: r for r in _rows(store)}[requeued]["status"] == "Completed")
         finally:
             await q.stop()
-            await inst.stop()
         assert inst.seen == [b"requeued"]  # only the re-queued request runs again
         assert _rows(store)[0]["attempts"] == 2
         meta = buckets.head_object(BUCKET, "ep/renamed.out")
@@ -314,28 +244,12 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
 
 
 def test_unknown_and_sync_endpoints_are_refused(tmp_path: Path) -> None:
-    settings, store, buckets = _env(tmp_path)
-    with store.begin() as conn:
-        store.insert(
-            conn,
-            tables.endpoints,
-            {
-                "name_key": "rt",
-                "name": "rt",
-                "arn": "arn:rt",
-                "config_name": "rt",
-                "status": "InService",
-                "failure_reason": None,
-                "creation_time": 1.0,
-                "last_modified_time": 1.0,
-                "spec": {},
-                "deployment": {"current": {"config": {"ProductionVariants": [{"VariantName": "v"}]}}},
-            },
-        )
+    settings, store, buckets, blobs = _env(tmp_path)
+    insert_endpoint(store, endpoint_record("rt", {"ProductionVariants": [{"VariantName": "v"}]}))
     from modelhost.errors import ValidationError
 
     async def main() -> None:
-        q = AsyncInference(settings, store, buckets, Router("123456789012", 1))
+        q = AsyncInference(settings, store, blobs, Router(1))
         await q.start()
         try:
             with pytest.raises(ValidationError, match="not found"):

@@ -16,8 +16,8 @@ from modelhost.jobs.capture import (
     manifests,
     write_capture,
 )
+from modelhost.store.blobs_local import LocalBlobStore
 from modelhost.store.buckets import BucketStore
-from modelhost.store.objects import ObjectStore
 
 WHEN = calendar.timegm((2024, 3, 5, 7, 59, 58)) + 0.25
 
@@ -61,16 +61,16 @@ def test_keys_hour_and_stable_name() -> None:
     )
 
 
-def _bucket_store(tmp_path: Path) -> tuple[ObjectStore, BucketStore]:
+def _bucket_store(tmp_path: Path) -> tuple[LocalBlobStore, BucketStore]:
     buckets = BucketStore(tmp_path / "buckets", tmp_path)
     buckets.create_bucket("cap")
-    return ObjectStore(tmp_path / "buckets"), buckets
+    return LocalBlobStore(buckets), buckets
 
 
 def test_write_capture_into_the_bucket_store(tmp_path: Path) -> None:
     objects, buckets = _bucket_store(tmp_path)
     done = [obj("s3://b/in/a.csv", "s3://b/out/a.csv.out", "s3://b/out")]
-    written = write_capture(objects, buckets, "s3://cap/dc", done, WHEN, "n")
+    written = write_capture(objects, "s3://cap/dc", done, WHEN, "n")
     assert written == ["s3://cap/dc/input/2024/03/05/07/n.json", "s3://cap/dc/output/2024/03/05/07/n.json"]
     root = tmp_path / "buckets" / "cap" / "dc"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
@@ -82,13 +82,13 @@ def test_write_capture_into_the_bucket_store(tmp_path: Path) -> None:
     assert meta.attrs.content_type == "application/json"
     assert list(buckets.tmp_dir.iterdir()) == []
     # rewriting (a resumed job) replaces the same keys
-    assert write_capture(objects, buckets, "s3://cap/dc", done, WHEN, "n") == written
+    assert write_capture(objects, "s3://cap/dc", done, WHEN, "n") == written
     assert len([p for p in root.rglob("*") if p.is_file()]) == 2
 
 
 def test_nothing_completed_writes_nothing(tmp_path: Path) -> None:
     objects, buckets = _bucket_store(tmp_path)
-    assert write_capture(objects, buckets, "s3://cap/dc", [], WHEN, "n") == []
+    assert write_capture(objects, "s3://cap/dc", [], WHEN, "n") == []
     assert not (tmp_path / "buckets" / "cap" / "dc").exists()
 
 
@@ -96,15 +96,15 @@ def test_missing_bucket_is_a_capture_error_and_leaves_no_temp_file(tmp_path: Pat
     objects, buckets = _bucket_store(tmp_path)
     done = [obj("s3://b/in/a.csv", "s3://b/out/a.csv.out", "s3://b/out")]
     with pytest.raises(CaptureError, match=r"DataCaptureConfig\.DestinationS3Uri s3://nope/dc: "):
-        write_capture(objects, buckets, "s3://nope/dc", done, WHEN, "n")
+        write_capture(objects, "s3://nope/dc", done, WHEN, "n")
     assert list(buckets.tmp_dir.iterdir()) == []
 
 
 def test_local_destination(tmp_path: Path) -> None:
-    objects = ObjectStore(tmp_path / "buckets")
+    objects = LocalBlobStore(BucketStore(tmp_path / "buckets", tmp_path))
     dest = str(tmp_path / "capture")
     done = [obj(str(tmp_path / "in" / "a.csv"), dest + "-out/a.csv.out", dest + "-out")]
-    write_capture(objects, None, dest, done, WHEN, "n")
+    write_capture(objects, dest, done, WHEN, "n")
     doc = json.loads((tmp_path / "capture" / "output/2024/03/05/07/n.json").read_bytes())
     assert doc == [{"prefix": dest + "-out/"}, "a.csv.out"]
     assert [p.name for p in (tmp_path / "capture" / "input/2024/03/05/07").iterdir()] == ["n.json"]

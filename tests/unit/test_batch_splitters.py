@@ -20,7 +20,7 @@ from modelhost.jobs.splitters import (
     split,
     tfrecord_frame,
 )
-from modelhost.store.objects import ObjectStore
+from modelhost.store.blobs_files import FileBlobs
 
 
 def _split(data: bytes, split_type: str, limit: int | None = None) -> list[bytes]:
@@ -110,6 +110,6 @@ def test_gzip_input_is_streamed(tmp_path) -> None:  # type: ignore[no-untyped-de
         for i in range(10000):
             f.write(f"{i},{i * 2}\n".encode())
     obj = InputObject(str(path), "in.csv.gz", path.stat().st_size)
-    with open_input(ObjectStore(tmp_path), obj, "Gzip") as stream:
+    with open_input(FileBlobs(), obj, "Gzip") as stream:
         lines = list(split(stream, "Line", 1024))
     assert len(lines) == 10000 and lines[-1] == b"9999,19998\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from modelhost.store.blobs_files import FileBlobs
 from modelhost.store.buckets import (
     BucketStore,
     ObjectAttrs,
@@ -18,7 +19,6 @@ from modelhost.store.buckets import (
     check_new_bucket_name,
 )
 from modelhost.store.multipart import MIN_PART_SIZE, MultipartUploads
-from modelhost.store.objects import ObjectStore
 
 
 @pytest.fixture
@@ -140,8 +140,8 @@ def test_index_is_a_cache_of_file_facts(store: BucketStore, tmp_path: Path) -> N
         "text/plain",
         {"a": "1"},
     )
-    # the ObjectStore (model loading, async outputs) writes behind the index: facts are re-derived
-    ObjectStore(store.buckets_dir).put_bytes("s3://bkt/k", b"two!")
+    # a file written behind the index (a user copying files in): facts are re-derived
+    FileBlobs().put_bytes(str(store.buckets_dir / "bkt" / "k"), b"two!")
     meta = store.head_object("bkt", "k")
     assert (meta.etag, meta.attrs.content_type, meta.size) == (
         hashlib.md5(b"two!").hexdigest(),

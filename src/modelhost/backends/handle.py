@@ -59,7 +59,8 @@ class ReplicaResponse:
 
 
 class StreamedReply(Protocol):
-    """A response whose body is read as it arrives (async inference, large payloads)."""
+    """A response whose body is read as it arrives (async inference, large payloads); reading it
+    raises ReplicaLost if the replica goes away meanwhile."""
 
     status: int
     headers: dict[bytes, bytes]

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, delete, select
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.control.operations import Operation
 from modelhost.errors import ObjectNotFoundException, ValidationException
+from modelhost.store import endpoints as endpoint_rows
 from modelhost.store import tables
 
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -54,7 +55,7 @@ def _check_target_ref(req: Request) -> tuple[str, str]:
     return m["endpoint"], m["variant"]
 
 
-def _decode(row: Any) -> dict:
+def decode_row(row: Any) -> dict:
     out = dict(row._mapping)
     out["spec"] = json.loads(out["spec"])
     return out
@@ -63,7 +64,7 @@ def _decode(row: Any) -> dict:
 def _target(conn: Connection, resource_id: str) -> dict | None:
     t = tables.scalable_targets
     row = conn.execute(select(t).where(and_(t.c.resource_id == resource_id, t.c.dimension == DIMENSION))).first()
-    return _decode(row) if row is not None else None
+    return decode_row(row) if row is not None else None
 
 
 def _no_target(req: Request) -> ObjectNotFoundException:
@@ -76,10 +77,10 @@ def _no_target(req: Request) -> ObjectNotFoundException:
 def register_scalable_target(ctx: ControlContext, req: Request) -> Response:
     endpoint, variant = _check_target_ref(req)
     with ctx.store.begin() as conn:
-        row = ctx.store.get(conn, tables.endpoints, endpoint)
-    if row is None:
+        record = endpoint_rows.load(ctx.store, conn, endpoint)
+    if record is None:
         raise ValidationException(f"The endpoint {endpoint} does not exist.")
-    names = {v["VariantName"] for v in row["deployment"]["current"]["config"]["ProductionVariants"]}
+    names = {v["VariantName"] for v in record.deployment.current.production_variants}
     if variant not in names:
         raise ValidationException(f"The variant {variant} does not exist in endpoint {endpoint}.")
     arn = (
@@ -125,7 +126,7 @@ def register_scalable_target(ctx: ControlContext, req: Request) -> Response:
 
 def describe_scalable_targets(ctx: ControlContext, req: Request) -> Response:
     with ctx.store.begin() as conn:
-        rows = [_decode(r) for r in conn.execute(select(tables.scalable_targets))]
+        rows = [decode_row(r) for r in conn.execute(select(tables.scalable_targets))]
     wanted = set(req.get("ResourceIds") or [])
     items = [
         {
@@ -249,7 +250,7 @@ def put_scaling_policy(ctx: ControlContext, req: Request) -> Response:
 
 def describe_scaling_policies(ctx: ControlContext, req: Request) -> Response:
     with ctx.store.begin() as conn:
-        rows = [_decode(r) for r in conn.execute(select(tables.scaling_policies))]
+        rows = [decode_row(r) for r in conn.execute(select(tables.scaling_policies))]
     names = set(req.get("PolicyNames") or [])
     items = [
         {
@@ -302,7 +303,7 @@ def describe_scaling_activities(ctx: ControlContext, req: Request) -> Response:
     if "ResourceId" in req:
         query = query.where(t.c.resource_id == req["ResourceId"])
     with ctx.store.begin() as conn:
-        items = [_decode(r)["spec"] for r in conn.execute(query)]
+        items = [decode_row(r)["spec"] for r in conn.execute(query)]
     if not req.get("IncludeNotScaledActivities"):
         items = [a for a in items if a.get("StatusCode") != "NotScaled"]
     return _page(items, req, "ScalingActivities")

@@ -9,31 +9,28 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelhost.config import Settings
+from modelhost.resources.endpoint import VariantView
+from modelhost.store.blobs import BlobStore
 from modelhost.store.db import MetadataStore
-from modelhost.store.objects import ObjectStore
 
 
 class RunningView(Protocol):
-    """What the data plane reports about an endpoint's fleets (see hosting.reconciler).
+    """What the control loop reports about an endpoint's fleets (controllers/reconciler.py), by variant name."""
 
-    Each maps variant name -> {"current_weight": float, "current_count": int,
-    "statuses": [{"Status", "StatusMessage"?, "StartTime"}]}.
-    """
-
-    def variant_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+    def variant_view(self, endpoint: str) -> dict[str, VariantView]:
         """The fleets serving now."""
         ...
 
-    def pending_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+    def pending_view(self, endpoint: str) -> dict[str, VariantView]:
         """The fleets of a config being deployed by UpdateEndpoint."""
         ...
 
 
 class _NothingRunning:
-    def variant_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+    def variant_view(self, endpoint: str) -> dict[str, VariantView]:
         return {}
 
-    def pending_view(self, endpoint: str) -> dict[str, dict[str, Any]]:
+    def pending_view(self, endpoint: str) -> dict[str, VariantView]:
         return {}
 
 
@@ -41,7 +38,7 @@ class _NothingRunning:
 class ControlContext:
     settings: Settings
     store: MetadataStore
-    objects: ObjectStore
+    objects: BlobStore
     wake_reconciler: Callable[[], None] = lambda: None
     running: RunningView = field(default_factory=_NothingRunning)
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ApiError, ValidationException
-from modelhost.jobs.runner import PLATFORM, job_log_path
 from modelhost.store import tables
+from modelhost.store.logs import PLATFORM, job_log_path
 
 TRANSFORM_GROUP = "/aws/sagemaker/TransformJobs"
 DEFAULT_LIMIT = 10000

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from modelhost.control import listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ResourceInUse, ValidationException
-from modelhost.jobs.filters import PROCESSABLE_TYPES, check_path, media_type
+from modelhost.resources.transform import PROCESSABLE_TYPES, check_path, media_type
 from modelhost.store import tables
 
 # Members DescribeTransformJob echoes as they were given.
@@ -132,6 +132,7 @@ def create_transform_job(ctx: ControlContext, req: Request) -> Response:
         except IntegrityError:
             raise exists from None
         tags.save(conn, arn, req.get("Tags", []))
+    ctx.wake_reconciler()  # the control loop starts the job now
     return {"TransformJobArn": arn}
 
 
@@ -200,4 +201,5 @@ def stop_transform_job(ctx: ControlContext, req: Request) -> Response:
                 f"The transform job {row['name']} is not in progress (status {row['status']}) and cannot be stopped."
             )
         ctx.store.update(conn, tables.transform_jobs, name, {"status": "Stopping", "last_modified_time": ctx.now()})
+    ctx.wake_reconciler()
     return {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import math
 import time
@@ -30,9 +29,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from modelhost.backends.local.fleet import Fleet
+from modelhost.backends.handle import FleetHandle
 from modelhost.control import autoscaling, endpoints
 from modelhost.control.context import ControlContext
+from modelhost.controllers.running import RunningEndpoints
 from modelhost.errors import ApiError
 from modelhost.store import tables
 
@@ -51,51 +51,34 @@ class _History:
 
 
 class Autoscaler:
-    def __init__(self, ctx: ControlContext, fleets: Any, interval: float, window: float) -> None:
+    def __init__(
+        self,
+        ctx: ControlContext,
+        running: RunningEndpoints,
+        window: float,
+        backlog: Callable[[str], int | None] = lambda _endpoint: None,
+    ) -> None:
         self.ctx = ctx
-        self.fleets = fleets  # the reconciler: .running[endpoint_key].fleets[variant]
-        self.interval = interval
+        self.running = running
         self.window = window
         self._history: dict[str, _History] = collections.defaultdict(_History)
-        self._task: asyncio.Task[None] | None = None
         # Asynchronous inference: endpoint -> queued plus in-flight requests (None: not async).
-        self.backlog: Callable[[str], int | None] = lambda _endpoint: None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.evaluate_once()
-            except Exception:  # keep scaling whatever one pass hit
-                log.exception("autoscaling pass failed")
+        self.backlog = backlog
 
     def _load(self) -> list[tuple[dict, list[dict]]]:
         with self.ctx.store.begin() as conn:
-            targets = [autoscaling._decode(r) for r in conn.execute(select(tables.scalable_targets))]
-            policies = [autoscaling._decode(r) for r in conn.execute(select(tables.scaling_policies))]
+            targets = [autoscaling.decode_row(r) for r in conn.execute(select(tables.scalable_targets))]
+            policies = [autoscaling.decode_row(r) for r in conn.execute(select(tables.scaling_policies))]
         by_target: dict[str, list[dict]] = collections.defaultdict(list)
         for p in policies:
             by_target[p["resource_id"]].append(p)
         return [(t, by_target[t["resource_id"]]) for t in targets]
 
-    def _fleet(self, resource_id: str) -> Fleet | None:
+    def _fleet(self, resource_id: str) -> FleetHandle | None:
         m = autoscaling.RESOURCE.fullmatch(resource_id)
         if m is None:
             return None
-        running = self.fleets.running.get(m["endpoint"].lower())
-        if running is None or running.pending is not None:
-            return None  # not running, or a blue/green update is in progress
-        fleet: Fleet | None = running.fleets.get(m["variant"])
-        return fleet
+        return self.running.fleet(m["endpoint"], m["variant"])  # None while not running or mid-update
 
     async def evaluate_once(self) -> None:
         now = time.monotonic()
@@ -136,13 +119,14 @@ class Autoscaler:
             new = max(int(spec["MinCapacity"]), min(int(spec["MaxCapacity"]), new))
             if new == current:
                 continue
-            await self._apply(target, fleet, current, new, reason)
+            if not await self._apply(target, fleet, current, new, reason):
+                continue  # deferred: try again next pass, no cooldown
             hist.last_scale = now
             if new > current:
                 hist.last_scale_out = now
 
     def _desired(
-        self, policy: dict, fleet: Fleet, hist: _History, now: float, current: int
+        self, policy: dict, fleet: FleetHandle, hist: _History, now: float, current: int
     ) -> tuple[int, dict, bool, str, float]:
         """(desired count, policy config, scale-in allowed, policy name, metric value)."""
         config = policy["spec"]["TargetTrackingScalingPolicyConfiguration"]
@@ -172,7 +156,7 @@ class Autoscaler:
         can_scale_in = not config.get("DisableScaleIn", False) and value < target * SCALE_IN_MARGIN
         return want, config, can_scale_in, policy["name"], value
 
-    async def _wake_from_zero(self, target: dict, policies: list[dict], fleet: Fleet) -> bool:
+    async def _wake_from_zero(self, target: dict, policies: list[dict], fleet: FleetHandle) -> bool:
         """HasBacklogWithoutCapacity: an async variant at zero instances with requests waiting
         scales out at once (to max(1, MinCapacity)), without waiting for a metric window."""
         m = autoscaling.RESOURCE.fullmatch(target["resource_id"])
@@ -185,10 +169,10 @@ class Autoscaler:
         if new <= 0:
             return False
         name = policies[0]["name"]
-        await self._apply(target, fleet, 0, new, (new, {}, False, name, float(self.backlog(m["endpoint"]) or 0)))
-        return True
+        return await self._apply(target, fleet, 0, new, (new, {}, False, name, float(self.backlog(m["endpoint"]) or 0)))
 
-    async def _apply(self, target: dict, fleet: Fleet, current: int, new: int, reason: tuple) -> None:
+    async def _apply(self, target: dict, fleet: FleetHandle, current: int, new: int, reason: tuple) -> bool:
+        """Apply a decision through UpdateEndpointWeightsAndCapacities; False when it was deferred."""
         resource_id = target["resource_id"]
         m = autoscaling.RESOURCE.fullmatch(resource_id)
         assert m is not None
@@ -218,7 +202,7 @@ class Autoscaler:
             )
         except ApiError as exc:  # e.g. the endpoint is being updated: try again next pass
             log.info("autoscaling %s to %d deferred: %s", resource_id, new, exc.message)
-            return
+            return False
         activity.update(
             EndTime=time.time(),
             StatusCode="Successful",
@@ -229,3 +213,4 @@ class Autoscaler:
         )
         fleet.log.write("autoscaling", f"{activity['Description']} Cause: {activity['Cause']}")
         await asyncio.to_thread(autoscaling.record_activity, self.ctx, resource_id, activity)
+        return True

@@ -1,10 +1,11 @@
-"""The transform job supervisor: an asyncio task in the server that runs every ``InProgress`` job
-and finishes every ``Stopping`` one, driven only by the metadata store (so it is restart-safe).
+"""The transform job supervisor: runs every ``InProgress`` job and finishes every ``Stopping``
+one, driven only by the metadata store (so it is restart-safe).
 
-It polls the ``transform_jobs`` table every ``POLL`` seconds (a cheap query on a small table):
-a new job starts within that time, ``StopTransformJob`` (which only writes ``Stopping``) takes
-effect within it. After a server restart an ``InProgress`` job is resumed (the objects it finished
-are skipped); a job interrupted ``MAX_ATTEMPTS`` times is failed with the reason instead, and a
+The control loop (controllers/loop.py) calls ``scan`` on every pass — when woken by the control
+plane and at least every tick — and each scan reads the ``transform_jobs`` table (a cheap query on
+a small table): a new job starts, ``StopTransformJob`` (which only writes ``Stopping``) takes
+effect. After a server restart an ``InProgress`` job is resumed (the objects it finished are
+skipped); a job interrupted ``MAX_ATTEMPTS`` times is failed with the reason instead, and a
 ``Stopping`` job nobody runs any more becomes ``Stopped``.
 """
 
@@ -24,46 +25,29 @@ from modelhost.config import Settings
 from modelhost.jobs.runner import TransformRunner
 from modelhost.store import tables
 from modelhost.store.artifacts import ArtifactCache
-from modelhost.store.buckets import BucketStore
+from modelhost.store.blobs import BlobStore
 from modelhost.store.db import MetadataStore
-from modelhost.store.objects import ObjectStore
 
 log = logging.getLogger("modelhost.jobs")
 
-POLL = 0.5
 MAX_ATTEMPTS = 3  # runs of one job (the first plus resumes after restarts)
 ACTIVE = ("InProgress", "Stopping")
 
 
 class TransformSupervisor:
-    def __init__(
-        self, settings: Settings, store: MetadataStore, objects: ObjectStore, artifacts: ArtifactCache
-    ) -> None:
+    def __init__(self, settings: Settings, store: MetadataStore, blobs: BlobStore, artifacts: ArtifactCache) -> None:
         self.settings = settings
         self.store = store
-        self.objects = objects
+        self.blobs = blobs
         self.artifacts = artifacts
-        self.buckets: BucketStore | None = None  # set by the app once the bucket store exists
         self.running: dict[str, tuple[TransformRunner, asyncio.Task[None]]] = {}
-        self._main: asyncio.Task[None] | None = None
         self.run_dir = Path(tempfile.mkdtemp(prefix="mht-"))  # unix socket paths must stay short
-
-    async def start(self) -> None:
-        self._main = asyncio.create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.scan()
-            except Exception:  # keep supervising whatever one pass hit
-                log.exception("transform supervisor pass failed")
-            await asyncio.sleep(POLL)
 
     def _active_rows(self) -> list[dict]:
         t = tables.transform_jobs
         with self.store.begin() as conn:
             rows = conn.execute(select(t).where(t.c.status.in_(ACTIVE))).all()
-        return [self.store._decode(r) for r in rows]
+        return [self.store.decode(r) for r in rows]
 
     def _set(self, name: str, **values: object) -> None:
         values.setdefault("last_modified_time", round(time.time(), 3))
@@ -107,7 +91,7 @@ class TransformSupervisor:
                     current[1].cancel()
 
     def _runner(self, row: dict) -> TransformRunner:
-        return TransformRunner(self.settings, self.store, self.objects, self.buckets, self.artifacts, self.run_dir, row)
+        return TransformRunner(self.settings, self.store, self.blobs, self.artifacts, self.run_dir, row)
 
     def _launch(self, row: dict) -> None:
         key = row["name_key"]
@@ -123,10 +107,6 @@ class TransformSupervisor:
         task.add_done_callback(done)
 
     async def shutdown(self) -> None:
-        if self._main is not None:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
         tasks = [task for _runner, task in self.running.values()]
         for task in tasks:
             task.cancel()

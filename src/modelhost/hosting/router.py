@@ -14,7 +14,14 @@ import time
 from dataclasses import dataclass, field
 
 from modelhost.backends.handle import FleetHandle, ReplicaLost, ReplicaTimeout, ReplicaUnreachable
-from modelhost.errors import ModelError, ServiceUnavailable, ValidationError
+from modelhost.hosting.errors import (
+    EndpointNotFound,
+    ModelFailed,
+    ModelLost,
+    ModelTimedOut,
+    NoCapacity,
+    VariantNotFound,
+)
 from modelhost.hosting.metrics import VariantMetrics
 
 SHADOW_MAX_IN_FLIGHT = 64  # shadow copies beyond this are dropped (counted), never queued
@@ -70,18 +77,25 @@ class InvokeResult:
 
 
 class Router:
-    def __init__(self, account_id: str, instance_wait: float) -> None:
+    def __init__(self, instance_wait: float) -> None:
         self.routes: dict[str, EndpointRoute] = {}
-        self.account_id = account_id
         self.instance_wait = instance_wait
         self.shadow_in_flight = 0
         self.shadow_dropped = 0
+        self._shadow_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
 
     def publish(self, route: EndpointRoute) -> None:
         self.routes[route.name] = route
 
     def withdraw(self, endpoint: str) -> None:
         self.routes.pop(endpoint, None)
+
+    def fleets(self, endpoint: str) -> list[tuple[str, FleetHandle]] | None:
+        """(variant name, fleet) of the endpoint's live route, in config order; None when it is not routed."""
+        route = self.routes.get(endpoint)
+        if route is None:
+            return None
+        return [(v.name, v.fleet) for v in route.variants]
 
     async def invoke(
         self,
@@ -93,7 +107,7 @@ class Router:
         """Send one request; ``headers`` are the ones forwarded to the container (lower-case)."""
         route = self.routes.get(endpoint)
         if route is None:
-            raise ValidationError(f"Endpoint {endpoint} of account {self.account_id} not found.")
+            raise EndpointNotFound(endpoint)
         live = route
         green = route.green
         if green is not None and (route.green_share >= 1.0 or random.random() < route.green_share):
@@ -103,10 +117,7 @@ class Router:
             if variant is None and green is not None:
                 variant = (live if route is green else green).by_name.get(target_variant)
             if variant is None:
-                raise ValidationError(
-                    f"Variant {target_variant} not found for Request to endpoint {endpoint}. "
-                    f"Valid variants: {', '.join(route.by_name)}."
-                )
+                raise VariantNotFound(endpoint, target_variant, tuple(route.by_name))
         else:
             variant = route.choose()
         result = await self._invoke_variant(endpoint, variant, body, headers)
@@ -115,7 +126,9 @@ class Router:
             # The copy runs after the live response is produced and never affects it.
             if self.shadow_in_flight < SHADOW_MAX_IN_FLIGHT:
                 self.shadow_in_flight += 1
-                asyncio.get_running_loop().create_task(self._shadow(endpoint, shadow, body, headers))
+                task = asyncio.get_running_loop().create_task(self._shadow(endpoint, shadow, body, headers))
+                self._shadow_tasks.add(task)
+                task.add_done_callback(self._shadow_tasks.discard)
             else:
                 self.shadow_dropped += 1
         return result
@@ -128,16 +141,16 @@ class Router:
         stats.requests += 1
         try:
             return await self._send(endpoint, variant, body, headers)
-        except ModelError as exc:
+        except ModelFailed as exc:
             # CloudWatch counts by the model's own status: 4xx from the model vs 5xx (or no answer).
-            if 400 <= exc.original_status_code < 500:
+            if 400 <= exc.status < 500:
                 variant.metrics.errors_4xx.inc()
                 stats.errors_4xx += 1
             else:
                 variant.metrics.errors_5xx.inc()
                 stats.errors_5xx += 1
             raise
-        except ServiceUnavailable:
+        except NoCapacity:
             variant.metrics.errors_5xx.inc()
             stats.errors_5xx += 1
             raise
@@ -160,9 +173,7 @@ class Router:
         while True:
             inst = fleet.acquire_now() or await fleet.acquire(self.instance_wait)
             if inst is None:
-                raise ServiceUnavailable(
-                    f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
-                )
+                raise NoCapacity(endpoint, variant.name)
             started = time.perf_counter()
             try:
                 resp = await fleet.invoke(inst, headers, body, variant.timeout)
@@ -171,29 +182,22 @@ class Router:
                 fleet.mark_unreachable(inst)
                 tried += 1
                 if tried > fleet.size:
-                    raise ServiceUnavailable(
-                        f"No healthy instance of variant {variant.name} of endpoint {endpoint} is available."
-                    ) from None
+                    raise NoCapacity(endpoint, variant.name) from None
                 continue
             except ReplicaTimeout:
                 fleet.recycle(inst)
-                raise self._model_error(
-                    endpoint,
-                    variant,
-                    0,
-                    "Your invocation timed out while waiting for a response from container primary. "
-                    "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
-                    f"and try again. (timeout: {variant.timeout:g}s)",
-                ) from None
+                raise ModelTimedOut(endpoint, variant.name, variant.timeout, variant.log_stream_arn) from None
             except ReplicaLost as exc:
-                raise self._model_error(endpoint, variant, 0, f"The container primary failed: {exc}.") from None
+                raise ModelLost(endpoint, variant.name, str(exc), variant.log_stream_arn) from None
             finally:
                 fleet.release(inst)
             latency_us = (time.perf_counter() - started) * 1e6
             variant.metrics.model_latency.observe(latency_us)
             fleet.stats.observe(latency_us)
             if resp.status >= 300:
-                raise self._model_error(endpoint, variant, resp.status, resp.body.decode("utf-8", "replace"))
+                raise ModelFailed(
+                    endpoint, variant.name, resp.status, resp.body.decode("utf-8", "replace"), variant.log_stream_arn
+                )
             custom = resp.headers.get(b"x-amzn-sagemaker-custom-attributes")
             return InvokeResult(
                 resp.body,
@@ -202,13 +206,3 @@ class Router:
                 custom.decode("latin-1") if custom is not None else None,
                 latency_us,
             )
-
-    def _model_error(self, endpoint: str, variant: VariantRoute, status: int, message: str) -> ModelError:
-        kind = "client" if 400 <= status < 500 else "server"
-        return ModelError(
-            f'Received {kind} error ({status}) from primary with message "{message}". '
-            f"See the endpoint's logs (modelhost logs {endpoint}) for more information.",
-            original_status_code=status,
-            original_message=message,
-            log_stream_arn=variant.log_stream_arn,
-        )

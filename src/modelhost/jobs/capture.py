@@ -26,7 +26,8 @@ Where AWS is silent, modelhost decides (``docs/architecture.md``, "Batch transfo
   ``SageMakerInferenceTime`` of the records); ``<name>`` is a UUID derived from the job's ARN and
   start time, the same for the input and output manifest. A job resumed after a restart therefore
   rewrites the same two keys instead of adding a second pair.
-* Each file is written atomically (temp file + rename into the bucket store, one PUT remotely).
+* Each file is written atomically (the BlobStore's ``put_bytes``: temp file + rename into the bucket
+  store, one PUT remotely).
   ``KmsKeyId`` is accepted and ignored.
 * If the manifests cannot be written (e.g. the destination bucket does not exist), a job that
   would have completed ends ``Failed`` with a ``ClientError`` naming ``DestinationS3Uri``.
@@ -36,24 +37,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
-import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from typing import Any
 
 from modelhost.jobs.assemble import delete_output
-from modelhost.store.buckets import BucketStore, ObjectAttrs
-from modelhost.store.objects import ObjectStore
-
-if TYPE_CHECKING:
-    from modelhost.jobs.runner import TransformRunner
+from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
+from modelhost.store.logs import PLATFORM, EndpointLog
 
 log = logging.getLogger("modelhost.jobs")
 
@@ -139,31 +133,18 @@ def _dump(doc: list) -> bytes:
     return json.dumps(doc, ensure_ascii=False).encode("utf-8")
 
 
-def put_atomic(objects: ObjectStore, buckets: BucketStore | None, uri: str, data: bytes) -> None:
-    """Write one object so that it appears whole or not at all (as ``jobs/assemble.py`` does)."""
+def put_atomic(blobs: BlobStore, uri: str, data: bytes) -> None:
+    """Write one object so that it appears whole or not at all (the BlobStore's put is atomic)."""
     try:
-        if uri.startswith("s3://") and buckets is not None:
-            parsed = urlparse(uri)
-            bucket, key = parsed.netloc, unquote(parsed.path.lstrip("/"))
-            buckets.object_path(bucket, key)  # NoSuchBucket / InvalidArgument before any write
-            buckets.tmp_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=buckets.tmp_dir, prefix=".mh-capture-", delete=False) as f:
-                f.write(data)
-                tmp = Path(f.name)
-            try:
-                buckets.commit(bucket, key, tmp, hashlib.md5(data).hexdigest(), ObjectAttrs(CONTENT_TYPE))
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-        else:
-            objects.put_bytes(uri, data)
+        blobs.put_bytes(uri, data, CONTENT_TYPE)
+    except (BlobError, BlobNotFound) as exc:
+        raise CaptureError(str(exc)) from exc
     except Exception as exc:
         raise CaptureError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def write_capture(
-    objects: ObjectStore,
-    buckets: BucketStore | None,
+    blobs: BlobStore,
     destination: str,
     captured: list[CapturedObject],
     when: float,
@@ -179,7 +160,7 @@ def write_capture(
     in_doc, out_doc = manifests(captured)
     for uri, data in ((out_uri, out_doc), (in_uri, in_doc)):
         try:
-            put_atomic(objects, buckets, uri, data)
+            put_atomic(blobs, uri, data)
         except CaptureError as exc:
             raise CaptureError(
                 f"Could not write the captured data to DataCaptureConfig.DestinationS3Uri {destination}: {exc}"
@@ -187,31 +168,37 @@ def write_capture(
     return [in_uri, out_uri]
 
 
-async def capture_job(runner: TransformRunner, status: str, reason: str | None) -> tuple[str, str | None]:
+@dataclass(frozen=True)
+class JobCapture:
+    """What data capture needs of a finishing job (the runner builds it)."""
+
+    name: str
+    arn: str
+    spec: dict[str, Any]
+    start: float  # TransformStartTime (or the creation time)
+    blobs: BlobStore
+    log: EndpointLog
+    finished_objects: Callable[[], dict[str, dict[str, Any]]]  # input URI -> its transform_job_objects row
+    stop_requested: Callable[[], bool]
+
+
+async def capture_job(job: JobCapture, status: str, reason: str | None) -> tuple[str, str | None]:
     """The runner's hook at the end of a job (not a stopped one): write the capture manifests for
     the objects that completed; (status, reason), turned ``Failed`` if they cannot be written."""
-    config = runner.spec.get("DataCaptureConfig") or {}
+    config = job.spec.get("DataCaptureConfig") or {}
     destination = config.get("DestinationS3Uri")
     if not destination:
         return status, reason
 
-    output_path = runner.spec["TransformOutput"]["S3OutputPath"]
+    output_path = job.spec["TransformOutput"]["S3OutputPath"]
 
     def run() -> list[str]:
-        start = runner.row.get("start_time") or runner.row.get("creation_time") or time.time()
         captured = [
             CapturedObject.of(key, info["output_uri"], output_path)
-            for key, info in runner._finished_objects().items()
+            for key, info in job.finished_objects().items()
             if info["status"] == "Completed" and info["output_uri"]
         ]
-        return write_capture(
-            runner.objects,
-            runner.buckets,
-            destination,
-            captured,
-            float(start),
-            capture_name(runner.row.get("arn") or runner.name, float(start)),
-        )
+        return write_capture(job.blobs, destination, captured, job.start, capture_name(job.arn, job.start))
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
     try:
@@ -222,20 +209,20 @@ async def capture_job(runner: TransformRunner, status: str, reason: str | None) 
         with contextlib.suppress(BaseException):
             while not task.done():
                 await asyncio.sleep(0.01)
-        if runner.stop_requested and task.done() and not task.cancelled() and task.exception() is None:
+        if job.stop_requested() and task.done() and not task.cancelled() and task.exception() is None:
             for uri in task.result():
-                delete_output(runner.objects, runner.buckets, uri)
+                delete_output(job.blobs, uri)
         raise
     except CaptureError as exc:
-        runner.log.write("transform", f"data capture FAILED: {exc}")
+        job.log.write(PLATFORM, f"data capture FAILED: {exc}")
         if status == "Completed":
             return "Failed", f"ClientError: {exc}"[:1024]
         return status, reason
     except Exception as exc:  # a bug here must not leave the job InProgress
-        log.exception("data capture of transform job %s failed", runner.name)
+        log.exception("data capture of transform job %s failed", job.name)
         if status == "Completed":
             return "Failed", f"InternalServerError: data capture: {type(exc).__name__}: {exc}"[:1024]
         return status, reason
     if written:
-        runner.log.write("transform", "data captured: " + ", ".join(written))
+        job.log.write(PLATFORM, "data captured: " + ", ".join(written))
     return status, reason

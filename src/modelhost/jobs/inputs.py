@@ -1,22 +1,19 @@
 """The input objects of a job: ``S3Prefix`` (every object under the prefix, S3 prefix semantics)
 or ``ManifestFile`` (a JSON array: ``{"prefix": "s3://bucket/prefix/"}`` then keys relative to it),
-opened as streams (``Gzip`` decompressed on the fly)."""
+opened as streams (``Gzip`` decompressed on the fly). Everything is read through the BlobStore."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
-from urllib.parse import unquote, urlparse
+from typing import IO, cast
 
-from modelhost.store.buckets import BucketStore, S3StoreError
-from modelhost.store.objects import ObjectNotFound, ObjectStore
+from modelhost.store.blobs import BlobError, BlobNotFound, BlobReader, BlobStore
 
 OPEN_BUFFER = 1024 * 1024
+MANIFEST_LIMIT = 64 * 1024 * 1024
 
 
 class InputError(Exception):
@@ -37,64 +34,44 @@ def no_objects(uri: str) -> InputError:
     )
 
 
-def _split_s3(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, unquote(parsed.path.lstrip("/"))
+def dir_part(prefix: str) -> str:
+    """``s3://b/in/`` for ``s3://b/in/``, ``s3://b/in/data.csv`` and ``s3://b/in/da``: what output
+    paths are relative to."""
+    return prefix[: prefix.rfind("/") + 1]
 
 
-def _dir_part(prefix: str) -> str:
-    """``in/`` for ``in/``, ``in/data.csv`` and ``in/da``: what output paths are relative to."""
-    return prefix[: prefix.rfind("/") + 1] if "/" in prefix else ""
-
-
-def list_prefix(objects: ObjectStore, buckets: BucketStore | None, uri: str) -> list[InputObject]:
+def list_prefix(blobs: BlobStore, uri: str) -> list[InputObject]:
     """Every object whose key starts with the prefix, in key order."""
-    if uri.startswith("s3://") and buckets is not None:
-        bucket, prefix = _split_s3(uri)
-        base = _dir_part(prefix)
-        try:
-            found = [
-                InputObject(f"s3://{bucket}/{key}", key[len(base) :], st.st_size)
-                for key, st in buckets.iter_keys(bucket, prefix)
-            ]
-        except S3StoreError:
-            found = []
-        return found
+    base = dir_part(uri)
+    if base.endswith("://"):  # a whole bucket: s3://bucket
+        base = uri + "/"
     try:
-        root = objects.local_path(uri)
-    except ObjectNotFound as exc:
-        raise InputError(str(exc)) from None
-    if root.is_file():
-        return [InputObject(str(root), root.name, root.stat().st_size)]
-    if root.is_dir():
-        return [_local(p, root) for p in _walk(root)]
-    # a partial name: every file in the parent directory tree whose path starts with it
-    parent = root.parent
-    if not parent.is_dir():
+        return [InputObject(info.uri, info.uri[len(base) :], info.size) for info in blobs.list(uri)]
+    except BlobNotFound:
         return []
-    out = []
-    for p in _walk(parent):
-        if str(p).startswith(str(root)):
-            out.append(_local(p, parent))
-    return out
+    except BlobError as exc:
+        raise InputError(str(exc)) from None
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames):
-            yield Path(dirpath) / name
-
-
-def _local(path: Path, root: Path) -> InputObject:
-    return InputObject(str(path), path.relative_to(root).as_posix(), path.stat().st_size)
-
-
-def read_manifest(objects: ObjectStore, uri: str) -> list[InputObject]:
+def _read_all(blobs: BlobStore, uri: str, limit: int) -> bytes:
+    reader = blobs.open(uri)
     try:
-        with open(objects.local_path(uri), "rb") as f:
-            doc = json.load(f)
-    except (FileNotFoundError, IsADirectoryError, ObjectNotFound):
+        parts = []
+        total = 0
+        while chunk := reader.read(OPEN_BUFFER):
+            parts.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise InputError(f"The manifest file {uri} is larger than {limit // (1024 * 1024)} MB.")
+        return b"".join(parts)
+    finally:
+        reader.close()
+
+
+def read_manifest(blobs: BlobStore, uri: str) -> list[InputObject]:
+    try:
+        doc = json.loads(_read_all(blobs, uri, MANIFEST_LIMIT))
+    except (BlobNotFound, BlobError, OSError):
         raise InputError(f"The manifest file {uri} does not exist.") from None
     except ValueError as exc:
         raise InputError(f"The manifest file {uri} is not valid JSON: {exc}") from None
@@ -114,28 +91,65 @@ def read_manifest(objects: ObjectStore, uri: str) -> list[InputObject]:
     for rel in doc[1:]:
         full = prefix + rel if prefix.endswith("/") or not prefix else f"{prefix}/{rel}"
         try:
-            size = objects.stat(full).size
-        except ObjectNotFound:
+            size = blobs.stat(full).size
+        except (BlobNotFound, BlobError):
             size = -1  # reported when the object is processed: that object fails, the others run
         out.append(InputObject(full, rel, size))
     return out
 
 
-def list_inputs(objects: ObjectStore, buckets: BucketStore | None, data_source: dict) -> list[InputObject]:
+def list_inputs(blobs: BlobStore, data_source: dict) -> list[InputObject]:
     s3 = data_source["S3DataSource"]
     uri = s3["S3Uri"]
-    found = read_manifest(objects, uri) if s3["S3DataType"] == "ManifestFile" else list_prefix(objects, buckets, uri)
+    found = read_manifest(blobs, uri) if s3["S3DataType"] == "ManifestFile" else list_prefix(blobs, uri)
     if not found:
         raise no_objects(uri)
     return found
 
 
-def open_input(objects: ObjectStore, obj: InputObject, compression: str | None) -> IO[bytes]:
+class _Raw(io.RawIOBase):
+    """A BlobReader as a raw stream (for io.BufferedReader)."""
+
+    def __init__(self, reader: BlobReader) -> None:
+        super().__init__()
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self._reader.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+class _Gunzip(gzip.GzipFile):
+    """Decompresses a stream and closes it with itself."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self._source = source
+        super().__init__(fileobj=source, mode="rb")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._source.close()
+
+
+def open_input(blobs: BlobStore, obj: InputObject, compression: str | None) -> IO[bytes]:
     """A buffered binary stream of the object's (decompressed) bytes."""
     try:
-        path = objects.local_path(obj.uri) if "://" in obj.uri else Path(obj.uri)
-        if compression == "Gzip":
-            return gzip.open(path, "rb")  # type: ignore[return-value]
-        return open(path, "rb", buffering=OPEN_BUFFER)  # noqa: SIM115 - the caller closes it
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, ObjectNotFound):
+        reader = blobs.open(obj.uri)
+    except (BlobNotFound, BlobError):
         raise InputError(f"The input object {obj.uri} does not exist.") from None
+    raw = reader if isinstance(reader, io.RawIOBase) else _Raw(reader)
+    stream = io.BufferedReader(raw, OPEN_BUFFER)
+    if compression == "Gzip":
+        return cast(IO[bytes], _Gunzip(stream))
+    return cast(IO[bytes], stream)

@@ -9,15 +9,15 @@ inline body of at most 128000 bytes (exactly one of the two), and hands the requ
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import regex
 
 from modelhost.errors import RuntimeApiError, RuntimeInternalFailure, ValidationError
 from modelhost.hosting.asyncq import INLINE_MAX, AsyncInference
+from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Receive, Scope, Send, read_body, request_id
 from modelhost.server.awsjson import runtime_error_response
-from modelhost.server.runtime import NAME, NAME_PATTERN, _constraint, check_custom_attributes, check_inference_id
+from modelhost.server.runtime import NAME, NAME_PATTERN, check_custom_attributes, check_inference_id, constraint_error
 
 ASCII = regex.compile(r"[\x00-\x7f]*")
 INPUT_LOCATION = regex.compile(r"^(https|s3)://([^/]+)/?(.*)$")
@@ -26,8 +26,6 @@ EXTENSION_PATTERN = "^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+$"
 FILENAME = regex.compile(r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_\.]*$")
 FILENAME_PATTERN = r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_\.]*$"
 
-Scope = dict[str, Any]
-
 
 def _integer(text: str, member: str, low: int, high: int) -> int:
     try:
@@ -35,9 +33,9 @@ def _integer(text: str, member: str, low: int, high: int) -> int:
     except ValueError:
         raise ValidationError(f"Value '{text}' at '{member}' is not a valid integer.") from None
     if value < low:
-        raise _constraint(text, member, f"have value greater than or equal to {low}")
+        raise constraint_error(text, member, f"have value greater than or equal to {low}")
     if value > high:
-        raise _constraint(text, member, f"have value less than or equal to {high}")
+        raise constraint_error(text, member, f"have value less than or equal to {high}")
     return value
 
 
@@ -54,7 +52,7 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
         if name in (b"x-amzn-sagemaker-content-type", b"x-amzn-sagemaker-accept"):
             member = "contentType" if name.endswith(b"content-type") else "accept"
             if len(value) > 1024 or not ASCII.fullmatch(value):
-                raise _constraint(
+                raise constraint_error(
                     value[:64],
                     member,
                     r"have length less than or equal to 1024 and satisfy "
@@ -69,7 +67,7 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
             params["InferenceId"] = value
         elif name == b"x-amzn-sagemaker-inputlocation":
             if len(value) > 1024 or not INPUT_LOCATION.fullmatch(value):
-                raise _constraint(
+                raise constraint_error(
                     value[:200],
                     "inputLocation",
                     "have length less than or equal to 1024 and "
@@ -87,7 +85,7 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
             params["InvocationTimeoutSeconds"] = _integer(value, "invocationTimeoutSeconds", 1, 3600)
         elif name == b"x-amzn-sagemaker-s3outputpathextension":
             if len(value) > 512 or not EXTENSION.fullmatch(value):
-                raise _constraint(
+                raise constraint_error(
                     value[:200],
                     "s3OutputPathExtension",
                     "have length less than or equal to 512 "
@@ -96,7 +94,7 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
             params["S3OutputPathExtension"] = value
         elif name == b"x-amzn-sagemaker-filename":
             if len(value) > 32 or not FILENAME.fullmatch(value):
-                raise _constraint(
+                raise constraint_error(
                     value[:64],
                     "filename",
                     f"have length less than or equal to 32 and satisfy regular expression pattern: {FILENAME_PATTERN}",
@@ -111,22 +109,6 @@ def parse_headers(scope: Scope) -> tuple[dict[str, Any], int | None]:
     return params, length
 
 
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > INLINE_MAX:
-                raise _too_large(size)
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
 def _too_large(size: int) -> ValidationError:
     return ValidationError(
         f"1 validation error detected: Value at 'body' failed to satisfy constraint: Member must have length "
@@ -135,20 +117,24 @@ def _too_large(size: int) -> ValidationError:
 
 
 class AsyncInvocations:
-    """POST /endpoints/{name}/async-invocations as a raw ASGI handler."""
+    """POST /endpoints/{name}/async-invocations as a raw ASGI app; the front door puts the name in
+    ``scope[ENDPOINT]``."""
 
     def __init__(self, service: AsyncInference) -> None:
         self.service = service
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
-        request_id = str(uuid.uuid4())
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        name: str = scope[ENDPOINT]
         try:
             if len(name) > 63 or not NAME.fullmatch(name):
-                raise _constraint(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+                raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
             params, length = parse_headers(scope)
             if length is not None and length > INLINE_MAX:
                 raise _too_large(length)
-            body = await _read_body(receive)
+            try:
+                body = await read_body(receive, INLINE_MAX)
+            except BodyTooLarge as exc:
+                raise _too_large(exc.size) from None
             if body and "InputLocation" in params:
                 raise ValidationError("Specify either InputLocation or an inline Body, not both.")
             if not body and "InputLocation" not in params:
@@ -160,13 +146,13 @@ class AsyncInvocations:
             except Exception as exc:  # the request was not persisted: say so, never a bare 500
                 raise RuntimeInternalFailure(f"The request could not be queued: {type(exc).__name__}: {exc}") from exc
         except RuntimeApiError as err:
-            await runtime_error_response(err, request_id)(scope, receive, send)
+            await runtime_error_response(err, request_id(scope))(scope, receive, send)
             return
         payload = json.dumps({"InferenceId": accepted["InferenceId"]}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),
-            (b"x-amzn-requestid", request_id.encode()),
+            (b"x-amzn-requestid", request_id(scope).encode()),
             (b"x-amzn-sagemaker-outputlocation", accepted["OutputLocation"].encode("latin-1")),
         ]
         if "FailureLocation" in accepted:

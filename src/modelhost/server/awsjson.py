@@ -1,4 +1,5 @@
-"""AWS JSON 1.1 protocol helpers, using botocore's service model as the request schema.
+"""AWS JSON 1.1 protocol helpers, using botocore's service model as the request schema
+(the wire encoding is in json_wire.py, Java pattern translation in java_patterns.py; both re-exported).
 
 botocore's client only checks required members, types and minimums (reference §1.5), so the
 server re-validates every input completely: maximums, enums and Java-style regex patterns
@@ -10,145 +11,38 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import importlib
-import json
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
 import botocore.session
 import regex
 from botocore.model import ListShape, MapShape, ServiceModel, Shape, StructureShape
-from starlette.responses import Response
 
 from modelhost.errors import (
-    ApiError,
-    RuntimeApiError,
     SerializationException,
     UnknownOperationException,
     ValidationException,
 )
-
-# orjson is optional: faster, but the stdlib fallback produces the same wire format.
-orjson: Any
-try:
-    orjson = importlib.import_module("orjson")
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
-
-JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
-REST_JSON_CONTENT_TYPE = "application/json"
+from modelhost.server.java_patterns import compile_pattern, translate_java_pattern
+from modelhost.server.json_wire import (
+    JSON_CONTENT_TYPE,
+    REST_JSON_CONTENT_TYPE,
+    decode_body,
+    dumps,
+    error_response,
+    json_response,
+    parse_target,
+    runtime_error_response,
+)
 
 # AWS lists every violation in principle; we cap it so a huge bad request gives a bounded message.
 MAX_REPORTED_VIOLATIONS = 10
 MAX_VALUE_CHARS = 200
 # A pathological pattern/input pair must not stall the event loop; a timeout counts as a mismatch.
 PATTERN_TIMEOUT_S = 0.25
-
-
-# --------------------------------------------------------------------------------------------
-# Java regex -> `regex` module translation
-
-
-# Java's POSIX classes are ASCII-only, while `regex` would read them as Unicode properties.
-_JAVA_POSIX = {
-    "Lower": "a-z",
-    "Upper": "A-Z",
-    "ASCII": r"\x00-\x7F",
-    "Alpha": "a-zA-Z",
-    "Digit": "0-9",
-    "Alnum": "a-zA-Z0-9",
-    "Punct": r"!-/:-@\[-`{-~",
-    "Graph": r"!-~",
-    "Print": r" -~",
-    "Blank": r" \t",
-    "Cntrl": r"\x00-\x1F\x7F",
-    "XDigit": "0-9a-fA-F",
-    "Space": r" \t\n\x0B\f\r",
-}
-# Java's \d \w \s are ASCII-only by default too; `regex`'s ASCII flag cannot be used instead
-# because it would also make \p{L} ASCII-only.
-_JAVA_SHORTHAND = {
-    "d": "0-9",
-    "D": "0-9",
-    "w": "a-zA-Z0-9_",
-    "W": "a-zA-Z0-9_",
-    "s": r" \t\n\x0B\f\r",
-    "S": r" \t\n\x0B\f\r",
-}
-# Java writes supplementary characters as UTF-16 surrogate pairs (`\uD800\uDC00`); Python needs
-# the code point itself.
-_SURROGATE_PAIR = re.compile(r"\\u(D[89AB][0-9A-F]{2})\\u(D[C-F][0-9A-F]{2})", re.IGNORECASE)
-
-
-def _join_surrogates(m: re.Match[str]) -> str:
-    hi, lo = int(m.group(1), 16), int(m.group(2), 16)
-    return "\\U%08X" % (0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-
-
-def translate_java_pattern(pattern: str) -> str:
-    """Rewrite the Java-only bits of a botocore ``pattern`` into `regex` syntax."""
-    return _translate(pattern)[0]
-
-
-def _translate(pattern: str) -> tuple[str, bool]:
-    """Translate; the flag says whether nested sets were used (needs `regex` V1 syntax)."""
-    pattern = _SURROGATE_PAIR.sub(_join_surrogates, pattern)
-    nested = "&&" in pattern  # Java class intersection, which only V1 understands
-    out: list[str] = []
-    depth = 0  # character-class nesting, so POSIX classes expand to ranges or to a class
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            nxt = pattern[i + 1]
-            ranges: str | None = None
-            neg = False
-            step = 2
-            if nxt in "pP" and i + 2 < n and pattern[i + 2] == "{":
-                end = pattern.find("}", i + 3)
-                name = pattern[i + 3 : end] if end != -1 else ""
-                name = name[2:] if name.startswith("Is") and name[2:] in _JAVA_POSIX else name
-                if end != -1 and name in _JAVA_POSIX:
-                    ranges, neg, step = _JAVA_POSIX[name], nxt == "P", end + 1 - i
-            elif nxt in _JAVA_SHORTHAND:
-                ranges, neg = _JAVA_SHORTHAND[nxt], nxt.isupper()
-            if ranges is not None:
-                if depth and not neg:
-                    out.append(ranges)
-                else:
-                    # Outside a class (or negated) it has to be a set of its own; a set
-                    # inside a set needs `regex` V1 syntax.
-                    nested = nested or bool(depth)
-                    out.append(f"[{'^' if neg else ''}{ranges}]")
-            elif nxt == "z":
-                out.append(r"\Z")  # Java \z is the absolute end, which is Python's \Z
-            else:
-                out.append(c + nxt)
-            i += step
-            continue
-        if c == "[":
-            depth += 1
-        elif c == "]" and depth:
-            depth -= 1
-        out.append(c)
-        i += 1
-    return "".join(out), nested
-
-
-@functools.cache
-def compile_pattern(pattern: str) -> regex.Pattern[str] | None:
-    """Compile a botocore pattern once; None (cached too) when it cannot be translated."""
-    translated, nested = _translate(pattern)
-    # V1 only when needed: it reads `--` and `||` inside sets as operators, unlike Java.
-    flags = regex.V1 if nested else regex.V0
-    try:
-        return regex.compile(translated, flags)
-    except (regex.error, ValueError, OverflowError, RecursionError):
-        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,110 +339,11 @@ class ServiceSchema:
         return dumps(result)
 
 
-def _default(obj: object) -> object:
-    if isinstance(obj, datetime):
-        if obj.tzinfo is None:
-            obj = obj.replace(tzinfo=UTC)  # naive datetimes are UTC throughout the project
-        return obj.timestamp()
-    if isinstance(obj, date):
-        return datetime(obj.year, obj.month, obj.day, tzinfo=UTC).timestamp()
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(obj)).decode("ascii")
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def _prepare(obj: object) -> object:
-    # orjson serializes datetimes itself (as ISO strings) and never calls `default` for them,
-    # so timestamps and bytes are converted up front for it.
-    if isinstance(obj, dict):
-        return {k: _prepare(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [_prepare(v) for v in obj]
-    if isinstance(obj, datetime | date | bytes | bytearray | memoryview):
-        return _default(obj)
-    return obj
-
-
-def dumps(obj: object) -> bytes:
-    """Compact UTF-8 JSON with the AWS conversions for datetimes and bytes."""
-    if orjson is not None:
-        return orjson.dumps(_prepare(obj), option=orjson.OPT_NON_STR_KEYS)
-    return json.dumps(obj, default=_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 @functools.cache
 def get_schema(service_name: str) -> ServiceSchema:
     """The schema for a botocore service (e.g. "sagemaker"); loading the model is slow, so once."""
     model = botocore.session.get_session().get_service_model(service_name)
     return ServiceSchema(model)
-
-
-# --------------------------------------------------------------------------------------------
-# Wire helpers
-
-
-def parse_target(header: str | None) -> tuple[str, str]:
-    """Split ``X-Amz-Target: SageMaker.CreateModel`` into ("SageMaker", "CreateModel")."""
-    if not header:
-        raise UnknownOperationException("Missing X-Amz-Target header.")
-    prefix, dot, operation = header.strip().rpartition(".")
-    if not dot or not prefix or not operation:
-        raise UnknownOperationException(f"Malformed X-Amz-Target header: {header!r}.")
-    return prefix, operation
-
-
-def _no_constant(name: str) -> object:
-    # json accepts NaN/Infinity by default; they are not JSON and the service rejects them.
-    raise ValueError(f"invalid literal {name}")
-
-
-def decode_body(raw: bytes) -> dict[str, Any]:
-    """Parse a JSON 1.1 request body; an empty body means no arguments."""
-    if not raw or not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw) if orjson is not None else json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SerializationException(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise SerializationException("Start of structure or map found where not expected.")
-    return data
-
-
-def json_response(payload: bytes, request_id: str) -> Response:
-    """A JSON 1.1 success response."""
-    return Response(
-        content=payload,
-        status_code=200,
-        media_type=JSON_CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id},
-    )
-
-
-def error_response(err: ApiError, request_id: str) -> Response:
-    """A JSON 1.1 error: ``__type`` in the body plus ``x-amzn-ErrorType``, status from the error."""
-    return Response(
-        content=dumps(err.body()),
-        status_code=err.status,
-        media_type=JSON_CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": err.code},
-    )
-
-
-def runtime_error_response(err: ApiError, request_id: str) -> Response:
-    """A rest-json (sagemaker-runtime) error; botocore reads the code from ``x-amzn-ErrorType``."""
-    body = err.body()
-    if not isinstance(err, RuntimeApiError):
-        # A control-plane error escaping on the runtime path: keep the rest-json `Message` shape.
-        body = {"Message": err.message, **err.fields}
-    return Response(
-        content=dumps(body),
-        status_code=err.status,
-        media_type=REST_JSON_CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": err.code},
-    )
 
 
 __all__ = [

@@ -1,19 +1,28 @@
 """sagemaker-runtime routes (rest-json): POST /endpoints/{name}/invocations.
 
-Thin, and a raw ASGI handler because it is the hot path: check headers and limits, hand off to
-the router, write the result. Only the headers SageMaker forwards reach the container.
+Thin, and a raw ASGI app because it is the hot path: check headers and limits, hand off to the
+router, write the result. Only the headers SageMaker forwards reach the container. The router's
+domain errors (hosting/errors.py) become the service's errors and messages here.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
 import regex
 
-from modelhost.errors import RuntimeApiError, ValidationError
+from modelhost.errors import ModelError, RuntimeApiError, ServiceUnavailable, ValidationError
+from modelhost.hosting.errors import (
+    EndpointNotFound,
+    HostingError,
+    ModelFailed,
+    ModelLost,
+    ModelTimedOut,
+    NoCapacity,
+    VariantNotFound,
+)
 from modelhost.hosting.router import Router
+from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Receive, Scope, Send, read_body, request_id
 from modelhost.server.awsjson import runtime_error_response
 
 MAX_BODY = 6 * 1024 * 1024  # 6291456 bytes, InvokeEndpoint's request limit
@@ -26,10 +35,8 @@ UNSUPPORTED = {
     b"x-amzn-sagemaker-target-container-hostname": "TargetContainerHostname",
 }
 
-Scope = dict[str, Any]
 
-
-def _constraint(value: str, member: str, constraint: str) -> ValidationError:
+def constraint_error(value: str, member: str, constraint: str) -> ValidationError:
     return ValidationError(
         f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint: "
         f"Member must {constraint}"
@@ -38,7 +45,7 @@ def _constraint(value: str, member: str, constraint: str) -> ValidationError:
 
 def check_custom_attributes(text: str) -> None:
     if len(text) > 1024 or not VISIBLE_ASCII.fullmatch(text):
-        raise _constraint(
+        raise constraint_error(
             text[:64],
             "customAttributes",
             "have length less than or equal to 1024 and contain only visible ASCII characters",
@@ -47,7 +54,7 @@ def check_custom_attributes(text: str) -> None:
 
 def check_inference_id(text: str) -> None:
     if len(text) > 64 or not PRINTABLE_ID.fullmatch(text):
-        raise _constraint(
+        raise constraint_error(
             text[:80],
             "inferenceId",
             "have length less than or equal to 64 and "
@@ -74,7 +81,7 @@ def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | N
         elif name == b"x-amzn-sagemaker-target-variant":
             target_variant = value.decode("latin-1")
             if not NAME.fullmatch(target_variant):
-                raise _constraint(
+                raise constraint_error(
                     target_variant, "targetVariant", f"satisfy regular expression pattern: {NAME_PATTERN}"
                 )
         elif name in UNSUPPORTED:
@@ -85,38 +92,85 @@ def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | N
     return forwarded, target_variant, length
 
 
-class Invocations:
-    """POST /endpoints/{name}/invocations as a raw ASGI handler."""
+def runtime_error(err: HostingError, account_id: str) -> RuntimeApiError:
+    """The sagemaker-runtime error (code, status and message as the service words them) for a domain error."""
+    if isinstance(err, EndpointNotFound):
+        return ValidationError(f"Endpoint {err.endpoint} of account {account_id} not found.")
+    if isinstance(err, VariantNotFound):
+        return ValidationError(
+            f"Variant {err.variant} not found for Request to endpoint {err.endpoint}. "
+            f"Valid variants: {', '.join(err.valid)}."
+        )
+    if isinstance(err, NoCapacity):
+        return ServiceUnavailable(
+            f"No healthy instance of variant {err.variant} of endpoint {err.endpoint} is available."
+        )
+    if isinstance(err, ModelFailed):
+        message = original_message(err)
+        kind = "client" if 400 <= err.status < 500 else "server"
+        return ModelError(
+            f'Received {kind} error ({err.status}) from primary with message "{message}". '
+            f"See the endpoint's logs (modelhost logs {err.endpoint}) for more information.",
+            original_status_code=err.status,
+            original_message=message,
+            log_stream_arn=err.log_stream_arn,
+        )
+    return RuntimeApiError(str(err))
 
-    def __init__(self, router: Router) -> None:
+
+def original_message(err: ModelFailed) -> str:
+    """OriginalMessage: the model's own body, or the service's words for no answer / a lost connection."""
+    if isinstance(err, ModelTimedOut):
+        return (
+            "Your invocation timed out while waiting for a response from container primary. "
+            "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
+            f"and try again. (timeout: {err.timeout:g}s)"
+        )
+    if isinstance(err, ModelLost):
+        return f"The container primary failed: {err.message}."
+    return err.message
+
+
+class Invocations:
+    """POST /endpoints/{name}/invocations as a raw ASGI app; the front door puts the name in
+    ``scope[ENDPOINT]``."""
+
+    def __init__(self, router: Router, account_id: str) -> None:
         self.router = router
+        self.account_id = account_id  # only for the service's error messages
         # Names of asynchronous inference endpoints (kept current by hosting/asyncq.py).
         self.async_endpoints: set[str] | frozenset[str] = frozenset()
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any, name: str) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = str(uuid.uuid4())
+        name: str = scope[ENDPOINT]
         try:
             if not NAME.fullmatch(name):
-                raise _constraint(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+                raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
             if name in self.async_endpoints:
                 raise ValidationError(
-                    f"Endpoint {name} of account {self.router.account_id} is an asynchronous inference endpoint: "
+                    f"Endpoint {name} of account {self.account_id} is an asynchronous inference endpoint: "
                     "InvokeEndpoint is not supported for it. Use InvokeEndpointAsync."
                 )
             headers, target_variant, length = _forwarded_headers(scope)
             if length is not None and length > MAX_BODY:
                 raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")
-            body = await _read_body(receive)
-            result = await self.router.invoke(name, body, headers, target_variant)
+            try:
+                body = await read_body(receive, MAX_BODY)
+            except BodyTooLarge:
+                raise ValidationError(f"Request body exceeds the maximum of {MAX_BODY} bytes (6 MB).") from None
+            try:
+                result = await self.router.invoke(name, body, headers, target_variant)
+            except HostingError as exc:
+                raise runtime_error(exc, self.account_id) from None
         except RuntimeApiError as err:
-            await runtime_error_response(err, request_id)(scope, receive, send)
+            await runtime_error_response(err, request_id(scope))(scope, receive, send)
             return
         out = [
             (b"content-type", result.content_type.encode("latin-1")),
             (b"content-length", str(len(result.body)).encode()),
             (b"x-amzn-invoked-production-variant", result.variant.name.encode()),
-            (b"x-amzn-requestid", request_id.encode()),
+            (b"x-amzn-requestid", request_id(scope).encode()),
         ]
         if result.custom_attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", result.custom_attributes.encode("latin-1")))
@@ -124,19 +178,3 @@ class Invocations:
         await send({"type": "http.response.body", "body": result.body})
         total_us = (time.perf_counter() - started) * 1e6
         result.variant.metrics.overhead_latency.observe(max(total_us - result.model_latency_us, 0.0))
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise ValidationError(f"Request body exceeds the maximum of {MAX_BODY} bytes (6 MB).")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

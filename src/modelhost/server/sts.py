@@ -6,61 +6,58 @@ The sagemaker SDK asks for the account id to name its default bucket
 
 from __future__ import annotations
 
-import uuid
-from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
+from modelhost.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, request_id
+
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"
+MAX_BODY = 64 * 1024
 
 
-def is_sts_request(scope: dict) -> bool:
+def is_sts_request(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"authorization":
             return b"/sts/aws4_request" in value
     return False
 
 
+def error_xml(code: str, message: str, rid: str) -> bytes:
+    """The query protocol's error document."""
+    return (
+        f'<ErrorResponse xmlns="{NS}"><Error><Type>Sender</Type><Code>{escape(code)}</Code>'
+        f"<Message>{escape(message)}</Message></Error><RequestId>{rid}</RequestId></ErrorResponse>"
+    ).encode()
+
+
+async def send_xml(send: Send, status: int, data: bytes) -> None:
+    headers = [(b"content-type", b"text/xml"), (b"content-length", str(len(data)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
 class StsApp:
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = request_id(scope)
+        try:
+            body = await read_body(receive, MAX_BODY)
+        except BodyTooLarge:
+            await send_xml(send, 400, error_xml("InvalidParameterValue", "Request body too large.", rid))
+            return
         params = parse_qs(body.decode() + "&" + scope.get("query_string", b"").decode())
         action = (params.get("Action") or [""])[0]
-        request_id = str(uuid.uuid4())
         if action == "GetCallerIdentity":
-            status = 200
             xml = (
                 f'<GetCallerIdentityResponse xmlns="{NS}"><GetCallerIdentityResult>'
                 f"<Arn>arn:aws:iam::{self.account_id}:user/modelhost</Arn><UserId>AIDAMODELHOST</UserId>"
                 f"<Account>{self.account_id}</Account></GetCallerIdentityResult>"
-                f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
+                f"<ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata>"
                 "</GetCallerIdentityResponse>"
             )
-        else:
-            status = 400
-            xml = (
-                f'<ErrorResponse xmlns="{NS}"><Error><Type>Sender</Type><Code>InvalidAction</Code>'
-                f"<Message>Could not find operation {escape(action)} for version 2011-06-15; modelhost answers "
-                f"GetCallerIdentity only.</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
-            )
-        data = xml.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"text/xml"),
-                    (b"content-length", str(len(data)).encode()),
-                    (b"x-amzn-requestid", request_id.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": data})
+            await send_xml(send, 200, xml.encode())
+            return
+        message = f"Could not find operation {action} for version 2011-06-15; modelhost answers GetCallerIdentity only."
+        await send_xml(send, 400, error_xml("InvalidAction", message, rid))

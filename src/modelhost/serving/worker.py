@@ -66,7 +66,8 @@ class App:
         # Model code runs off the event loop so /ping answers while a slow prediction runs;
         # threads=0 runs it on the loop itself (no thread hop: faster for quick models).
         self.inline = threads == 0
-        self.executor = ThreadPoolExecutor(max_workers=max(threads, 1), thread_name_prefix="model")
+        self.threads = max(threads, 1)
+        self.executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="model")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +87,7 @@ class App:
     async def _execution_parameters(self, send: Send) -> None:
         """Batch transform asks this when the job leaves values unset (as MMS answers it): two
         requests in flight per model thread keep the model busy while the next body arrives."""
-        threads = max(self.executor._max_workers, 1)
+        threads = self.threads
         body = json.dumps(
             {"MaxConcurrentTransforms": 2 * threads, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
         ).encode()

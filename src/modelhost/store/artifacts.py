@@ -16,7 +16,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from modelhost.store.objects import ObjectNotFound, ObjectStore
+from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
 
 
 class ArtifactError(Exception):
@@ -24,7 +24,7 @@ class ArtifactError(Exception):
 
 
 class ArtifactCache:
-    def __init__(self, objects: ObjectStore, cache_dir: Path) -> None:
+    def __init__(self, objects: BlobStore, cache_dir: Path) -> None:
         self.objects = objects
         self.cache_dir = cache_dir
         self._locks: dict[str, threading.Lock] = {}
@@ -53,13 +53,14 @@ class ArtifactCache:
 
     def _archive(self, uri: str) -> Path:
         try:
+            path = self.objects.local_path(uri)  # the object's file (a mirrored copy for a remote store)
+            if path.is_dir():
+                # A local directory given as ModelDataUrl is used as it is (handy for `modelhost deploy DIR`).
+                return path
             info = self.objects.stat(uri)
-        except ObjectNotFound as exc:
+        except (BlobNotFound, BlobError) as exc:
             raise ArtifactError(f"Failed to download model data from {uri}: {exc}.") from None
-        if info.path.is_dir():
-            # A local directory given as ModelDataUrl is used as it is (handy for `modelhost deploy DIR`).
-            return info.path
-        key = self._key("tar", uri, f"{info.size}:{info.mtime}")
+        key = self._key("tar", uri, f"{info.size}:{info.mtime}:{info.etag}")
         target = self.cache_dir / key
         with self._lock(key):
             if target.is_dir():
@@ -67,7 +68,7 @@ class ArtifactCache:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=self.cache_dir))
             try:
-                with tarfile.open(info.path, "r:*") as tar:
+                with tarfile.open(path, "r:*") as tar:
                     tar.extractall(tmp, filter="data")
             except (
                 tarfile.OutsideDestinationError,
@@ -90,7 +91,7 @@ class ArtifactCache:
     def _prefix(self, uri: str, data_type: str) -> Path:
         try:
             path = self.objects.local_path(uri)
-        except ObjectNotFound as exc:
+        except (BlobNotFound, BlobError) as exc:
             raise ArtifactError(f"Failed to download model data from {uri}: {exc}.") from None
         if data_type == "S3Object":
             if not path.is_file():

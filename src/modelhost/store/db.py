@@ -55,11 +55,11 @@ class MetadataStore:
             yield conn
 
     @classmethod
-    def _encode(cls, values: Row) -> Row:
+    def encode(cls, values: Row) -> Row:
         return {k: json.dumps(v) if k in cls.JSON_COLUMNS else v for k, v in values.items()}
 
     @classmethod
-    def _decode(cls, row: Any) -> Row:
+    def decode(cls, row: Any) -> Row:
         out = dict(row._mapping)
         for k in cls.JSON_COLUMNS:
             if k in out and isinstance(out[k], str):
@@ -67,17 +67,17 @@ class MetadataStore:
         return out
 
     def insert(self, conn: Connection, table: Table, values: Row) -> None:
-        conn.execute(table.insert().values(**self._encode(values)))
+        conn.execute(table.insert().values(**self.encode(values)))
 
     def get(self, conn: Connection, table: Table, name: str) -> Row | None:
         row = conn.execute(select(table).where(table.c.name_key == name.lower())).first()
-        return self._decode(row) if row is not None else None
+        return self.decode(row) if row is not None else None
 
     def all(self, conn: Connection, table: Table) -> list[Row]:
-        return [self._decode(r) for r in conn.execute(select(table))]
+        return [self.decode(r) for r in conn.execute(select(table))]
 
     def update(self, conn: Connection, table: Table, name: str, values: Row) -> None:
-        conn.execute(table.update().where(table.c.name_key == name.lower()).values(**self._encode(values)))
+        conn.execute(table.update().where(table.c.name_key == name.lower()).values(**self.encode(values)))
 
     def delete(self, conn: Connection, table: Table, name: str) -> None:
         conn.execute(table.delete().where(table.c.name_key == name.lower()))

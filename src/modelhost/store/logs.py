@@ -25,3 +25,20 @@ class EndpointLog:
 
 def endpoint_log_path(logs_dir: Path, endpoint: str) -> Path:
     return logs_dir / "endpoints" / f"{endpoint}.log"
+
+
+PLATFORM = "transform"  # log source of a transform job runner's own lines
+
+
+def job_log_path(logs_dir: Path, job: str) -> Path:
+    return logs_dir / "transform-jobs" / f"{job}.log"
+
+
+class JobLog(EndpointLog):
+    """A transform job's log stream: its instances' output and the runner's lines (CloudWatch's
+    ``/aws/sagemaker/TransformJobs`` streams are read from this file)."""
+
+    def __init__(self, logs_dir: Path, job: str) -> None:  # noqa: D107 - same format as endpoint logs
+        self.path = job_log_path(logs_dir, job)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115

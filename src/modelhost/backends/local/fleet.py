@@ -23,7 +23,7 @@ from modelhost.backends.handle import (
     ReplicaUnreachable,
     StreamedReply,
 )
-from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, stream_request
+from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, StreamedResponse, stream_request
 from modelhost.backends.local.instances import RESTART_BACKOFF, Instance, InstanceFailed, InstanceSpec
 from modelhost.resources.stats import FleetStats
 from modelhost.store.logs import EndpointLog
@@ -228,7 +228,7 @@ class Fleet:
     ) -> StreamedReply:
         path = str(cast(Instance, replica).socket_path)
         try:
-            return await stream_request(path, b"POST", b"/invocations", headers, size, chunks)
+            return _Reply(await stream_request(path, b"POST", b"/invocations", headers, size, chunks))
         except ConnectError as exc:
             raise ReplicaUnreachable(str(exc)) from None
         except ConnectionLost as exc:
@@ -251,3 +251,28 @@ class Fleet:
             task.cancel()
         self._supervisors.clear()
         await asyncio.gather(*(i.stop(drain_timeout) for i in self.instances), return_exceptions=True)
+
+
+class _Reply:
+    """A streamed answer whose body, when the instance goes away while it is read, raises ReplicaLost."""
+
+    def __init__(self, resp: StreamedResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.chunks():
+                yield chunk
+        except ConnectionLost as exc:
+            raise ReplicaLost(str(exc)) from None
+
+    async def read_all(self, limit: int) -> bytes:
+        try:
+            return await self._resp.read_all(limit)
+        except ConnectionLost as exc:
+            raise ReplicaLost(str(exc)) from None
+
+    def close(self) -> None:
+        self._resp.close()

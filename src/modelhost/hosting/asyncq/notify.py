@@ -1,4 +1,4 @@
-"""Asynchronous inference notifications: SNS topics and webhooks.
+"""Asynchronous inference notifications: the message, and its delivery to SNS topics and webhooks.
 
 A topic is either an SNS ARN, published through the SNS API (boto3) at
 ``MODELHOST_SNS_ENDPOINT_URL`` (moto's server, LocalStack, or real SNS when unset credentials
@@ -10,12 +10,15 @@ that still cannot be delivered is given up (the caller counts it in ``Notificati
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
+
+from modelhost.hosting.asyncq.items import Item
 
 log = logging.getLogger("modelhost.notify")
 
@@ -26,7 +29,7 @@ HTTP_TIMEOUT = 10.0
 
 def iso_millis(t: float) -> str:
     """ISO-8601 UTC with milliseconds, as the notification's eventTime/receivedTime."""
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(t * 1000) % 1000:03d}Z"
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(t * 1000) % 1000:03d}Z"
 
 
 def is_webhook(topic: str) -> bool:
@@ -95,3 +98,46 @@ class Notifier:
 
 # The message SageMaker sends to each configured topic when an async endpoint is created.
 TEST_NOTIFICATION = json.dumps({"eventVersion": "1.0", "eventSource": "aws:sagemaker", "eventName": "TestNotification"})
+
+
+def notification(item: Item, outcome: dict[str, Any], region: str) -> dict[str, Any] | None:
+    """The notification to store with an outcome (``{"topic", "message"}``), or None without a topic.
+
+    The body is reference 4.3's. ``outcome["embedded"]`` (the response, base64) is taken out of
+    the outcome: it is only ever part of the message, never stored alone."""
+    spec = item.spec
+    ok = outcome["status"] == "Completed"
+    topic = spec.get("success_topic") if ok else spec.get("error_topic")
+    embedded = outcome.pop("embedded", None)
+    if not topic:
+        return None
+    request: dict[str, Any] = {}
+    if ok and spec.get("content_type") is not None:
+        request["contentType"] = spec["content_type"]
+    request["endpointName"] = item.endpoint
+    if spec.get("input"):
+        request["inputLocation"] = spec["input"]
+    message: dict[str, Any] = {
+        "awsRegion": region,
+        "eventTime": iso_millis(outcome["time"]),
+        "receivedTime": iso_millis(item.received),
+        "invocationStatus": "Completed" if ok else "Failed",
+    }
+    if not ok:
+        message["failureReason"] = outcome["reason"]
+    message["requestParameters"] = request
+    if ok:
+        message["responseParameters"] = {"contentType": outcome["content_type"], "outputLocation": outcome["location"]}
+    elif outcome.get("location"):
+        message["responseParameters"] = {"failureLocation": outcome["location"]}
+    message.update(
+        inferenceId=item.inference_id, eventVersion="1.0", eventSource="aws:sagemaker", eventName="InferenceResult"
+    )
+    wanted = "SUCCESS_NOTIFICATION_TOPIC" if ok else "ERROR_NOTIFICATION_TOPIC"
+    if wanted in spec.get("include", []) and embedded is not None:
+        # The key is not documented [unverified]: UTF-8 text as is, anything else base64.
+        try:
+            message["responseBody"] = {"content": base64.b64decode(embedded).decode("utf-8"), "encoding": "UTF8"}
+        except UnicodeDecodeError:
+            message["responseBody"] = {"content": embedded, "encoding": "BASE64"}
+    return {"topic": topic, "message": json.dumps(message)}

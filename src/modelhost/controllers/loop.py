@@ -1,0 +1,100 @@
+"""The one control loop: desired state (the metadata store) -> what runs.
+
+Each pass reads the endpoints table once and hands the typed records to everything that follows
+endpoints — the reconciler (fleets and routes) and the async queue (which endpoints take
+InvokeEndpointAsync) — then lets the transform supervisor look at its jobs, and every
+``autoscale_interval`` seconds runs the autoscaler. A pass runs when woken (every control-plane
+change calls ``wake``) or every ``tick`` seconds; one failing part never stops the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from modelhost.controllers.autoscaler import Autoscaler
+from modelhost.controllers.reconciler import Reconciler
+from modelhost.controllers.transforms import TransformSupervisor
+from modelhost.resources.endpoint import EndpointRecord
+from modelhost.store import endpoints as rows
+from modelhost.store.db import MetadataStore
+
+log = logging.getLogger("modelhost.controllers")
+
+EndpointWatcher = Callable[[list[EndpointRecord]], Awaitable[None]]
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        store: MetadataStore,
+        reconciler: Reconciler,
+        transforms: TransformSupervisor,
+        autoscaler: Autoscaler,
+        *,
+        tick: float,
+        autoscale_interval: float,
+        endpoint_watchers: tuple[EndpointWatcher, ...] = (),
+    ) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.transforms = transforms
+        self.autoscaler = autoscaler
+        self.tick = tick
+        self.autoscale_interval = autoscale_interval
+        self.endpoint_watchers = endpoint_watchers
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._next_autoscale = 0.0
+
+    def wake(self) -> None:
+        """Thread-safe: ask for a pass now (the control plane calls it after every change)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._next_autoscale = time.monotonic() + self.autoscale_interval
+        self._main = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self.run_once()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.tick)
+            self._wake.clear()
+
+    def _load(self) -> list[EndpointRecord]:
+        with self.store.begin() as conn:
+            return rows.load_all(self.store, conn)
+
+    async def run_once(self) -> None:
+        try:
+            records = await asyncio.to_thread(self._load)
+            self.reconciler.sync(records)
+            for watch in self.endpoint_watchers:
+                await watch(records)
+        except Exception:  # keep reconciling whatever one pass hit
+            log.exception("endpoint pass failed")
+        try:
+            await self.transforms.scan()
+        except Exception:
+            log.exception("transform supervisor pass failed")
+        if time.monotonic() >= self._next_autoscale:
+            self._next_autoscale = time.monotonic() + self.autoscale_interval
+            try:
+                await self.autoscaler.evaluate_once()
+            except Exception:
+                log.exception("autoscaling pass failed")
+
+    async def shutdown(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        await self.transforms.shutdown()
+        await self.reconciler.shutdown()

@@ -1,0 +1,223 @@
+"""The durable rows of ``async_requests`` and the one writer every change goes through.
+
+Row states: ``Pending --claim--> InProgress --> Completing --> Completed | Failed``. A claim sets
+the lease (owner = this server run, ``attempts`` + 1); ``Completing`` holds the outcome and the
+notification until step 2 of the commit (committer.py) is done. Every write is queued on the
+group-commit ``Writer``: operations queued while a transaction runs share the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, or_, select
+
+from modelhost.store import tables
+from modelhost.store.db import MetadataStore
+
+T = tables.async_requests
+UNFINISHED = ("Pending", "InProgress", "Completing")
+
+Op = Callable[[Connection], Any]
+
+
+class Writer:
+    """Group commit: operations queued while a transaction runs share the next one."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self._ops: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        deadline = time.monotonic() + 10
+        while self._ops and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def run(self, op: Op) -> Any:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append((op, fut))
+        self._event.set()
+        return await fut
+
+    async def _loop(self) -> None:
+        while True:
+            await self._event.wait()
+            self._event.clear()
+            ops, self._ops = self._ops, []
+            if not ops:
+                continue
+            results = await asyncio.to_thread(self._execute, ops)
+            for (_, fut), (ok, value) in zip(ops, results, strict=True):
+                if fut.done():
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+    def _execute(self, ops: list[tuple[Op, Any]]) -> list[tuple[bool, Any]]:
+        try:
+            with self.store.begin() as conn:
+                return [(True, op(conn)) for op, _ in ops]
+        except Exception:
+            pass
+        # Something failed the batch (rolled back as a whole): run each in its own transaction.
+        out: list[tuple[bool, Any]] = []
+        for op, _ in ops:
+            try:
+                with self.store.begin() as conn:
+                    out.append((True, op(conn)))
+            except Exception as exc:
+                out.append((False, exc))
+        return out
+
+
+def _dumps(note: dict | None) -> str | None:
+    return json.dumps(note) if note is not None else None
+
+
+class RequestRows:
+    """The row operations of one server run (``run_id`` owns its leases), each awaited through the writer."""
+
+    def __init__(self, store: MetadataStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.writer = Writer(store)
+
+    def start(self) -> None:
+        self.writer.start()
+
+    async def stop(self) -> None:
+        """A graceful stop is no crash: what this run had in flight goes back to the queue uncounted."""
+        await self.writer.run(self._release_all)
+        await self.writer.stop()
+
+    async def insert(self, inference_id: str, endpoint: str, received: float, spec: dict[str, Any]) -> int:
+        """A new Pending row; returns its ``seq`` (the queue order)."""
+
+        def op(conn: Connection) -> int:
+            result = conn.execute(
+                T.insert().values(
+                    inference_id=inference_id,
+                    endpoint=endpoint,
+                    status="Pending",
+                    received_time=received,
+                    attempts=0,
+                    spec=json.dumps(spec),
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+        return int(await self.writer.run(op))
+
+    async def claim(self, seq: int, timeout: float) -> bool:
+        """Pending -> InProgress under this run's lease; False if the row was not Pending."""
+
+        def op(conn: Connection) -> bool:
+            result = conn.execute(
+                T.update()
+                .where(T.c.seq == seq, T.c.status == "Pending")
+                .values(
+                    status="InProgress",
+                    lease_owner=self.run_id,
+                    lease_expires=time.time() + timeout + 60,
+                    attempts=T.c.attempts + 1,
+                )
+            )
+            return bool(result.rowcount == 1)
+
+        return bool(await self.writer.run(op))
+
+    async def requeue(self, seq: int, uncount: bool, any_owner: bool = False) -> None:
+        """InProgress -> Pending; ``uncount`` takes the claim's attempt back (nothing ran)."""
+
+        def op(conn: Connection) -> None:
+            where = [T.c.seq == seq, T.c.status == "InProgress"]
+            if not any_owner:
+                where.append(T.c.lease_owner == self.run_id)
+            values: dict[str, Any] = {"status": "Pending", "lease_owner": None, "lease_expires": None}
+            if uncount:
+                values["attempts"] = T.c.attempts - 1
+            conn.execute(T.update().where(*where).values(**values))
+
+        await self.writer.run(op)
+
+    def _release_all(self, conn: Connection) -> None:
+        conn.execute(
+            T.update()
+            .where(T.c.status == "InProgress", T.c.lease_owner == self.run_id)
+            .values(status="Pending", lease_owner=None, lease_expires=None, attempts=T.c.attempts - 1)
+        )
+
+    async def completing(
+        self, seq: int, outcome: dict, note: dict | None, from_status: str, any_owner: bool = False
+    ) -> bool:
+        """Commit step 1: ``from_status`` -> Completing with the outcome; False if the row was not there."""
+
+        def op(conn: Connection) -> bool:
+            where = [T.c.seq == seq, T.c.status == from_status]
+            if from_status == "InProgress" and not any_owner:
+                where.append(T.c.lease_owner == self.run_id)
+            result = conn.execute(
+                T.update()
+                .where(*where)
+                .values(
+                    status="Completing",
+                    outcome=json.dumps(outcome),
+                    notification=_dumps(note),
+                    completed_time=outcome["time"],
+                )
+            )
+            return bool(result.rowcount == 1)
+
+        return bool(await self.writer.run(op))
+
+    async def update_outcome(self, seq: int, outcome: dict, note: dict | None) -> None:
+        def op(conn: Connection) -> None:
+            conn.execute(
+                T.update().where(T.c.seq == seq).values(outcome=json.dumps(outcome), notification=_dumps(note))
+            )
+
+        await self.writer.run(op)
+
+    async def done(self, seq: int, status: str) -> None:
+        """Completing -> Completed | Failed (the end of the commit)."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                T.update()
+                .where(T.c.seq == seq, T.c.status == "Completing")
+                .values(status=status, lease_owner=None, lease_expires=None)
+            )
+
+        await self.writer.run(op)
+
+    async def notified(self, seq: int) -> None:
+        def op(conn: Connection) -> None:
+            conn.execute(T.update().where(T.c.seq == seq).values(notification=None))
+
+        await self.writer.run(op)
+
+    def load_unfinished(self) -> list[dict]:
+        """(Blocking; at start) rows not yet finished, or finished with a notification not yet sent."""
+        with self.store.begin() as conn:
+            rows = conn.execute(
+                select(T).where(or_(T.c.status.in_(UNFINISHED), T.c.notification.is_not(None))).order_by(T.c.seq)
+            )
+            return [dict(r._mapping) for r in rows]

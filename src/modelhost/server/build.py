@@ -1,0 +1,76 @@
+"""The server's ASGI app from the services the composition root (app.py) built: the front door's
+routes in order, the middleware stack, and the Starlette app for the JSON 1.1 API and our own routes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from starlette.applications import Starlette
+from starlette.routing import Route as StarletteRoute
+
+from modelhost.config import Settings
+from modelhost.control.context import ControlContext
+from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.router import Router
+from modelhost.server import admin, protocols
+from modelhost.server.asgi import ASGIApp
+from modelhost.server.async_runtime import AsyncInvocations
+from modelhost.server.control_plane import ControlPlane
+from modelhost.server.front_door import FrontDoor, Route, anything, is_invoke, is_invoke_async, is_s3, is_sts
+from modelhost.server.middleware import STACK
+from modelhost.server.runtime import Invocations
+from modelhost.server.s3 import S3App
+from modelhost.server.s3.proxy import S3Proxy
+from modelhost.server.sts import StsApp
+from modelhost.store.buckets import BucketStore
+from modelhost.store.multipart import MultipartUploads
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def build_asgi(
+    settings: Settings,
+    *,
+    control: ControlContext,
+    router: Router,
+    asyncq: AsyncInference,
+    buckets: BucketStore,
+    uploads: MultipartUploads,
+    lifespan: Lifespan,
+) -> FrontDoor:
+    """``lifespan`` starts and stops the services; the server's own resources close after it."""
+    s3_app: ASGIApp
+    proxy: S3Proxy | None = None
+    if settings.s3_endpoint_url:  # the S3 API is the configured service's, re-signed
+        s3_app = proxy = S3Proxy(settings.s3_endpoint_url, settings.region)
+    else:
+        s3_app = S3App(buckets, uploads, settings.region)
+
+    @contextlib.asynccontextmanager
+    async def server_lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with lifespan(app):
+                yield
+        finally:
+            if proxy is not None:
+                await proxy.aclose()
+
+    api = Starlette(
+        routes=[
+            StarletteRoute("/", ControlPlane(control).handle, methods=["POST"]),
+            *admin.routes(settings.logs_dir),
+        ],
+        lifespan=server_lifespan,
+    )
+    invocations = Invocations(router, settings.account_id)
+    invocations.async_endpoints = asyncq.names  # InvokeEndpoint refuses these (a set kept current in place)
+    routes = [
+        Route("s3", is_s3, s3_app, protocols.REST_XML),  # first: a bucket may be called "endpoints"
+        Route("sts", is_sts, StsApp(settings.account_id), protocols.QUERY),
+        Route("invoke", is_invoke, invocations, protocols.REST_JSON),
+        Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq), protocols.REST_JSON),
+        Route("api", anything, api, protocols.JSON),
+    ]
+    return FrontDoor(routes, STACK)

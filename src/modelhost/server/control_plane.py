@@ -1,0 +1,62 @@
+"""The JSON 1.1 control plane: ``POST /`` with ``X-Amz-Target: <Service>.<Operation>``.
+
+Decode, validate against botocore's service model, run the protocol-neutral operation in a worker
+thread, encode the output; errors in AWS's shape. The request id and the caller come from the
+front door's middleware (``scope[REQUEST_ID]``, ``scope[CALLER]``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelhost.control import autoscaling, logs_api
+from modelhost.control.context import ControlContext
+from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
+from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
+from modelhost.server.asgi import request_id
+from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
+
+log = logging.getLogger("modelhost.server")
+
+SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
+    "SageMaker": ("sagemaker", SAGEMAKER_OPERATIONS),
+    "AnyScaleFrontendService": ("application-autoscaling", autoscaling.OPERATIONS),
+    "Logs_20140328": ("logs", logs_api.OPERATIONS),  # transform job logs for the SDK (logs=True)
+}
+
+
+class ControlPlane:
+    """A Starlette endpoint over the control context."""
+
+    def __init__(self, control: ControlContext) -> None:
+        self.control = control
+
+    async def handle(self, request: Request) -> Response:
+        rid = request_id(request.scope)
+        try:
+            prefix, operation = parse_target(request.headers.get("x-amz-target"))
+            service = SERVICES.get(prefix)
+            if service is None:
+                raise UnknownOperationException(f"Unknown service target: {prefix}.{operation}")
+            schema_name, operations = service
+            handler = operations.get(operation)
+            if handler is None:
+                raise UnknownOperationException(
+                    f"Operation {operation} is not supported by modelhost."
+                    if get_schema(schema_name).has_operation(operation)
+                    else f"Unknown operation {operation}."
+                )
+            params = decode_body(await request.body())
+            schema = get_schema(schema_name)
+            schema.validate(operation, params)
+            result = await run_in_threadpool(handler, self.control, params)
+            return json_response(schema.output_to_json(operation, result), rid)
+        except ApiError as err:
+            return error_response(err, rid)
+        except Exception as exc:  # never leak a stack trace as a non-AWS response
+            log.exception("control plane operation failed")
+            return error_response(InternalFailure(f"{type(exc).__name__}: {exc}"), rid)

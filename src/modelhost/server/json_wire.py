@@ -1,0 +1,120 @@
+"""JSON on the wire for the AWS protocols: encoding with AWS's conversions (timestamps as epoch
+seconds, blobs as base64), request bodies and ``X-Amz-Target``, and the success and error
+responses of JSON 1.1 (control plane) and rest-json (sagemaker-runtime)."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+from starlette.responses import Response
+
+from modelhost.errors import ApiError, RuntimeApiError, SerializationException, UnknownOperationException
+
+# orjson is optional: faster, but the stdlib fallback produces the same wire format.
+orjson: Any
+try:
+    orjson = importlib.import_module("orjson")
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+REST_JSON_CONTENT_TYPE = "application/json"
+
+
+def _default(obj: object) -> object:
+    if isinstance(obj, datetime):
+        if obj.tzinfo is None:
+            obj = obj.replace(tzinfo=UTC)  # naive datetimes are UTC throughout the project
+        return obj.timestamp()
+    if isinstance(obj, date):
+        return datetime(obj.year, obj.month, obj.day, tzinfo=UTC).timestamp()
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _prepare(obj: object) -> object:
+    # orjson serializes datetimes itself (as ISO strings) and never calls `default` for them,
+    # so timestamps and bytes are converted up front for it.
+    if isinstance(obj, dict):
+        return {k: _prepare(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [_prepare(v) for v in obj]
+    if isinstance(obj, datetime | date | bytes | bytearray | memoryview):
+        return _default(obj)
+    return obj
+
+
+def dumps(obj: object) -> bytes:
+    """Compact UTF-8 JSON with the AWS conversions for datetimes and bytes."""
+    if orjson is not None:
+        return orjson.dumps(_prepare(obj), option=orjson.OPT_NON_STR_KEYS)
+    return json.dumps(obj, default=_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_target(header: str | None) -> tuple[str, str]:
+    """Split ``X-Amz-Target: SageMaker.CreateModel`` into ("SageMaker", "CreateModel")."""
+    if not header:
+        raise UnknownOperationException("Missing X-Amz-Target header.")
+    prefix, dot, operation = header.strip().rpartition(".")
+    if not dot or not prefix or not operation:
+        raise UnknownOperationException(f"Malformed X-Amz-Target header: {header!r}.")
+    return prefix, operation
+
+
+def _no_constant(name: str) -> object:
+    # json accepts NaN/Infinity by default; they are not JSON and the service rejects them.
+    raise ValueError(f"invalid literal {name}")
+
+
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """Parse a JSON 1.1 request body; an empty body means no arguments."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw) if orjson is not None else json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SerializationException(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SerializationException("Start of structure or map found where not expected.")
+    return data
+
+
+def json_response(payload: bytes, request_id: str) -> Response:
+    """A JSON 1.1 success response."""
+    return Response(
+        content=payload,
+        status_code=200,
+        media_type=JSON_CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id},
+    )
+
+
+def error_response(err: ApiError, request_id: str) -> Response:
+    """A JSON 1.1 error: ``__type`` in the body plus ``x-amzn-ErrorType``, status from the error."""
+    return Response(
+        content=dumps(err.body()),
+        status_code=err.status,
+        media_type=JSON_CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": err.code},
+    )
+
+
+def runtime_error_response(err: ApiError, request_id: str) -> Response:
+    """A rest-json (sagemaker-runtime) error; botocore reads the code from ``x-amzn-ErrorType``."""
+    body = err.body()
+    if not isinstance(err, RuntimeApiError):
+        # A control-plane error escaping on the runtime path: keep the rest-json `Message` shape.
+        body = {"Message": err.message, **err.fields}
+    return Response(
+        content=dumps(body),
+        status_code=err.status,
+        media_type=REST_JSON_CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": err.code},
+    )

@@ -1,0 +1,222 @@
+"""Bucket and object operations over ``<data-dir>/buckets`` (see the package doc for the layout)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from modelhost.store.buckets.checksums import COPY_CHUNK, file_md5
+from modelhost.store.buckets.errors import (
+    BucketAlreadyOwnedByYou,
+    BucketNotEmpty,
+    NoSuchBucket,
+    NoSuchKey,
+    PreconditionFailed,
+)
+from modelhost.store.buckets.index import MetaIndex, stamp
+from modelhost.store.buckets.names import LEGACY_BUCKET, check_bucket_name, check_key, check_new_bucket_name
+from modelhost.store.buckets.objects import Bucket, ObjectAttrs, ObjectMeta, ObjectWriter
+from modelhost.store.buckets.tree import install, is_file, prune_empty_dirs, walk
+
+
+class BucketStore:
+    """Bucket and object operations over ``<data-dir>/buckets`` (blocking: call from a thread)."""
+
+    def __init__(self, buckets_dir: Path, data_dir: Path) -> None:
+        self.buckets_dir = buckets_dir
+        self.meta_dir = data_dir / "buckets-meta"
+        self.tmp_dir = self.meta_dir / "tmp"
+        self.index = MetaIndex(self.meta_dir / "objects.db")
+        self._commit_lock = threading.Lock()
+        self.buckets_dir.mkdir(parents=True, exist_ok=True)
+        # Temp files left by a crash mid-upload are garbage: nothing refers to them.
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- buckets -------------------------------------------------------------------------------
+
+    def bucket_dir(self, bucket: str) -> Path:
+        """The directory of an existing bucket (NoSuchBucket otherwise)."""
+        check_bucket_name(bucket)
+        path = self.buckets_dir / bucket
+        if not path.is_dir():
+            raise NoSuchBucket("The specified bucket does not exist", BucketName=bucket)
+        return path
+
+    def list_buckets(self) -> list[Bucket]:
+        out = []
+        with os.scandir(self.buckets_dir) as it:
+            for entry in it:
+                if entry.is_dir() and LEGACY_BUCKET.fullmatch(entry.name):
+                    out.append(self.head_bucket(entry.name))
+        return sorted(out, key=lambda b: b.name)
+
+    def head_bucket(self, bucket: str) -> Bucket:
+        path = self.bucket_dir(bucket)
+        row = self.index.bucket(bucket)
+        if row is not None:
+            return Bucket(bucket, row[0], row[1] or "")
+        return Bucket(bucket, path.stat().st_mtime, "")
+
+    def create_bucket(self, bucket: str, location: str = "") -> Bucket:
+        check_new_bucket_name(bucket)
+        path = self.buckets_dir / bucket
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            raise BucketAlreadyOwnedByYou(
+                "Your previous request to create the named bucket succeeded and you already own it.",
+                BucketName=bucket,
+            ) from None
+        created = time.time()
+        self.index.add_bucket(bucket, created, location)
+        return Bucket(bucket, created, location)
+
+    def delete_bucket(self, bucket: str) -> None:
+        path = self.bucket_dir(bucket)
+        for _dirpath, _dirnames, filenames in os.walk(path):
+            if filenames:
+                raise BucketNotEmpty("The bucket you tried to delete is not empty", BucketName=bucket)
+        shutil.rmtree(path)
+        self.index.drop_bucket(bucket)
+
+    # --- objects -------------------------------------------------------------------------------
+
+    def object_path(self, bucket: str, key: str) -> Path:
+        root = self.bucket_dir(bucket)
+        check_key(key)
+        return root / key
+
+    def new_writer(self, bucket: str, key: str, **kwargs: Any) -> ObjectWriter:
+        """A writer for a PutObject; checks the bucket and key before any byte is received."""
+        self.object_path(bucket, key)
+        return ObjectWriter(self.tmp_dir, **kwargs)
+
+    def commit(
+        self, bucket: str, key: str, tmp: Path, etag: str, attrs: ObjectAttrs, *, if_none_match: bool = False
+    ) -> ObjectMeta:
+        """Move a verified temp file onto the key (atomic) and record its metadata."""
+        path = self.object_path(bucket, key)
+        try:
+            with self._commit_lock:
+                if if_none_match and path.exists():
+                    raise PreconditionFailed(
+                        "At least one of the pre-conditions you specified did not hold", Condition="If-None-Match"
+                    )
+                install(tmp, path, self.bucket_dir(bucket))
+                st = path.stat()
+                self.index.put(bucket, key, st, etag, attrs)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            raise
+        return ObjectMeta(bucket, key, st.st_size, st.st_mtime, etag, attrs, path)
+
+    def _describe(
+        self, bucket: str, key: str, path: Path, st: os.stat_result, f: IO[bytes] | None, row: tuple | None
+    ) -> ObjectMeta:
+        if row is not None and tuple(row[:3]) == stamp(st):
+            return ObjectMeta(bucket, key, st.st_size, st.st_mtime, row[3], ObjectAttrs.from_row(row[4], row[5]), path)
+        # Written by something other than the S3 API (or the row is stale): derive and remember.
+        if f is not None:
+            pos = f.tell()
+            etag = file_md5(f)
+            f.seek(pos)
+        else:
+            with open(path, "rb") as g:
+                etag = file_md5(g)
+        attrs = ObjectAttrs()
+        with self._commit_lock:
+            with contextlib.suppress(OSError):
+                if stamp(path.stat()) == stamp(st):
+                    self.index.put(bucket, key, st, etag, attrs)
+        return ObjectMeta(bucket, key, st.st_size, st.st_mtime, etag, attrs, path)
+
+    def head_object(self, bucket: str, key: str) -> ObjectMeta:
+        path = self.object_path(bucket, key)
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is None or not is_file(st):
+            raise NoSuchKey("The specified key does not exist.", Key=key)
+        return self._describe(bucket, key, path, st, None, self.index.get(bucket, key))
+
+    def open_object(self, bucket: str, key: str) -> tuple[ObjectMeta, IO[bytes]]:
+        """The object's metadata and an open handle on exactly those bytes (a concurrent
+        replace does not change what this handle reads)."""
+        path = self.object_path(bucket, key)
+        try:
+            f = open(path, "rb")  # noqa: SIM115 - handed to the caller
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise NoSuchKey("The specified key does not exist.", Key=key) from None
+        try:
+            st = os.fstat(f.fileno())
+            if not is_file(st):
+                raise NoSuchKey("The specified key does not exist.", Key=key)
+            return self._describe(bucket, key, path, st, f, self.index.get(bucket, key)), f
+        except BaseException:
+            f.close()
+            raise
+
+    def copy_object(
+        self, src_bucket: str, src_key: str, bucket: str, key: str, attrs: ObjectAttrs | None
+    ) -> ObjectMeta:
+        """Copy bytes (streamed through a temp file); ``attrs`` None keeps the source's metadata."""
+        self.object_path(bucket, key)
+        meta, f = self.open_object(src_bucket, src_key)
+        writer = ObjectWriter(self.tmp_dir)
+        try:
+            with f:
+                while chunk := f.read(COPY_CHUNK):
+                    writer.write(chunk)
+            writer.close()
+        except BaseException:
+            writer.discard()
+            raise
+        new_attrs = attrs if attrs is not None else meta.attrs
+        if attrs is None and "-" in meta.etag:
+            new_attrs = ObjectAttrs(meta.attrs.content_type, meta.attrs.user, meta.attrs.headers, {})
+        return self.commit(bucket, key, writer.path, writer.md5.hexdigest(), new_attrs)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        """S3 semantics: deleting a missing key succeeds."""
+        root = self.bucket_dir(bucket)
+        path = self.object_path(bucket, key)
+        with self._commit_lock:
+            try:
+                if path.is_file():
+                    path.unlink()
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            self.index.delete(bucket, key)
+            prune_empty_dirs(path.parent, root)
+
+    # --- listing -------------------------------------------------------------------------------
+
+    def iter_keys(self, bucket: str, prefix: str = "", start_after: str = "") -> Iterator[tuple[str, os.stat_result]]:
+        """Every (key, stat) in the bucket with ``prefix`` and ``key > start_after``, in S3's
+        order (UTF-8 byte order, which for str is code point order), pruning whole directories."""
+        root = self.bucket_dir(bucket)
+        yield from walk(root, "", prefix, start_after)
+
+    def describe_many(self, bucket: str, found: list[tuple[str, os.stat_result]]) -> list[ObjectMeta]:
+        """Metadata for a page of listed keys (one index query)."""
+        if not found:
+            return []
+        root = self.buckets_dir / bucket
+        rows = self.index.range(bucket, found[0][0], found[-1][0])
+        out = []
+        for key, st in found:
+            with contextlib.suppress(FileNotFoundError):
+                out.append(self._describe(bucket, key, root / key, st, None, rows.get(key)))
+        return out
+
+    def has_keys(self, bucket: str, prefix: str, start_after: str = "") -> bool:
+        return next(self.iter_keys(bucket, prefix, start_after), None) is not None
