@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -61,6 +63,11 @@ def via_modelhost(server: Server) -> Any:
         aws_secret_access_key="client-secret",
         config=Config(retries={"mode": "standard", "max_attempts": 1}),
     )
+
+
+def direct_keys(server: Server, bucket: str) -> list[str]:
+    url = server.env["MODELHOST_S3_ENDPOINT_URL"]
+    return [o["Key"] for o in moto_s3(url).list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def test_object_operations_land_in_the_service(server: Server, moto_url: str) -> None:
@@ -199,5 +206,18 @@ def test_async_inference_with_input_and_output_through_modelhost(server: Server)
     expected = model.predict([[float(v) for v in line.split(",")] for line in rows.splitlines()])
     result = json.loads(got["Body"].read())
     assert len(result) == 3 and all(abs(a - b) < 1e-9 for a, b in zip(result, expected, strict=True))
+    # `modelhost invoke --async`: the CLI uploads the body through modelhost and reads the result back
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDCLIENT", "AWS_SECRET_ACCESS_KEY": "client-secret"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelhost.cli", "invoke", name, "--async", "--content-type", "text/csv"]
+        + ["--body", csv_row(x[0]), "--wait", "60", "--url", server.url],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert abs(json.loads(proc.stdout)[0] - expected[0]) < 1e-9
+    assert direct_keys(server, "modelhost-async-inputs")
     # nothing went to the embedded bucket store
-    assert not any((server.data_dir / "buckets" / b).exists() for b in ("proxied-async-in", "proxied-async-out"))
+    embedded = ("proxied-async-in", "proxied-async-out", "modelhost-async-inputs")
+    assert not any((server.data_dir / "buckets" / b).exists() for b in embedded)

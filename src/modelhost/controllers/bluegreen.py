@@ -8,23 +8,40 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from modelhost.backends.handle import DeploymentFailed, ReplicaFailed
-from modelhost.controllers.running import Running
+from modelhost.backends.handle import DeploymentFailed, FleetHandle, ReplicaFailed
+from modelhost.config import Settings
+from modelhost.controllers.running import Running, RunningEndpoints
+from modelhost.hosting.router import EndpointRoute
 from modelhost.resources import rollout
-from modelhost.resources.endpoint import Deployment, EndpointRecord, EndpointStatus
+from modelhost.resources.endpoint import Deployment, EndpointRecord, EndpointStatus, Snapshot
 from modelhost.resources.stats import FleetStats
-
-if TYPE_CHECKING:
-    from modelhost.controllers.reconciler import Reconciler
+from modelhost.store.logs import EndpointLog
 
 BAKE_TICK = 0.5  # seconds between alarm evaluations while baking
 
 
+class Deployer(Protocol):
+    """The reconciler's building blocks a blue/green update uses (controllers/reconciler.py)."""
+
+    settings: Settings
+    running: RunningEndpoints
+
+    def log(self, endpoint: str) -> EndpointLog: ...
+
+    async def start_fleets(self, endpoint: str, snap: Snapshot) -> dict[str, FleetHandle]: ...
+
+    def route(self, endpoint: str, snap: Snapshot, fleets: dict[str, FleetHandle]) -> EndpointRoute: ...
+
+    def publish(self, running: Running, route: EndpointRoute) -> None: ...
+
+    def set_status(self, record: EndpointRecord, **changes: Any) -> EndpointRecord: ...
+
+
 class BlueGreen:
-    def __init__(self, reconciler: Reconciler) -> None:
-        self.r = reconciler
+    def __init__(self, deployer: Deployer) -> None:
+        self.r = deployer
 
     async def update(self, record: EndpointRecord) -> None:
         r = self.r

@@ -64,8 +64,10 @@ class ControlLoop:
     async def _run(self) -> None:
         while True:
             await self.run_once()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.tick)
+            # Sleep until woken, the next tick, or the autoscaler's next turn, whichever comes first.
+            wait = max(0.0, min(self.tick, self._next_autoscale - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     def _load(self) -> list[EndpointRecord]:

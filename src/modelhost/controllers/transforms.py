@@ -84,7 +84,7 @@ class TransformSupervisor:
                     # Nothing runs it (stopped before it started, or across a restart): finish the stop.
                     runner = self._runner(row)
                     runner.stop_requested = True
-                    await runner._finish_stopped()
+                    await runner.finish_stopped()
                     runner.log.close()
                 elif not current[0].stop_requested:
                     current[0].stop_requested = True

@@ -165,8 +165,6 @@ class TransformRunner:
         await asyncio.to_thread(undo)
         self.log.write(PLATFORM, "transform job Stopped; its output was removed")
 
-    _finish_stopped = finish_stopped  # the name the transform supervisor calls
-
     async def _execute(self) -> tuple[str, str | None]:
         spec = self.spec
         attempt = self.row.get("attempts") or 1

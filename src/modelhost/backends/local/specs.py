@@ -55,7 +55,7 @@ async def instance_spec(
         )
     except ArtifactError as exc:
         raise DeploymentFailed(str(exc)) from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise DeploymentFailed(
             f"{label}: model data was not ready within ModelDataDownloadTimeoutInSeconds ({download_timeout:g})."
         ) from None

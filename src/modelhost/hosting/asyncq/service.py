@@ -10,7 +10,6 @@ the request's life.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 import time
@@ -37,8 +36,6 @@ from modelhost.store.buckets import S3StoreError, check_key
 from modelhost.store.db import MetadataStore
 
 log = logging.getLogger("modelhost.async")
-
-REFRESH = 1.0  # TEMPORARY until controllers/ calls sync_endpoints: the endpoint table poll interval
 
 
 class AsyncInference:
@@ -69,8 +66,6 @@ class AsyncInference:
         )
         self._main: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._poll_now = asyncio.Event()  # TEMPORARY until controllers/ calls sync_endpoints
-        self._pushed = False  # TEMPORARY: sync_endpoints was called (the control loop is wired)
 
     @property
     def names(self) -> set[str]:
@@ -91,7 +86,7 @@ class AsyncInference:
         self._apply(endpoints, initial=True)
         for item in await recover(self.rows, self.table, self.committer, self.tasks, self.inputs_dir, self.tmp_dir):
             self.dispatcher.queue(item)
-        self._main = [asyncio.create_task(self.dispatcher.loop()), asyncio.create_task(self._poll_loop())]
+        self._main = [asyncio.create_task(self.dispatcher.loop())]
 
     async def stop(self) -> None:
         self.dispatcher.stopping = True
@@ -102,9 +97,8 @@ class AsyncInference:
         await self.rows.stop()  # hands this run's in-flight claims back, uncounted
 
     def wake(self) -> None:
-        """Thread-safe: the endpoint table changed (CreateEndpoint, DeleteEndpoint, ...)."""
+        """Thread-safe: look at the queues now."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._poll_now.set)  # TEMPORARY: the poller re-reads it now
             self._loop.call_soon_threadsafe(self.dispatcher.wake)
 
     # --- the endpoint table ------------------------------------------------------------------
@@ -113,7 +107,6 @@ class AsyncInference:
         """The control loop's push, once per pass: every record of the endpoints table. Async
         endpoints seen ``Creating`` for the first time get a TestNotification; requests of
         deleted (or no longer async) endpoints fail visibly."""
-        self._pushed = True
         self._apply(endpoints, initial=False)
 
     def _apply(self, endpoints: Sequence[EndpointRecord], initial: bool) -> None:
@@ -138,24 +131,6 @@ class AsyncInference:
         for topic in dict.fromkeys(t for t in (topics.get("SuccessTopic"), topics.get("ErrorTopic")) if t):
             if not await self.notifier.send(topic, TEST_NOTIFICATION):
                 self.metrics.variant(endpoint, variant).notification_failures.inc()
-
-    # --- TEMPORARY until controllers/ calls sync_endpoints -----------------------------------
-    # Polls the endpoints table until the first sync_endpoints call (then it stops by itself). Delete
-    # this method, its task in start(), REFRESH, _poll_now and _pushed once the control loop is wired.
-
-    async def _poll_loop(self) -> None:
-        while not self.dispatcher.stopping and not self._pushed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), REFRESH)
-            self._poll_now.clear()
-            if self._pushed:
-                return
-            try:
-                await self._reread()
-            except Exception:
-                log.exception("async endpoint refresh failed")
-
-    # --- end of TEMPORARY ----------------------------------------------------------------------
 
     def backlog(self, endpoint: str) -> int | None:
         """Queued plus in-flight requests of an async endpoint (None for other endpoints)."""
