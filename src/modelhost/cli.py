@@ -201,10 +201,10 @@ def _invoke_async(name: str, data: bytes, content_type: str, accept: str | None,
     locations (with a progress line on stderr), then print the result or fail with the error."""
     import uuid
 
-    from modelhost.client import session
+    from modelhost.client import boto_session
 
     _, rt = clients(url)
-    s3 = session().client("s3", endpoint_url=url)
+    s3 = boto_session().client("s3", endpoint_url=url)
     try:
         s3.head_bucket(Bucket=ASYNC_INPUT_BUCKET)
     except ClientError:

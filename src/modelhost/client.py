@@ -11,7 +11,7 @@ from botocore.config import Config
 DEFAULT_URL = os.environ.get("MODELHOST_URL", "http://127.0.0.1:8080")
 
 
-def session() -> boto3.Session:
+def boto_session() -> boto3.Session:
     # Any well-formed credentials work against modelhost; supply dummies when none are configured.
     session = boto3.Session(region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     if session.get_credentials() is None:
@@ -23,7 +23,7 @@ def session() -> boto3.Session:
 
 def clients(url: str = DEFAULT_URL, read_timeout: float = 70) -> tuple[Any, Any]:
     """(sagemaker, sagemaker-runtime) clients for the server at ``url``."""
-    session = session()
+    session = boto_session()
     config = Config(read_timeout=read_timeout, retries={"mode": "standard", "max_attempts": 1})
     return (
         session.client("sagemaker", endpoint_url=url, config=config),
