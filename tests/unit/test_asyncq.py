@@ -246,15 +246,15 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
 def test_unknown_and_sync_endpoints_are_refused(tmp_path: Path) -> None:
     settings, store, buckets, blobs = _env(tmp_path)
     insert_endpoint(store, endpoint_record("rt", {"ProductionVariants": [{"VariantName": "v"}]}))
-    from modelhost.errors import ValidationError
+    from modelhost.hosting.errors import EndpointNotFound, NotAsyncEndpoint
 
     async def main() -> None:
         q = AsyncInference(settings, store, blobs, Router(1))
         await q.start()
         try:
-            with pytest.raises(ValidationError, match="not found"):
+            with pytest.raises(EndpointNotFound, match="nope"):
                 await q.submit("nope", {}, b"x")
-            with pytest.raises(ValidationError, match="not an asynchronous inference endpoint"):
+            with pytest.raises(NotAsyncEndpoint, match="not an asynchronous inference endpoint"):
                 await q.submit("rt", {}, b"x")
             assert "rt" not in q.names
         finally:

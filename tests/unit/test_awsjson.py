@@ -423,3 +423,37 @@ def test_error_bodies_and_statuses() -> None:
         "Message": "Endpoint e of account 1 not found."
     }
     assert errors.ModelError("m", 503, "down", "arn").body()["ErrorCode"] == "SERVER_ERROR_FROM_MODEL"
+
+
+def test_domain_errors_become_the_runtime_errors_and_texts() -> None:
+    """The router raises domain errors; server/runtime.py words them as the service does."""
+    from modelhost.hosting import errors as domain
+    from modelhost.server.runtime import runtime_error
+
+    err = runtime_error(domain.EndpointNotFound("nope"), "123456789012")
+    assert (err.code, err.status) == ("ValidationError", 400)
+    assert err.message == "Endpoint nope of account 123456789012 not found."
+    err = runtime_error(domain.VariantNotFound("ep", "Zed", ("A", "B")), "1")
+    assert err.message == "Variant Zed not found for Request to endpoint ep. Valid variants: A, B."
+    err = runtime_error(domain.NoCapacity("ep", "A"), "1")
+    assert (err.code, err.status) == ("ServiceUnavailable", 503)
+    assert err.message == "No healthy instance of variant A of endpoint ep is available."
+    err = runtime_error(domain.ModelFailed("ep", "A", 400, "bad", "arn:log"), "1")
+    assert (err.code, err.status) == ("ModelError", 424)
+    assert err.message == (
+        'Received client error (400) from primary with message "bad". '
+        "See the endpoint's logs (modelhost logs ep) for more information."
+    )
+    assert err.body() == {
+        "ErrorCode": "CLIENT_ERROR_FROM_MODEL",
+        "Message": err.message,
+        "OriginalStatusCode": 400,
+        "OriginalMessage": "bad",
+        "LogStreamArn": "arn:log",
+    }
+    err = runtime_error(domain.ModelTimedOut("ep", "A", 2.5, "arn:log"), "1")
+    assert err.message.startswith('Received server error (0) from primary with message "Your invocation timed out')
+    assert err.body()["OriginalMessage"].endswith("(timeout: 2.5s)")
+    assert err.body()["ErrorCode"] == "SERVER_ERROR_FROM_MODEL"
+    err = runtime_error(domain.ModelLost("ep", "A", "connection reset", "arn:log"), "1")
+    assert err.body()["OriginalMessage"] == "The container primary failed: connection reset."

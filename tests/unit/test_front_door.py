@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from modelhost.hosting.metrics import REGISTRY
 from modelhost.server import protocols
 from modelhost.server.asgi import CALLER, ENDPOINT, REQUEST_ID, ROUTE, BodyTooLarge, read_body, request_id
 from modelhost.server.front_door import FrontDoor, Route, anything, is_invoke, is_invoke_async, is_s3, is_sts
 from modelhost.server.middleware import STACK, Caller
-from modelhost.server.middleware.metrics import REQUESTS
 
 SIGV4 = (
     "AWS4-HMAC-SHA256 Credential=AKIDTEST/20240101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=ab"
@@ -224,9 +224,10 @@ def test_malformed_authorization_sts() -> None:
 
 def test_request_metrics_count_by_route_and_status() -> None:
     door, _ = front_door()
-    before = REQUESTS.labels("invoke", "403")._value.get()
+    labels = {"route": "invoke", "code": "403"}
+    before = REGISTRY.get_sample_value("modelhost_http_requests_total", labels) or 0.0
     call(door, http_scope("POST", "/endpoints/e/invocations", {"Authorization": "Bearer x"}))
-    assert REQUESTS.labels("invoke", "403")._value.get() == before + 1
+    assert REGISTRY.get_sample_value("modelhost_http_requests_total", labels) == before + 1
 
 
 def test_the_last_route_must_take_everything() -> None:

@@ -71,3 +71,25 @@ __all__ = [
     "NoCapacity",
     "VariantNotFound",
 ]
+
+
+class NotAsyncEndpoint(HostingError):
+    """InvokeEndpointAsync on an endpoint whose config has no AsyncInferenceConfig."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(f"{endpoint} is not an asynchronous inference endpoint")
+        self.endpoint = endpoint
+
+
+class EndpointNotInService(HostingError):
+    def __init__(self, endpoint: str, status: str) -> None:
+        super().__init__(f"{endpoint} is not in service ({status})")
+        self.endpoint = endpoint
+        self.status = status
+
+
+class InvalidOutputLocation(HostingError):
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"{uri}: {reason}")
+        self.uri = uri
+        self.reason = reason

@@ -15,9 +15,17 @@ import regex
 
 from modelhost.errors import RuntimeApiError, RuntimeInternalFailure, ValidationError
 from modelhost.hosting.asyncq import INLINE_MAX, AsyncInference
+from modelhost.hosting.errors import HostingError
 from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Receive, Scope, Send, read_body, request_id
 from modelhost.server.awsjson import runtime_error_response
-from modelhost.server.runtime import NAME, NAME_PATTERN, check_custom_attributes, check_inference_id, constraint_error
+from modelhost.server.runtime import (
+    NAME,
+    NAME_PATTERN,
+    check_custom_attributes,
+    check_inference_id,
+    constraint_error,
+    runtime_error,
+)
 
 ASCII = regex.compile(r"[\x00-\x7f]*")
 INPUT_LOCATION = regex.compile(r"^(https|s3)://([^/]+)/?(.*)$")
@@ -120,8 +128,9 @@ class AsyncInvocations:
     """POST /endpoints/{name}/async-invocations as a raw ASGI app; the front door puts the name in
     ``scope[ENDPOINT]``."""
 
-    def __init__(self, service: AsyncInference) -> None:
+    def __init__(self, service: AsyncInference, account_id: str) -> None:
         self.service = service
+        self.account_id = account_id  # only for the service's error messages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name: str = scope[ENDPOINT]
@@ -141,6 +150,8 @@ class AsyncInvocations:
                 raise ValidationError("InputLocation or an inline Body (up to 128000 bytes) is required.")
             try:
                 accepted = await self.service.submit(name, params, body or None)
+            except HostingError as exc:
+                raise runtime_error(exc, self.account_id) from None
             except RuntimeApiError:
                 raise
             except Exception as exc:  # the request was not persisted: say so, never a bare 500

@@ -70,7 +70,7 @@ def build_asgi(
         Route("s3", is_s3, s3_app, protocols.REST_XML),  # first: a bucket may be called "endpoints"
         Route("sts", is_sts, StsApp(settings.account_id), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
-        Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq), protocols.REST_JSON),
+        Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
         Route("api", anything, api, protocols.JSON),
     ]
     return FrontDoor(routes, STACK)

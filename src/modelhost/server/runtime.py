@@ -14,11 +14,14 @@ import regex
 from modelhost.errors import ModelError, RuntimeApiError, ServiceUnavailable, ValidationError
 from modelhost.hosting.errors import (
     EndpointNotFound,
+    EndpointNotInService,
     HostingError,
+    InvalidOutputLocation,
     ModelFailed,
     ModelLost,
     ModelTimedOut,
     NoCapacity,
+    NotAsyncEndpoint,
     VariantNotFound,
 )
 from modelhost.hosting.router import Router
@@ -101,6 +104,17 @@ def runtime_error(err: HostingError, account_id: str) -> RuntimeApiError:
             f"Variant {err.variant} not found for Request to endpoint {err.endpoint}. "
             f"Valid variants: {', '.join(err.valid)}."
         )
+    if isinstance(err, NotAsyncEndpoint):
+        return ValidationError(
+            f"Endpoint {err.endpoint} of account {account_id} is not an asynchronous inference endpoint: its "
+            "endpoint configuration has no AsyncInferenceConfig. Use InvokeEndpoint."
+        )
+    if isinstance(err, EndpointNotInService):
+        return ValidationError(
+            f"Endpoint {err.endpoint} of account {account_id} is not in service (status {err.status})."
+        )
+    if isinstance(err, InvalidOutputLocation):
+        return ValidationError(f"The output location {err.uri} is not a valid object key: {err.reason}")
     if isinstance(err, NoCapacity):
         return ServiceUnavailable(
             f"No healthy instance of variant {err.variant} of endpoint {err.endpoint} is available."

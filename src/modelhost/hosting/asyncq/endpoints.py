@@ -12,8 +12,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from modelhost.errors import ValidationError
 from modelhost.hosting.asyncq.items import LIVE, AsyncEndpoint, Item
+from modelhost.hosting.errors import EndpointNotFound, EndpointNotInService, NotAsyncEndpoint
 from modelhost.resources.endpoint import EndpointRecord, EndpointStatus
 
 
@@ -26,8 +26,7 @@ class Changes:
 
 
 class EndpointTable:
-    def __init__(self, account_id: str) -> None:
-        self.account_id = account_id
+    def __init__(self) -> None:
         self.endpoints: dict[str, AsyncEndpoint] = {}
         self.names: set[str] = set()  # async endpoint names: InvokeEndpoint refuses these
         self.known: set[str] = set()  # every endpoint name
@@ -92,16 +91,12 @@ class EndpointTable:
         return ep is not None and ep.status in LIVE
 
     def accepting(self, name: str) -> AsyncEndpoint:
-        """The endpoint a new request may be queued on; ValidationError (the runtime's texts) if none."""
+        """The endpoint a new request may be queued on; a domain error (hosting/errors.py) if none."""
         ep = self.endpoints.get(name)
-        account = self.account_id
         if ep is None:
             if name in self.known:
-                raise ValidationError(
-                    f"Endpoint {name} of account {account} is not an asynchronous inference endpoint: its endpoint "
-                    "configuration has no AsyncInferenceConfig. Use InvokeEndpoint."
-                )
-            raise ValidationError(f"Endpoint {name} of account {account} not found.")
+                raise NotAsyncEndpoint(name)
+            raise EndpointNotFound(name)
         if ep.status not in LIVE:
-            raise ValidationError(f"Endpoint {name} of account {account} is not in service (status {ep.status}).")
+            raise EndpointNotInService(name, ep.status)
         return ep

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from modelhost.config import Settings
-from modelhost.errors import ValidationError
 from modelhost.hosting.asyncq.committer import Committer
 from modelhost.hosting.asyncq.dispatcher import Dispatcher
 from modelhost.hosting.asyncq.endpoints import EndpointTable
@@ -28,6 +27,7 @@ from modelhost.hosting.asyncq.metrics import QueueMetrics
 from modelhost.hosting.asyncq.notify import TEST_NOTIFICATION, Notifier
 from modelhost.hosting.asyncq.queue import RequestRows
 from modelhost.hosting.asyncq.recovery import recover
+from modelhost.hosting.errors import InvalidOutputLocation
 from modelhost.hosting.router import Router
 from modelhost.resources.endpoint import EndpointRecord
 from modelhost.store import endpoints as endpoint_rows
@@ -47,7 +47,7 @@ class AsyncInference:
         self.run_id = uuid.uuid4().hex
         self.inputs_dir = settings.async_dir / "inputs"
         self.tmp_dir = settings.async_dir / "tmp"
-        self.table = EndpointTable(settings.account_id)
+        self.table = EndpointTable()
         self.rows = RequestRows(store, self.run_id)
         self.metrics = QueueMetrics()
         self.tasks = Tasks()
@@ -166,7 +166,7 @@ class AsyncInference:
                 try:
                     check_key(S3Uri.parse(uri).key)
                 except (BlobError, S3StoreError) as exc:
-                    raise ValidationError(f"The output location {uri} is not a valid object key: {exc}") from None
+                    raise InvalidOutputLocation(uri, str(exc)) from None
         topics = output_config.get("NotificationConfig") or {}
         spec: dict[str, Any] = {
             "input": params.get("InputLocation"),
