@@ -13,7 +13,7 @@ from modelhost.backends.local import LocalBackend
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.controllers.autoscaler import Autoscaler
-from modelhost.controllers.loop import ControlLoop
+from modelhost.controllers.loop import ControlLoop, Wakeup
 from modelhost.controllers.reconciler import Reconciler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
@@ -58,7 +58,8 @@ class Services:
         self.asyncq = AsyncInference(settings, self.store, self.blobs, self.router)
         # Batch transform jobs: runs InProgress jobs (and resumes them after a restart).
         self.transforms = TransformSupervisor(settings, self.store, self.blobs, self.artifacts)
-        self.control = ControlContext(settings, self.store, self.blobs, running=self.reconciler.running)
+        wakeup = Wakeup()  # every control-plane change asks the control loop for a pass
+        self.control = ControlContext(settings, self.store, self.blobs, wake=wakeup, running=self.reconciler.running)
         self.autoscaler = Autoscaler(
             self.control, self.reconciler.running, settings.autoscale_window, backlog=self.asyncq.backlog
         )
@@ -70,8 +71,8 @@ class Services:
             tick=settings.reconcile_interval,
             autoscale_interval=settings.autoscale_interval,
             endpoint_watchers=(self.asyncq.sync_endpoints,),
+            wakeup=wakeup,
         )
-        self.control.wake_reconciler = self.loop.wake
 
     async def start(self) -> None:
         await self.asyncq.start()

@@ -360,7 +360,7 @@ class Env:
     def ctx(self) -> ControlContext:
         # The operations these tests call (endpoints, autoscaling) never touch blobs; the blob store is
         # left out so the tests do not depend on store/blobs*.
-        return ControlContext(self.settings, self.store, objects=cast(Any, None))
+        return ControlContext(self.settings, self.store, blobs=cast(Any, None))
 
     def insert(self, rec: EndpointRecord, tag_list: list[dict[str, str]] | None = None) -> EndpointRecord:
         return insert(self.store, rec, tag_list)

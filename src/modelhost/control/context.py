@@ -38,8 +38,8 @@ class _NothingRunning:
 class ControlContext:
     settings: Settings
     store: MetadataStore
-    objects: BlobStore
-    wake_reconciler: Callable[[], None] = lambda: None
+    blobs: BlobStore
+    wake: Callable[[], None] = lambda: None  # ask the control loop for a pass now (thread-safe)
     running: RunningView = field(default_factory=_NothingRunning)
 
     @staticmethod

@@ -67,7 +67,7 @@ def create_endpoint(ctx: ControlContext, req: Request) -> Response:
             raise ValidationException(f'Cannot create already existing endpoint "{arn}".')
         rows.insert(ctx.store, conn, record)
         tags.save(conn, arn, req.get("Tags", []))
-    ctx.wake_reconciler()
+    ctx.wake()
     return {"EndpointArn": arn}
 
 
@@ -242,7 +242,7 @@ def _commit_update(ctx: ControlContext, name: str, deployment: Deployment) -> No
             last_modified_time=ctx.now(),
             deployment=deployment,
         )
-    ctx.wake_reconciler()
+    ctx.wake()
 
 
 def update_endpoint(ctx: ControlContext, req: Request) -> Response:
@@ -326,5 +326,5 @@ def delete_endpoint(ctx: ControlContext, req: Request) -> Response:
             raise in_progress(ctx, name)
         if record.status is not EndpointStatus.DELETING:
             rows.save(ctx.store, conn, record, status=EndpointStatus.DELETING, last_modified_time=ctx.now())
-    ctx.wake_reconciler()
+    ctx.wake()
     return {}

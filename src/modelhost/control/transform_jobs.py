@@ -132,7 +132,7 @@ def create_transform_job(ctx: ControlContext, req: Request) -> Response:
         except IntegrityError:
             raise exists from None
         tags.save(conn, arn, req.get("Tags", []))
-    ctx.wake_reconciler()  # the control loop starts the job now
+    ctx.wake()  # the control loop starts the job now
     return {"TransformJobArn": arn}
 
 
@@ -201,5 +201,5 @@ def stop_transform_job(ctx: ControlContext, req: Request) -> Response:
                 f"The transform job {row['name']} is not in progress (status {row['status']}) and cannot be stopped."
             )
         ctx.store.update(conn, tables.transform_jobs, name, {"status": "Stopping", "last_modified_time": ctx.now()})
-    ctx.wake_reconciler()
+    ctx.wake()
     return {}

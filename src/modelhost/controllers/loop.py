@@ -27,6 +27,19 @@ log = logging.getLogger("modelhost.controllers")
 EndpointWatcher = Callable[[list[EndpointRecord]], Awaitable[None]]
 
 
+class Wakeup:
+    """Asks the control loop for a pass now; safe to call from any thread (the control plane runs in
+    worker threads). Made before the loop so the control plane can be built first."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def __call__(self) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.event.set)
+
+
 class ControlLoop:
     def __init__(
         self,
@@ -38,6 +51,7 @@ class ControlLoop:
         tick: float,
         autoscale_interval: float,
         endpoint_watchers: tuple[EndpointWatcher, ...] = (),
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.store = store
         self.reconciler = reconciler
@@ -46,18 +60,12 @@ class ControlLoop:
         self.tick = tick
         self.autoscale_interval = autoscale_interval
         self.endpoint_watchers = endpoint_watchers
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.wake = wakeup or Wakeup()  # thread-safe: ask for a pass now
         self._main: asyncio.Task[None] | None = None
         self._next_autoscale = 0.0
 
-    def wake(self) -> None:
-        """Thread-safe: ask for a pass now (the control plane calls it after every change)."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
+        self.wake.loop = asyncio.get_running_loop()
         self._next_autoscale = time.monotonic() + self.autoscale_interval
         self._main = asyncio.create_task(self._run())
 
@@ -67,8 +75,8 @@ class ControlLoop:
             # Sleep until woken, the next tick, or the autoscaler's next turn, whichever comes first.
             wait = max(0.0, min(self.tick, self._next_autoscale - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
-            self._wake.clear()
+                await asyncio.wait_for(self.wake.event.wait(), wait)
+            self.wake.event.clear()
 
     def _load(self) -> list[EndpointRecord]:
         with self.store.begin() as conn:

@@ -24,8 +24,8 @@ class ArtifactError(Exception):
 
 
 class ArtifactCache:
-    def __init__(self, objects: BlobStore, cache_dir: Path) -> None:
-        self.objects = objects
+    def __init__(self, blobs: BlobStore, cache_dir: Path) -> None:
+        self.blobs = blobs
         self.cache_dir = cache_dir
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -53,11 +53,11 @@ class ArtifactCache:
 
     def _archive(self, uri: str) -> Path:
         try:
-            path = self.objects.local_path(uri)  # the object's file (a mirrored copy for a remote store)
+            path = self.blobs.local_path(uri)  # the object's file (a mirrored copy for a remote store)
             if path.is_dir():
                 # A local directory given as ModelDataUrl is used as it is (handy for `modelhost deploy DIR`).
                 return path
-            info = self.objects.stat(uri)
+            info = self.blobs.stat(uri)
         except (BlobNotFound, BlobError) as exc:
             raise ArtifactError(f"Failed to download model data from {uri}: {exc}.") from None
         key = self._key("tar", uri, f"{info.size}:{info.mtime}:{info.etag}")
@@ -90,7 +90,7 @@ class ArtifactCache:
 
     def _prefix(self, uri: str, data_type: str) -> Path:
         try:
-            path = self.objects.local_path(uri)
+            path = self.blobs.local_path(uri)
         except (BlobNotFound, BlobError) as exc:
             raise ArtifactError(f"Failed to download model data from {uri}: {exc}.") from None
         if data_type == "S3Object":
