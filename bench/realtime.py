@@ -9,6 +9,10 @@ same model behind a bare Starlette app (one uvicorn process). Prints a table; wr
         [--src DIR]  (run the modelhost server from another checkout's src/, e.g. a `git worktree`
                       of an older commit, for before/after figures; also MODELHOST_BENCH_SRC)
 
+Signature verification: the same endpoint on a second server started with --credentials-file,
+invoked with SigV4-signed requests (signed once per phase by botocore, so only the server's cost
+shows); "signature verification at c=1" is the p50 difference, median of 3 interleaved rounds.
+
 Before/after in one sitting:
 
     git worktree add /tmp/mh-before <commit>
@@ -31,6 +35,7 @@ import urllib.request
 from pathlib import Path
 
 import aiohttp
+import boto3
 import joblib
 import numpy as np
 
@@ -40,11 +45,18 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, free_port, sklearn_model  # noqa: E402
 
 
-async def load(url: str, body: bytes, concurrency: int, seconds: float, content_type: str = "text/csv") -> dict:
+async def load(
+    url: str,
+    body: bytes,
+    concurrency: int,
+    seconds: float,
+    content_type: str = "text/csv",
+    extra_headers: dict[str, str] | None = None,
+) -> dict:
     """Closed-loop load: `concurrency` clients each sending the next request when the last returns."""
     latencies: list[float] = []
     errors = 0
-    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    headers = {"Content-Type": content_type, "Accept": "application/json", **(extra_headers or {})}
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         # warm-up: open connections, warm caches
@@ -100,6 +112,43 @@ def in_process(model: object, row: str, seconds: float) -> dict:
     }
 
 
+BENCH_KEY = ("AKIDBENCH", "bench-secret")
+
+
+def sigv4_headers(url: str, body: bytes, content_type: str = "text/csv") -> dict[str, str]:
+    """SigV4 headers for one invoke, signed once by botocore (valid 15 minutes: every request of a
+    phase reuses them, so the client's own signing time is not in the figures)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(
+        method="POST", url=url, data=body, headers={"Content-Type": content_type, "Accept": "application/json"}
+    )
+    SigV4Auth(Credentials(*BENCH_KEY), "sagemaker", "us-east-1").add_auth(request)
+    return {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "x-amz-date")}
+
+
+def verification_cost(mh_url: str, auth_url: str, body: bytes, seconds: float, rounds: int = 3) -> dict:
+    """p50 at concurrency 1 without and with signature verification, phases interleaved (the median
+    of ``rounds`` rounds each), and the difference in microseconds."""
+    plain, signed = [], []
+    for _ in range(rounds):
+        plain.append(asyncio.run(load(mh_url, body, 1, seconds / rounds)))
+        signed.append(
+            asyncio.run(load(auth_url, body, 1, seconds / rounds, extra_headers=sigv4_headers(auth_url, body)))
+        )
+    p50_plain = sorted(r["p50_ms"] for r in plain)[rounds // 2]
+    p50_signed = sorted(r["p50_ms"] for r in signed)[rounds // 2]
+    assert all(r["errors"] == 0 for r in signed), signed
+    return {
+        "p50_ms_unauthenticated": p50_plain,
+        "p50_ms_verified": p50_signed,
+        "verification_p50_us": (p50_signed - p50_plain) * 1e3,
+        "rounds": rounds,
+    }
+
+
 def wait_http(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,6 +168,7 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=1, help="instances of the modelhost endpoint")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     ap.add_argument("--no-embeddings", action="store_true", help="skip the all-MiniLM-L6-v2 embedding endpoint")
+    ap.add_argument("--no-auth", action="store_true", help="skip the run with signature verification on")
     ap.add_argument(
         "--src",
         type=Path,
@@ -148,6 +198,7 @@ def main() -> None:
     row = csv_row(x[0])
     body = row.encode()
     results: dict[str, dict] = {"in_process": in_process(model, row, min(args.seconds, 2))}
+    verification: dict = {}
 
     with tempfile.TemporaryDirectory() as tmp:
         model_path = Path(tmp) / "model.joblib"
@@ -155,6 +206,9 @@ def main() -> None:
         port = free_port()
         bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_app.py"), str(model_path), str(port)])
         server = Server(Path(tmp) / "data", env=server_env)
+        creds = Path(tmp) / "credentials"
+        creds.write_text(f"[bench]\naws_access_key_id = {BENCH_KEY[0]}\naws_secret_access_key = {BENCH_KEY[1]}\n")
+        auth_server = Server(Path(tmp) / "auth-data", env=server_env, credentials_file=creds)
         try:
             wait_http(f"http://127.0.0.1:{port}/invocations")
             bare_url = f"http://127.0.0.1:{port}/invocations"
@@ -172,7 +226,22 @@ def main() -> None:
             for conc in (1, 16):
                 results[f"bare_starlette_c{conc}"] = asyncio.run(load(bare_url, body, conc, args.seconds))
                 results[f"modelhost_c{conc}"] = asyncio.run(load(mh_url, body, conc, args.seconds))
+            if not args.no_auth:  # the same endpoint on a server verifying signatures
+                auth_server.start()
+                auth_server.put_object("s3://bench/model.tar.gz", tarball)
+                session = boto3.Session(
+                    aws_access_key_id=BENCH_KEY[0], aws_secret_access_key=BENCH_KEY[1], region_name="us-east-1"
+                )
+                auth_sm = session.client("sagemaker", endpoint_url=auth_server.url)
+                desc = deploy(auth_sm, "bench", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"})
+                assert desc["EndpointStatus"] == "InService", desc
+                auth_url = f"{auth_server.url}/endpoints/bench/invocations"
+                results["modelhost_verified_c1"] = asyncio.run(
+                    load(auth_url, body, 1, args.seconds, extra_headers=sigv4_headers(auth_url, body))
+                )
+                verification = verification_cost(mh_url, auth_url, body, args.seconds)
         finally:
+            auth_server.stop()
             server.stop()
             bare.terminate()
             bare.wait(10)
@@ -193,6 +262,12 @@ def main() -> None:
         f"(modelhost p50 / bare p50 = {ratios['latency_ratio_p50_c1']:.2f}x)"
     )
     print(f"throughput at c=16: modelhost / bare Starlette = {ratios['throughput_ratio_c16']:.2f}")
+    if verification:
+        print(
+            f"signature verification at c=1, p50: {verification['verification_p50_us']:.1f} us "
+            f"({verification['p50_ms_unauthenticated']:.3f} ms without, {verification['p50_ms_verified']:.3f} ms with; "
+            f"median of {verification['rounds']} interleaved rounds; goal <= 30 us)"
+        )
     embeddings: dict = {}
     if not args.no_embeddings:
         from bench import embeddings as minilm
@@ -218,6 +293,7 @@ def main() -> None:
                 "server_source": where,
                 "results": results,
                 "ratios": ratios,
+                "verification": verification,
                 "embeddings": embeddings,
             },
             indent=2,

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,7 @@ class Server:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    credentials_file: Path | None = None  # --credentials-file: requests must be signed by its keys
 
     @property
     def url(self) -> str:
@@ -54,7 +56,15 @@ class Server:
 
     def start(self) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MODELHOST_STOP_GRACE": "5", "MODELHOST_PING_INTERVAL": "1", **self.env}
+        env = {
+            **os.environ,
+            "MODELHOST_STOP_GRACE": "5",
+            "MODELHOST_PING_INTERVAL": "1",
+            # Tests deploy from their temp dirs and run many endpoints per server.
+            "MODELHOST_ALLOWED_MODEL_DIRS": tempfile.gettempdir(),
+            "MODELHOST_MAX_INSTANCES": "64",
+            **self.env,
+        }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it
         self.proc = subprocess.Popen(
             [
@@ -68,6 +78,7 @@ class Server:
                 str(self.port),
                 "--data-dir",
                 str(self.data_dir),
+                *(["--credentials-file", str(self.credentials_file)] if self.credentials_file else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -221,3 +232,67 @@ def moto_s3(url: str) -> Any:
     return boto3.client(
         "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
+
+
+class RawClient:
+    """A keep-alive http.client connection to a server, each request SigV4-signed by botocore
+    (the test keys; a server without a credentials file accepts them). Much faster than boto3
+    for load and fuzz tests; reconnects when the server closes the connection."""
+
+    def __init__(self, url: str, key: str = "AKIDTEST", secret: str = "secret", region: str = "us-east-1") -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        from botocore.credentials import Credentials
+
+        self.url = url
+        self.region = region
+        self.credentials = Credentials(key, secret)
+        parts = urlsplit(url)
+        self._new = lambda: http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+        self.conn = self._new()
+
+    def signed_headers(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], service: str
+    ) -> dict[str, str]:
+        from botocore.auth import S3SigV4Auth, SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
+        request = AWSRequest(method=method, url=self.url + path, data=body, headers=dict(headers))
+        signer = S3SigV4Auth if service == "s3" else SigV4Auth
+        signer(self.credentials, service, self.region).add_auth(request)
+        return dict(request.headers.items())
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        service: str | None = "sagemaker",
+    ) -> tuple[int, dict[str, str], bytes]:
+        """(status, lower-cased headers, body). ``service=None`` sends it unsigned."""
+        import http.client
+
+        sent = dict(headers or {})
+        if service is not None:
+            sent = self.signed_headers(method, path, body, sent, service)
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, path, body=body, headers=sent)
+                resp = self.conn.getresponse()
+                data = resp.read()
+                answer = {k.lower(): v for k, v in resp.getheaders()}
+                if resp.will_close:
+                    self.conn.close()
+                    self.conn = self._new()
+                return resp.status, answer, data
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = self._new()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.conn.close()

@@ -20,12 +20,12 @@ from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.router import Router
 from modelhost.server.build import build_asgi
 from modelhost.server.front_door import FrontDoor
-from modelhost.store.artifacts import ArtifactCache
+from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
 from modelhost.store.blobs import BlobStore
 from modelhost.store.blobs_local import LocalBlobStore
 from modelhost.store.blobs_remote import RemoteBlobStore
 from modelhost.store.buckets import BucketStore
-from modelhost.store.db import MetadataStore
+from modelhost.store.db import MetadataStore, secure_data_dir
 from modelhost.store.multipart import MultipartUploads
 from modelhost.store.remote_s3 import RemoteS3
 
@@ -37,6 +37,7 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        secure_data_dir(settings.data_dir)  # umask 077, data dir 0700: before anything is created in it
         self.store = MetadataStore(settings.db_url)
         remote = (
             RemoteS3(settings.s3_endpoint_url, settings.data_dir / "s3-mirror", settings.region)
@@ -50,7 +51,12 @@ class Services:
             if remote is not None
             else LocalBlobStore(self.buckets)
         )
-        self.artifacts = ArtifactCache(self.blobs, settings.model_cache_dir)
+        self.artifacts = ArtifactCache(
+            self.blobs,
+            settings.model_cache_dir,
+            settings.allowed_model_dirs,
+            max_artifact_bytes(settings.max_artifact_bytes, None),
+        )
         self.router = Router(settings.instance_wait_timeout)
         self.backend = LocalBackend(settings, self.artifacts)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
@@ -109,13 +115,16 @@ def create_app(settings: Settings) -> FrontDoor:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from modelhost.server.middleware.connections import guarded_protocol
+    from modelhost.server.middleware.limits import Limits
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(Limits.from_settings(settings)),  # httptools + connection / header limits
         log_level="warning",
         access_log=False,
         lifespan="on",

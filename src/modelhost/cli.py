@@ -52,18 +52,92 @@ def serve(
     region: Annotated[str, typer.Option(help="Region used in ARNs.")] = "us-east-1",
     account_id: Annotated[str, typer.Option(help="Account id used in ARNs.")] = "123456789012",
     example: Annotated[bool, typer.Option(help="Deploy the example diabetes endpoint once the server is up.")] = False,
+    credentials_file: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELHOST_CREDENTIALS_FILE",
+            help="AWS shared-credentials file of the accepted keys (with optional 'permissions' lines): "
+            "every request must then be signed by one of them.",
+        ),
+    ] = "",
+    insecure: Annotated[
+        bool, typer.Option(help="Allow a non-loopback --host without --credentials-file (anyone can do anything).")
+    ] = False,
+    allowed_hosts: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELHOST_ALLOWED_HOSTS",
+            help="Host names accepted in the Host header besides loopback names and --host (comma list; "
+            "'*.example.com' for subdomains, '*' for any).",
+        ),
+    ] = "",
 ) -> None:
     """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
     from modelhost.app import serve as run_server
     from modelhost.config import Settings
 
-    settings = Settings(data_dir=data_dir.resolve(), host=host, port=port, region=region, account_id=account_id)
+    settings = Settings(
+        data_dir=data_dir.resolve(),
+        host=host,
+        port=port,
+        region=region,
+        account_id=account_id,
+        credentials_file=credentials_file,
+        allowed_hosts=allowed_hosts,
+    )
+    _check_authentication(settings, insecure)
     if example:
         from modelhost.examples import deploy_example_in_background
 
         deploy_example_in_background(settings)
     err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
     run_server(settings)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_authentication(settings: Any, insecure: bool) -> None:
+    """Load the credentials file (exit 2 when it is unusable), or, without one, refuse a non-loopback
+    bind unless --insecure; say in one line that requests are not authenticated."""
+    if settings.credentials_file:
+        from modelhost.security import CredentialsError, load_credentials
+
+        try:
+            keys = load_credentials(settings.credentials_file, settings.account_id)
+        except CredentialsError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        err.print(
+            f"modelhost: requests must be signed by one of {len(keys)} key(s) in {settings.credentials_file} "
+            f"({', '.join(keys.names())})",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    if not _is_loopback(settings.host) and not insecure:
+        err.print(
+            f"[red]error:[/red] --host {settings.host} is not a loopback address and no --credentials-file is "
+            "given: anyone who can reach the port could run code as this user. Pass --credentials-file "
+            "(or MODELHOST_CREDENTIALS_FILE), or --insecure to serve unauthenticated anyway.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    where = "on loopback only" if _is_loopback(settings.host) else f"on {settings.host} (--insecure)"
+    err.print(
+        f"modelhost: requests are not authenticated (no --credentials-file); serving {where}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _model_data_url(artifact: str) -> str:

@@ -40,6 +40,30 @@ class Settings:
     python: str = field(default_factory=lambda: _env("PYTHON", ""))
     # Asynchronous inference: where SNS-ARN topics are published (moto, LocalStack; empty: boto3's default).
     sns_endpoint_url: str = field(default_factory=lambda: _env("SNS_ENDPOINT_URL", ""))
+    # Signature verification (security/): the AWS shared-credentials file of the accepted keys
+    # (empty: requests are not authenticated, and the server binds to loopback only).
+    credentials_file: str = field(default_factory=lambda: _env("CREDENTIALS_FILE", ""))
+    # Front-door limits (server/middleware/). Host names accepted besides loopback and the bind
+    # address (comma list; "*.example.com" for subdomains; "*" for any).
+    allowed_hosts: str = field(default_factory=lambda: _env("ALLOWED_HOSTS", ""))
+    # Open connections per client address; past it a request is answered 503.
+    max_connections_per_client: int = field(default_factory=lambda: int(_env("MAX_CONNECTIONS_PER_CLIENT", "256")))
+    # Seconds a request body may stall (no bytes arriving) before the request is cut off.
+    body_timeout: float = field(default_factory=lambda: float(_env("BODY_TIMEOUT", "60")))
+    # Isolation (issue 10). Local model directories besides the data dir (os.pathsep-separated).
+    allowed_model_dirs_env: str = field(default_factory=lambda: _env("ALLOWED_MODEL_DIRS", ""))
+    # Extracted bytes per artifact (0: 10 x the variant's VolumeSizeInGB, else 30 GiB).
+    max_artifact_bytes: int = field(default_factory=lambda: int(_env("MAX_ARTIFACT_BYTES", "0")))
+    # Instances over all endpoints (0: from the machine, control/endpoints.py default_max_instances).
+    max_instances: int = field(default_factory=lambda: int(_env("MAX_INSTANCES", "0")))
+    # Webhook hosts / URL prefixes allowed on loopback and private addresses (comma list).
+    webhook_allow: str = field(default_factory=lambda: _env("WEBHOOK_ALLOW", ""))
+    # Run instance processes as this unprivileged user when the server runs as root.
+    instance_user: str = field(default_factory=lambda: _env("INSTANCE_USER", ""))
+    # code/requirements.txt may name local paths outside the model (pip --isolated either way).
+    requirements_allow_local: bool = field(
+        default_factory=lambda: _env("REQUIREMENTS_ALLOW_LOCAL", "").lower() in ("1", "true", "yes")
+    )
 
     @property
     def db_url(self) -> str:
@@ -76,6 +100,12 @@ class Settings:
     def run_dir(self) -> Path:
         # Unix sockets have a ~107 byte path limit, so they live in a short per-server dir.
         return self.data_dir / "run"
+
+    @property
+    def allowed_model_dirs(self) -> tuple[Path, ...]:
+        """The data dir, then MODELHOST_ALLOWED_MODEL_DIRS, symlinks resolved."""
+        extra = [Path(p).expanduser() for p in self.allowed_model_dirs_env.split(os.pathsep) if p.strip()]
+        return tuple(Path(os.path.realpath(p)) for p in (self.data_dir, *extra))
 
     def arn(self, resource: str, name: str) -> str:
         return f"arn:aws:sagemaker:{self.region}:{self.account_id}:{resource}/{name.lower()}"

@@ -200,6 +200,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, moto: Moto) -> Iterator[Ser
             "MODELHOST_AUTOSCALE_INTERVAL": "0.5",
             "MODELHOST_AUTOSCALE_WINDOW": "2",
             "MODELHOST_STOP_GRACE": "5",
+            "MODELHOST_WEBHOOK_ALLOW": "127.0.0.1",  # the test webhook receivers
         },
     ).start()
     srv.put_object(MODEL_URI, tarball({"code/inference.py": MODEL}))
@@ -832,7 +833,7 @@ def test_kill9_durability(tmp_path: Path, webhook: Webhook) -> None:
     completes exactly once (one output, one Completed row) and none is lost; an instance killed
     mid-request has its request retried."""
     append_file = tmp_path / "executions.txt"
-    srv = Server(tmp_path / "data").start()
+    srv = Server(tmp_path / "data", env={"MODELHOST_WEBHOOK_ALLOW": "127.0.0.1"}).start()
     try:
         srv.put_object(MODEL_URI, tarball({"code/inference.py": MODEL}))
         sm, rt = srv.clients()

@@ -108,7 +108,8 @@ CASES = [
     (http_scope("GET", "/ping"), "api"),
     (http_scope("GET", "/metrics"), "api"),
     (http_scope("GET", "/modelhost/endpoints/my-ep/logs"), "api"),
-    (http_scope("POST", "/endpoints/a/b/invocations"), "api"),  # not an endpoint name
+    # not an endpoint name: still the runtime's route, whose handler answers ValidationError
+    (http_scope("POST", "/endpoints/a/b/invocations"), "invoke"),
     (http_scope("GET", "/endpoints/my-ep/invocations"), "api"),  # InvokeEndpoint is a POST
 ]
 
@@ -180,7 +181,7 @@ def test_malformed_authorization_json_1_1() -> None:
         status, headers, body = call(
             door, http_scope("POST", "/", {"X-Amz-Target": "SageMaker.ListModels", "Authorization": auth})
         )
-        assert status == 403
+        assert status == 400  # IncompleteSignature: 400, as AWS's common errors
         doc = json.loads(body)
         assert doc["__type"] == "IncompleteSignatureException" and "Authorization header requires" in doc["message"]
         assert header_values(headers, b"x-amzn-errortype") == [b"IncompleteSignatureException"]
@@ -193,7 +194,7 @@ def test_malformed_authorization_runtime() -> None:
     door, apps = front_door()
     for path in ("/endpoints/e/invocations", "/endpoints/e/async-invocations"):
         status, headers, body = call(door, http_scope("POST", path, {"Authorization": "Bearer abc"}))
-        assert status == 403
+        assert status == 400  # IncompleteSignature: 400, as AWS's common errors
         doc = json.loads(body)
         assert set(doc) == {"Message"} and "AWS4-HMAC-SHA256" in doc["Message"]
         assert header_values(headers, b"x-amzn-errortype") == [b"IncompleteSignatureException"]
@@ -204,7 +205,7 @@ def test_malformed_authorization_runtime() -> None:
 def test_malformed_authorization_s3() -> None:
     door, apps = front_door()
     status, headers, body = call(door, http_scope("PUT", "/b/k", {"Authorization": MALFORMED.format(service="s3")}))
-    assert status == 403
+    assert status == 400
     root = ET.fromstring(body)
     assert root.tag == "Error" and root.findtext("Code") == "IncompleteSignatureException"
     rid = header_values(headers, b"x-amzn-requestid")[0].decode()
@@ -215,7 +216,7 @@ def test_malformed_authorization_s3() -> None:
 def test_malformed_authorization_sts() -> None:
     door, apps = front_door()
     status, _, body = call(door, http_scope("POST", "/", {"Authorization": MALFORMED.format(service="sts")}))
-    assert status == 403
+    assert status == 400
     root = ET.fromstring(body)
     ns = {"s": "https://sts.amazonaws.com/doc/2011-06-15/"}
     assert root.findtext("s:Error/s:Code", namespaces=ns) == "IncompleteSignatureException"
@@ -224,7 +225,7 @@ def test_malformed_authorization_sts() -> None:
 
 def test_request_metrics_count_by_route_and_status() -> None:
     door, _ = front_door()
-    labels = {"route": "invoke", "code": "403"}
+    labels = {"route": "invoke", "code": "400"}
     before = REGISTRY.get_sample_value("modelhost_http_requests_total", labels) or 0.0
     call(door, http_scope("POST", "/endpoints/e/invocations", {"Authorization": "Bearer x"}))
     assert REGISTRY.get_sample_value("modelhost_http_requests_total", labels) == before + 1

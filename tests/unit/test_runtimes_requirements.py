@@ -138,3 +138,117 @@ def test_concurrent_instances_install_once(tmp_path: Path) -> None:
     assert sum("reusing the packages" in o for o in outputs) == 2, outputs
     installed = [p.name for p in root.iterdir() if not p.name.endswith(".lock")]
     assert installed == [req.cache_key(code / "requirements.txt")]
+
+
+# --- what the file may make pip read (issue 10): refused before pip runs, with the line number and the rule
+
+RULE_LOCAL = (
+    "a local path or file: URL outside the model directory is not allowed "
+    "(MODELHOST_REQUIREMENTS_ALLOW_LOCAL=1 on the server allows it)."
+)
+
+
+def test_include_of_etc_passwd_is_refused_without_its_content(
+    tmp_path: Path, offline: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    model, code = _model(tmp_path, ["# first", "-r /etc/passwd"])
+    with pytest.raises(ModelLoadError) as info:
+        req.ensure_requirements(code, model, tmp_path / "root")
+    assert info.value.reason == (
+        "Failed to install code/requirements.txt: line 2: -r (another requirements file) is not allowed in "
+        "code/requirements.txt."
+    )
+    out = capfd.readouterr().out
+    assert "root:" not in out and "pip" not in out  # pip never ran
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "rule"),
+    [
+        ("-r/etc/passwd", "-r (another requirements file) is not allowed in code/requirements.txt."),
+        (
+            "--requirement=/etc/passwd",
+            "--requirement (another requirements file) is not allowed in code/requirements.txt.",
+        ),
+        ("-c /etc/passwd", "-c (a constraints file) is not allowed in code/requirements.txt."),
+        ("--constraint /etc/passwd", "--constraint (a constraints file) is not allowed in code/requirements.txt."),
+        ("-i http://evil.example/simple", "-i (an index URL) is not allowed in code/requirements.txt."),
+        (
+            "--index-url http://evil.example/simple",
+            "--index-url (an index URL) is not allowed in code/requirements.txt.",
+        ),
+        (
+            "--extra-index-url=http://evil.example/",
+            "--extra-index-url (an index URL) is not allowed in code/requirements.txt.",
+        ),
+        ("-f /etc", "-f (a find-links location) is not allowed in code/requirements.txt."),
+        ("--find-links /etc", "--find-links (a find-links location) is not allowed in code/requirements.txt."),
+        ("-e /etc/project", "-e (an editable install) is not allowed in code/requirements.txt."),
+        ("--editable=git+file:///etc", "--editable (an editable install) is not allowed in code/requirements.txt."),
+        ("--src /tmp", "option --src is not allowed in code/requirements.txt."),
+        ("pkg==1 --global-option=build_ext", "option --global-option is not allowed in code/requirements.txt."),
+        ("/etc/passwd", RULE_LOCAL),
+        ("file:///etc/passwd", RULE_LOCAL),
+        ("pkg @ file:///etc/pkg-1.0-py3-none-any.whl", RULE_LOCAL),
+        ("../../../etc/pkg-1.0-py3-none-any.whl", RULE_LOCAL),
+        ("git+file:///etc/repo#egg=pkg", RULE_LOCAL),
+        ("pkg==${HOME}", "environment variable references (${...}) are not allowed."),
+        ("numpy==1.0 \\\n  -r /etc/passwd", "-r (another requirements file) is not allowed in code/requirements.txt."),
+    ],
+)
+def test_refused_lines(tmp_path: Path, line: str, rule: str) -> None:
+    model, code = _model(tmp_path, ["numpy==1.0  # fine", line])
+    with pytest.raises(ModelLoadError) as info:
+        req.check_requirements(code / "requirements.txt", model, "code/requirements.txt", local_ok=False)
+    assert info.value.reason == f"Failed to install code/requirements.txt: line 2: {rule}"
+    assert "passwd" not in info.value.reason and "evil" not in info.value.reason
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "numpy>=1.0,<3 ; python_version >= '3'",
+        "--pre",
+        "--only-binary=:all:",
+        "wheels/a-1.0-py3-none-any.whl",
+        "./wheels/a-1.0-py3-none-any.whl --hash=sha256:00",
+        "pkg @ https://example.com/pkg-1.0-py3-none-any.whl",
+        "git+https://github.com/example/pkg@v1#egg=pkg",
+        "# -r /etc/passwd (a comment)",
+    ],
+)
+def test_allowed_lines(tmp_path: Path, line: str) -> None:
+    model, code = _model(tmp_path, [line])
+    req.check_requirements(code / "requirements.txt", model, "code/requirements.txt", local_ok=False)
+
+
+def test_local_paths_outside_the_model_with_allow_local(tmp_path: Path) -> None:
+    model, code = _model(tmp_path, ["/srv/wheels/pkg-1.0-py3-none-any.whl", "file:///srv/wheels/other.whl"])
+    req.check_requirements(code / "requirements.txt", model, "code/requirements.txt", local_ok=True)
+    link = code / "wheels"
+    link.symlink_to("/etc")  # a link out of the model is outside too
+    (code / "requirements.txt").write_text("wheels/pkg-1.0-py3-none-any.whl\n")
+    with pytest.raises(ModelLoadError, match="line 1: a local path"):
+        req.check_requirements(code / "requirements.txt", model, "code/requirements.txt", local_ok=False)
+
+
+def test_pip_is_isolated_and_env_settings_become_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "--isolated" in req.PIP_FLAGS
+    for var in ("PIP_FIND_LINKS", "PIP_TRUSTED_HOST", "PIP_PROXY", "PIP_DEFAULT_TIMEOUT", "PIP_NO_INDEX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PIP_INDEX_URL", "http://mirror.example/simple")
+    monkeypatch.setenv("PIP_EXTRA_INDEX_URL", "http://a.example/simple file:///srv/index")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    monkeypatch.setenv("PIP_TIMEOUT", "2")
+    assert req.env_options(local_ok=False) == [
+        "--index-url",
+        "http://mirror.example/simple",
+        "--extra-index-url",
+        "http://a.example/simple",
+        "--retries",
+        "0",
+        "--timeout",
+        "2",
+    ]
+    assert "file:///srv/index" in req.env_options(local_ok=True)

@@ -49,6 +49,7 @@ class FleetRequest:
     extra_env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float | None = None
     download_timeout: float = 3600.0
+    volume_size_gb: int | None = None  # the variant's VolumeSizeInGB (bounds extracted model data)
 
 
 @dataclass

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 
 from modelhost.control import listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ValidationException
+from modelhost.resources.webhooks import webhook_refusal
 from modelhost.store import tables
 
 ECHOED = (
@@ -72,7 +74,11 @@ def _check_variants(ctx: ControlContext, req: Request) -> None:
 SNS_ARN = re.compile(r"arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+")
 
 
-def _check_async(req: Request) -> None:
+def resolve(host: str) -> list[str]:
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)]
+
+
+def _check_async(ctx: ControlContext, req: Request) -> None:
     """AsyncInferenceConfig rules the service model does not express (hosting/asyncq.py runs it)."""
     config = req.get("AsyncInferenceConfig")
     if config is None:
@@ -98,6 +104,13 @@ def _check_async(req: Request) -> None:
                 f"AsyncInferenceConfig NotificationConfig.{key} {topic!r} must be an SNS topic ARN or an "
                 "http(s):// URL."
             )
+        reason = (
+            webhook_refusal(topic, ctx.settings.webhook_allow, resolve) if topic and topic.startswith("http") else None
+        )
+        if reason is not None:
+            raise ValidationException(
+                f"AsyncInferenceConfig NotificationConfig.{key} {topic!r} is not allowed: {reason}."
+            )
     include = notification.get("IncludeInferenceResponseIn") or []
     if len(set(include)) != len(include):
         raise ValidationException("IncludeInferenceResponseIn names a topic type more than once.")
@@ -110,7 +123,7 @@ def _check_async(req: Request) -> None:
 
 def create_endpoint_config(ctx: ControlContext, req: Request) -> Response:
     _check_variants(ctx, req)
-    _check_async(req)
+    _check_async(ctx, req)
     name = req["EndpointConfigName"]
     arn = ctx.arn("endpoint-config", name)
     spec = {k: req[k] for k in ECHOED if k in req}

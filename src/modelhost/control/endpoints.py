@@ -7,12 +7,15 @@ stops instances and moves the status on (Creating -> InService | Failed, Deletin
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 from typing import Any
 
+from sqlalchemy import Connection
+
 from modelhost.control import endpoint_configs, listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
-from modelhost.errors import ValidationException
+from modelhost.errors import ResourceLimitExceeded, ValidationException
 from modelhost.resources.endpoint import (
     Deployment,
     EndpointRecord,
@@ -31,6 +34,54 @@ def not_found(ctx: ControlContext, name: str) -> ValidationException:
 
 def in_progress(ctx: ControlContext, name: str) -> ValidationException:
     return ValidationException(f'Cannot update in-progress endpoint "{ctx.arn("endpoint", name)}".')
+
+
+# --- the instance quota: MODELHOST_MAX_INSTANCES, over every endpoint's desired fleets
+
+MIB = 1024 * 1024
+INSTANCE_MEMORY = 512 * MIB  # what the default quota reserves per instance
+
+
+def default_max_instances(cpus: int | None = None, memory: int | None = None) -> int:
+    """max(4, 2 x CPUs), at most one per 512 MiB of memory (at least 1)."""
+    cpus = cpus if cpus is not None else os.cpu_count() or 1
+    if memory is None:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            memory = 0
+    by_cpu = max(4, 2 * cpus)
+    return max(1, min(by_cpu, memory // INSTANCE_MEMORY)) if memory > 0 else by_cpu
+
+
+def max_instances(ctx: ControlContext) -> int:
+    return ctx.settings.max_instances if ctx.settings.max_instances > 0 else default_max_instances()
+
+
+def instances(snap: Snapshot) -> int:
+    return sum(snap.desired(v).count for v in snap.all_variants)
+
+
+def _in_use(record: EndpointRecord) -> int:
+    """An endpoint's desired instances: the current fleets, plus a blue/green update's pending fleets."""
+    if record.status in (EndpointStatus.FAILED, EndpointStatus.DELETING):
+        return 0
+    pending = record.deployment.pending
+    return instances(record.deployment.current) + (instances(pending) if pending is not None else 0)
+
+
+def check_quota(ctx: ControlContext, conn: Connection, delta: int) -> None:
+    """ResourceLimitExceeded (AWS's message shape) when ``delta`` more instances pass the quota."""
+    if delta <= 0:
+        return
+    limit = max_instances(ctx)
+    used = sum(_in_use(r) for r in rows.load_all(ctx.store, conn))
+    if used + delta > limit:
+        raise ResourceLimitExceeded(
+            f"The account-level service limit 'MODELHOST_MAX_INSTANCES for endpoint usage' is {limit} Instances, "
+            f"with current utilization of {used} Instances and a request delta of {delta} Instances. Please set "
+            "MODELHOST_MAX_INSTANCES on the server to increase this quota."
+        )
 
 
 def snapshot(ctx: ControlContext, config_name: str) -> Snapshot:
@@ -65,6 +116,7 @@ def create_endpoint(ctx: ControlContext, req: Request) -> Response:
     with ctx.store.begin() as conn:
         if rows.load(ctx.store, conn, name) is not None:
             raise ValidationException(f'Cannot create already existing endpoint "{arn}".')
+        check_quota(ctx, conn, instances(current))
         rows.insert(ctx.store, conn, record)
         tags.save(conn, arn, req.get("Tags", []))
     ctx.wake()
@@ -233,6 +285,9 @@ def _commit_update(ctx: ControlContext, name: str, deployment: Deployment) -> No
             raise not_found(ctx, name)
         if fresh.status is not EndpointStatus.IN_SERVICE:
             raise in_progress(ctx, name)
+        # Blue/green runs the pending fleets beside the current ones; a capacity change resizes in place.
+        wanted = instances(deployment.current) + (instances(deployment.pending) if deployment.pending else 0)
+        check_quota(ctx, conn, wanted - _in_use(fresh))
         rows.save(
             ctx.store,
             conn,

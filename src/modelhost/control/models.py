@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.control import listing, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ValidationException
 from modelhost.store import tables
+from modelhost.store.artifacts import location_refusal, submit_dir_refusal
 
 # Members echoed by DescribeModel exactly as they were given.
 ECHOED = (
@@ -26,7 +29,20 @@ def not_found(ctx: ControlContext, name: str) -> ValidationException:
     return ValidationException(f'Could not find model "{ctx.arn("model", name)}".')
 
 
-def _check_containers(req: Request) -> None:
+def _check_locations(allowed: tuple[Path, ...], container: dict) -> None:
+    """Local model locations (file:// and paths) only under the data dir and MODELHOST_ALLOWED_MODEL_DIRS."""
+    s3 = (container.get("ModelDataSource") or {}).get("S3DataSource") or {}
+    reasons = [
+        location_refusal("ModelDataUrl", container.get("ModelDataUrl") or "", allowed),
+        location_refusal("ModelDataSource.S3DataSource.S3Uri", s3.get("S3Uri") or "", allowed),
+        submit_dir_refusal((container.get("Environment") or {}).get("SAGEMAKER_SUBMIT_DIRECTORY", ""), allowed),
+    ]
+    for reason in reasons:
+        if reason is not None:
+            raise ValidationException(reason)
+
+
+def _check_containers(req: Request, allowed: tuple[Path, ...]) -> None:
     has_primary, has_list = "PrimaryContainer" in req, "Containers" in req
     if has_primary == has_list:
         raise ValidationException("Exactly one of PrimaryContainer or Containers must be specified.")
@@ -37,6 +53,7 @@ def _check_containers(req: Request) -> None:
         total_env += sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
         if c.get("ModelDataUrl") and c.get("ModelDataSource"):
             raise ValidationException("ModelDataUrl and ModelDataSource cannot both be specified for a container.")
+        _check_locations(allowed, c)
     if total_env > MAX_ENVIRONMENT_BYTES:
         raise ValidationException(
             f"The total size of the environment variables of the model exceeds {MAX_ENVIRONMENT_BYTES} bytes."
@@ -53,7 +70,7 @@ def _check_containers(req: Request) -> None:
 
 
 def create_model(ctx: ControlContext, req: Request) -> Response:
-    _check_containers(req)
+    _check_containers(req, ctx.settings.allowed_model_dirs)
     name = req["ModelName"]
     arn = ctx.arn("model", name)
     spec = {k: req[k] for k in ECHOED if k in req}

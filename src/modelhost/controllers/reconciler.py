@@ -143,6 +143,7 @@ class Reconciler:
             extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": name},
             startup_timeout=float(startup) if startup is not None else None,
             download_timeout=float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT)),
+            volume_size_gb=variant.get("VolumeSizeInGB"),
         )
 
     def route(self, endpoint: str, snap: Snapshot, fleets: dict[str, FleetHandle]) -> EndpointRoute:

@@ -22,6 +22,8 @@ REQUEST_ID = "modelhost.request_id"  # str: the request's x-amzn-requestid (midd
 CALLER = "modelhost.caller"  # Caller: who signed the request (middleware/auth.py)
 ROUTE = "modelhost.route"  # Route: the front door's choice (front_door.py)
 ENDPOINT = "modelhost.endpoint"  # str: the endpoint name in /endpoints/{name}/... (front_door.py)
+# Present only on a connection past its client address's connection limit (middleware/connections.py).
+OVER_CONNECTION_LIMIT = "modelhost.over_connection_limit"
 
 
 def new_request_id() -> str:
@@ -47,11 +49,18 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+class Disconnected(Exception):
+    """The client went away (or was cut off by the slow-body timeout, already answered) mid-body:
+    the handler sends nothing."""
+
+
 async def read_body(receive: Receive, limit: int) -> bytes:
     """The whole request body, refusing (BodyTooLarge) as soon as it passes ``limit`` bytes.
 
-    A disconnect ends the body (what arrived is returned; the response then goes nowhere)."""
+    A disconnect before the body's end raises Disconnected (a partial body is never handed on)."""
     message = await receive()
+    if message.get("type") == "http.disconnect":
+        raise Disconnected
     chunk: bytes = message.get("body", b"")
     if not message.get("more_body", False):  # the common case: one message
         if len(chunk) > limit:
@@ -63,6 +72,8 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         if size > limit:
             raise BodyTooLarge(size, limit)
         message = await receive()
+        if message.get("type") == "http.disconnect":
+            raise Disconnected
         chunk = message.get("body", b"")
         if chunk:
             size += len(chunk)
@@ -78,9 +89,11 @@ __all__ = [
     "ASGIApp",
     "CALLER",
     "ENDPOINT",
+    "OVER_CONNECTION_LIMIT",
     "REQUEST_ID",
     "ROUTE",
     "BodyTooLarge",
+    "Disconnected",
     "Message",
     "Receive",
     "Scope",

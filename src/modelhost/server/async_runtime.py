@@ -16,7 +16,7 @@ import regex
 from modelhost.errors import RuntimeApiError, RuntimeInternalFailure, ValidationError
 from modelhost.hosting.asyncq import INLINE_MAX, AsyncInference
 from modelhost.hosting.errors import HostingError
-from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Receive, Scope, Send, read_body, request_id
+from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Disconnected, Receive, Scope, Send, read_body, request_id
 from modelhost.server.awsjson import runtime_error_response
 from modelhost.server.runtime import (
     NAME,
@@ -158,6 +158,8 @@ class AsyncInvocations:
                 raise RuntimeInternalFailure(f"The request could not be queued: {type(exc).__name__}: {exc}") from exc
         except RuntimeApiError as err:
             await runtime_error_response(err, request_id(scope))(scope, receive, send)
+            return
+        except Disconnected:  # the client left mid-body (or was already answered): nothing to send
             return
         payload = json.dumps({"InferenceId": accepted["InferenceId"]}).encode()
         headers = [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.routing import Route as StarletteRoute
@@ -14,12 +15,23 @@ from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.router import Router
+from modelhost.security import AuditLog, Verifier, load_credentials
 from modelhost.server import admin, protocols
 from modelhost.server.asgi import ASGIApp
 from modelhost.server.async_runtime import AsyncInvocations
 from modelhost.server.control_plane import ControlPlane
-from modelhost.server.front_door import FrontDoor, Route, anything, is_invoke, is_invoke_async, is_s3, is_sts
-from modelhost.server.middleware import STACK
+from modelhost.server.front_door import (
+    FrontDoor,
+    Middleware,
+    Route,
+    anything,
+    is_invoke,
+    is_invoke_async,
+    is_s3,
+    is_sts,
+)
+from modelhost.server.middleware import STACK, Authenticate, Guard, HostPolicy, Limits
+from modelhost.server.middleware.auth import Security
 from modelhost.server.runtime import Invocations
 from modelhost.server.s3 import S3App
 from modelhost.server.s3.proxy import S3Proxy
@@ -73,4 +85,22 @@ def build_asgi(
         Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
         Route("api", anything, api, protocols.JSON),
     ]
-    return FrontDoor(routes, STACK)
+    # Authenticate verifies signatures when a credentials file is configured (server/middleware/auth.py).
+    security = security_from(settings)
+    # Guard: the allowed Host names and the request limits (server/middleware/guard.py, limits.py).
+    guard = partial(
+        Guard, hosts=HostPolicy.parse(settings.host, settings.allowed_hosts), limits=Limits.from_settings(settings)
+    )
+    configured: dict[object, Middleware] = {Authenticate: partial(Authenticate, security=security), Guard: guard}
+    stack = tuple(configured.get(m, m) for m in STACK)
+    return FrontDoor(routes, stack)
+
+
+def security_from(settings: Settings) -> Security | None:
+    """The verifier over the credentials file's keys and the audit log; None without a file
+    (``security.CredentialsError`` when the file cannot be used)."""
+    if not settings.credentials_file:
+        return None
+    keyring = load_credentials(settings.credentials_file, settings.account_id)
+    audit = AuditLog(settings.logs_dir / "audit.jsonl")
+    return Security(Verifier(keyring), settings.region, settings.account_id, audit)

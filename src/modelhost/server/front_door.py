@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from modelhost.server.asgi import ENDPOINT, ROUTE, ASGIApp, Receive, Scope, Send
 from modelhost.server.s3 import is_s3_request
@@ -33,14 +34,19 @@ class Route:
 
 
 def _endpoint_post(scope: Scope, suffix: str) -> bool:
+    """Matched on the raw (still percent-encoded) path, as AWS routes it: ``/endpoints/a%2Finvocations``
+    is not an invoke of "a". Any name between the prefix and the suffix matches, so a bad one
+    (``..%2f..%2fetc``, ``a/b``) reaches the handler's endpointName ValidationError, not a plain 404."""
     if scope["type"] != "http" or scope["method"] != "POST":
         return False
-    path: str = scope["path"]
+    raw: bytes | None = scope.get("raw_path")
+    path: str = scope["path"] if raw is None else raw.decode("latin-1")
     if path.startswith(PREFIX) and path.endswith(suffix):
         name = path[len(PREFIX) : -len(suffix)]
-        if "/" not in name:
-            scope[ENDPOINT] = name
-            return True
+        if raw is not None and "%" in name:
+            name = unquote(name)
+        scope[ENDPOINT] = name
+        return True
     return False
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import importlib
+import itertools
 import json
+import re
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -73,13 +75,35 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"invalid literal {name}")
 
 
+MAX_DEPTH = 100  # nesting of arrays and objects in a request body (no SageMaker input nests a tenth of it)
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+# Opening brackets to +1, closing ones to -1 (as signed bytes), everything else deleted.
+_DEPTH_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _too_deep(raw: bytes) -> bool:
+    """Whether arrays/objects nest deeper than MAX_DEPTH: a bracket count first (a body with at most
+    MAX_DEPTH brackets cannot), else the running sum of +1/-1 steps outside strings, all at C speed."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    steps = _STRINGS.sub(b"", raw).translate(_DEPTH_STEPS, _NOT_BRACKETS)
+    return max(itertools.accumulate(memoryview(steps).cast("b")), default=0) > MAX_DEPTH
+
+
 def decode_body(raw: bytes) -> dict[str, Any]:
     """Parse a JSON 1.1 request body; an empty body means no arguments."""
     if not raw or not raw.strip():
         return {}
+    if _too_deep(raw):
+        raise SerializationException(
+            f"Request body is not valid JSON: arrays and objects nest deeper than {MAX_DEPTH} levels."
+        )
     try:
         data = orjson.loads(raw) if orjson is not None else json.loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SerializationException(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SerializationException("Start of structure or map found where not expected.")

@@ -25,7 +25,7 @@ from modelhost.hosting.errors import (
     VariantNotFound,
 )
 from modelhost.hosting.router import Router
-from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Receive, Scope, Send, read_body, request_id
+from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Disconnected, Receive, Scope, Send, read_body, request_id
 from modelhost.server.awsjson import runtime_error_response
 
 MAX_BODY = 6 * 1024 * 1024  # 6291456 bytes, InvokeEndpoint's request limit
@@ -179,6 +179,8 @@ class Invocations:
                 raise runtime_error(exc, self.account_id) from None
         except RuntimeApiError as err:
             await runtime_error_response(err, request_id(scope))(scope, receive, send)
+            return
+        except Disconnected:  # the client left mid-body (or was already answered): nothing to send
             return
         out = [
             (b"content-type", result.content_type.encode("latin-1")),

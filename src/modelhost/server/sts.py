@@ -1,7 +1,9 @@
 """The one STS call SageMaker clients make: GetCallerIdentity (query protocol, XML).
 
 The sagemaker SDK asks for the account id to name its default bucket
-(``sagemaker-<region>-<account>``); we answer with the server's configured account.
+(``sagemaker-<region>-<account>``); we answer with the server's configured account, and, when
+requests are authenticated, the signing key's user (``arn:aws:iam::<account>:user/<section>``,
+UserId the access key id).
 """
 
 from __future__ import annotations
@@ -9,17 +11,24 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from modelhost.server.asgi import BodyTooLarge, Receive, Scope, Send, read_body, request_id
+from modelhost.server.asgi import CALLER, BodyTooLarge, Receive, Scope, Send, read_body, request_id
 
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 MAX_BODY = 64 * 1024
 
 
 def is_sts_request(scope: Scope) -> bool:
+    """Signed for sts, or unsigned with a query-protocol form body and no X-Amz-Target (so an
+    unsigned call is refused in STS's shape when requests are authenticated)."""
+    form = False
     for name, value in scope["headers"]:
         if name == b"authorization":
             return b"/sts/aws4_request" in value
-    return False
+        if name == b"x-amz-target":
+            return False
+        if name == b"content-type":
+            form = value.startswith(b"application/x-www-form-urlencoded")
+    return form
 
 
 def error_xml(code: str, message: str, rid: str) -> bytes:
@@ -49,11 +58,21 @@ class StsApp:
             return
         params = parse_qs(body.decode() + "&" + scope.get("query_string", b"").decode())
         action = (params.get("Action") or [""])[0]
-        if action == "GetCallerIdentity":
+        if action == "GetCallerIdentity":  # always allowed: it names the verified key's user
+            caller = scope.get(CALLER)
+            key = getattr(caller, "key", None)
+            if key is not None:
+                arn, user_id, account = key.arn, key.access_key, key.account
+            else:  # requests are not authenticated
+                arn, user_id, account = (
+                    f"arn:aws:iam::{self.account_id}:user/modelhost",
+                    "AIDAMODELHOST",
+                    self.account_id,
+                )
             xml = (
                 f'<GetCallerIdentityResponse xmlns="{NS}"><GetCallerIdentityResult>'
-                f"<Arn>arn:aws:iam::{self.account_id}:user/modelhost</Arn><UserId>AIDAMODELHOST</UserId>"
-                f"<Account>{self.account_id}</Account></GetCallerIdentityResult>"
+                f"<Arn>{escape(arn)}</Arn><UserId>{escape(user_id)}</UserId>"
+                f"<Account>{account}</Account></GetCallerIdentityResult>"
                 f"<ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata>"
                 "</GetCallerIdentityResponse>"
             )

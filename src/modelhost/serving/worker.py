@@ -32,6 +32,7 @@ from modelhost.serving.handler import Handler
 from modelhost.serving.images import detect_runtime
 
 LOAD_FAILED_EXIT_CODE = 3
+KEEP_ALIVE_SECONDS = 24 * 3600  # idle connections stay open; the server closes them when it stops the instance
 
 log = logging.getLogger("modelhost.serving.worker")
 
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # The only client is the server's connection pool. uvicorn's default (5 s) closes idle
+        # connections under it, and one closed just as the pool reuses it loses that request.
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     print(
         f"modelhost worker pid {os.getpid()} serving {handler.runtime.name} model from {args.model_dir} on {args.uds}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,22 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(cfg, "heads")  # independent migration branches may coexist
 
 
+PRIVATE_UMASK = 0o077
+
+
+def secure_data_dir(data_dir: Path) -> None:
+    """Make the data dir private to the server's user, once at start-up: umask 077 for the whole process
+    (every directory it creates is 0700, every file 0600: the metadata DB holds model Environment values,
+    logs, bucket objects and uploads), the data dir itself 0700 (existing files inside are then out of
+    reach of other users too) and an existing ``modelhost.db`` 0600."""
+    os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for name in ("modelhost.db", "modelhost.db-wal", "modelhost.db-shm"):
+        if (data_dir / name).is_file():
+            os.chmod(data_dir / name, 0o600)
+
+
 class MetadataStore:
     """Row-level access to the resource tables; JSON columns are decoded on the way out."""
 
@@ -42,7 +59,12 @@ class MetadataStore:
 
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if (
+                path.name != ":memory:" and not path.exists()
+            ):  # 0600 whatever the umask: it holds model Environment values (secrets)
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
             self.engine = create_engine(url, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:

@@ -3,16 +3,23 @@ one file per endpoint (what CloudWatch's /aws/sagemaker/Endpoints/<name> is on A
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import TextIO
+
+
+def open_private(path: Path) -> TextIO:
+    """Append to a log file that only the server's user can read (0600, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return open(fd, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the endpoint or job
 
 
 class EndpointLog:
     def __init__(self, logs_dir: Path, endpoint: str) -> None:
         self.path = endpoint_log_path(logs_dir, endpoint)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - lives with the endpoint
+        self._file: TextIO = open_private(self.path)
 
     def write(self, source: str, line: str) -> None:
         now = time.time()
@@ -41,4 +48,4 @@ class JobLog(EndpointLog):
     def __init__(self, logs_dir: Path, job: str) -> None:  # noqa: D107 - same format as endpoint logs
         self.path = job_log_path(logs_dir, job)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO = open(self.path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        self._file: TextIO = open_private(self.path)

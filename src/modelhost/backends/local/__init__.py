@@ -33,6 +33,7 @@ class LocalBackend:
             extra_env=request.extra_env,
             startup_timeout=request.startup_timeout,
             download_timeout=request.download_timeout,
+            volume_size_gb=request.volume_size_gb,
         )
         return Fleet(spec, request.count, self.run_dir, request.log, self.settings.ping_interval)
 

@@ -51,6 +51,9 @@ class Fleet:
         self.stopping = False
         # Instance name -> why it is crash-looping (shown as a VariantStatus message).
         self.crash_loops: dict[str, str] = {}
+        # Instances taken out of rotation by mark_unreachable; the watchdog brings back one whose
+        # process still runs and answers /ping (a dead one is the supervisor's).
+        self._unreachable: set[Instance] = set()
         self.stats = FleetStats()
 
     @property
@@ -115,6 +118,7 @@ class Fleet:
                     if task is not None:
                         task.cancel()
                     self.crash_loops.pop(inst.name, None)
+                    self._unreachable.discard(inst)
                 await asyncio.gather(*(i.stop(drain_timeout) for i in leaving), return_exceptions=True)
 
     async def _supervise(self, inst: Instance) -> None:
@@ -127,6 +131,7 @@ class Fleet:
                 up_since = time.monotonic()
                 code = await inst.proc.wait()
                 inst.healthy = False
+                self._unreachable.discard(inst)
                 if self.stopping or inst.stopping:
                     return
                 self._update_available()
@@ -161,6 +166,8 @@ class Fleet:
             await asyncio.sleep(self.ping_interval)
             if not inst.healthy or inst.stopping:
                 missed = 0
+                if inst in self._unreachable:
+                    await self._readmit(inst)
                 continue
             if await inst.ping():
                 missed = 0
@@ -170,6 +177,16 @@ class Fleet:
                 self.log.write(inst.name, f"instance failed {missed} consecutive pings; replacing it")
                 missed = 0
                 inst.kill()
+
+    async def _readmit(self, inst: Instance) -> None:
+        proc = inst.proc
+        if inst.stopping or proc is None or proc.returncode is not None or not await inst.ping():
+            return
+        if inst in self._unreachable and inst.proc is proc and proc.returncode is None and not inst.stopping:
+            self._unreachable.discard(inst)
+            inst.healthy = True
+            self.log.write(inst.name, "instance answers /ping again; back in service")
+            self._update_available()
 
     def _update_available(self) -> None:
         if any(i.healthy for i in self.instances):
@@ -235,7 +252,10 @@ class Fleet:
             raise ReplicaLost(str(exc)) from None
 
     def mark_unreachable(self, replica: Replica) -> None:
-        cast(Instance, replica).healthy = False
+        inst = cast(Instance, replica)
+        if inst.healthy:
+            inst.healthy = False
+            self._unreachable.add(inst)
         self._update_available()
 
     def recycle(self, replica: Replica) -> None:

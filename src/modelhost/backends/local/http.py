@@ -19,6 +19,11 @@ class ConnectError(Exception):
     """The instance could not be reached; nothing was sent, so retrying elsewhere is safe."""
 
 
+class NotDelivered(ConnectError):
+    """The instance closed the connection without reading the request (so it never ran it):
+    retrying is safe. See ``_Connection.connection_lost``."""
+
+
 class ConnectionLost(Exception):
     """The instance went away while the request was in flight."""
 
@@ -66,13 +71,28 @@ class _Connection(_ResponseProtocol):
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[HttpResponse] | None = None
         self.closed = False
+        self.reused = False  # taken from the idle list (it has answered a request before)
+        self.answered = False  # response bytes of the current request have arrived
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
 
+    def data_received(self, data: bytes) -> None:
+        self.answered = True
+        super().data_received(data)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        """A unix stream socket whose peer is closed (or dies) while bytes we sent are still unread
+        in its receive queue reports ECONNRESET to us (Linux ``unix_release_sock``), and a write
+        after the peer is gone fails with EPIPE; a peer that read the request and then went away
+        reports a plain EOF. So a reset or broken pipe before any response byte means the instance
+        never read the request (an idle keep-alive connection closed as it was reused, a request
+        queued on a killed instance): NotDelivered, safe to send again. An EOF is a real loss."""
         self.closed = True
         self.pool.forget(self)
-        self._fail(ConnectionLost("the instance closed the connection"))
+        if not self.answered and isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            self._fail(NotDelivered("the instance closed the connection before reading the request"))
+        else:
+            self._fail(ConnectionLost("the instance closed the connection"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -124,8 +144,16 @@ class UnixHttpPool:
     async def _acquire(self) -> _Connection:
         while self._idle:
             conn = self._idle.pop()
-            if not conn.closed:
-                return conn
+            if conn.closed:
+                continue
+            if conn.transport is None or conn.transport.is_closing():
+                conn.close()  # EOF already seen, connection_lost still pending: never write to it
+                continue
+            conn.reused = True
+            return conn
+        return await self._connect()
+
+    async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await loop.create_unix_connection(lambda: _Connection(self), self.path)
@@ -137,10 +165,33 @@ class UnixHttpPool:
     async def request(
         self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
     ) -> HttpResponse:
+        """One exchange. A reused connection that turns out closed before the instance read the
+        request is retried once on a fresh connection; NotDelivered (a ConnectError) when even
+        that is not read, ConnectionLost when the instance read it and went away."""
         conn = await self._acquire()
+        if not conn.reused:
+            return await self._exchange(conn, method, path, headers, body, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            return await self._exchange(conn, method, path, headers, body, timeout)
+        except NotDelivered:
+            pass
+        return await self._exchange(await self._connect(), method, path, headers, body, deadline - loop.time())
+
+    async def _exchange(
+        self,
+        conn: _Connection,
+        method: bytes,
+        path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeout: float,
+    ) -> HttpResponse:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[HttpResponse] = loop.create_future()
         conn.waiter = waiter
+        conn.answered = False
         head = [
             method,
             b" ",

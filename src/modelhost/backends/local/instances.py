@@ -10,8 +10,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from modelhost.backends.handle import ReplicaFailed
 from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, UnixHttpPool
@@ -34,6 +36,27 @@ RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 InstanceFailed = ReplicaFailed  # an instance could not start; the message is meant for FailureReason
 
 
+@dataclass(frozen=True)
+class InstanceUser:
+    """MODELHOST_INSTANCE_USER: the unprivileged user instance processes run as (the server is root)."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path  # owned by the user: HOME and the working directory of its instances
+
+
+def _become(uid: int, gid: int) -> Callable[[], None]:
+    """Run in the forked child before exec: no supplementary groups, then the group, then the user."""
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return drop
+
+
 @dataclass
 class InstanceSpec:
     """Everything needed to run one instance of a variant."""
@@ -46,6 +69,7 @@ class InstanceSpec:
     startup_timeout: float
     stop_grace: float = 30.0
     python: str = field(default_factory=lambda: sys.executable)
+    user: InstanceUser | None = None
 
 
 class Instance:
@@ -88,20 +112,37 @@ class Instance:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        self.proc = await asyncio.create_subprocess_exec(
-            self.spec.python,
-            "-m",
-            "modelhost.serving.worker",
-            "--uds",
-            str(self.socket_path),
-            "--model-dir",
-            str(self.spec.model_dir),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a Ctrl-C on the server is handled by the server, not the instances
-        )
+        as_user: dict[str, Any] = {}
+        user = self.spec.user
+        if user is not None:
+            # The instance creates its socket and error file here; the server (root) reads them.
+            run_dir = self.socket_path.parent
+            os.chown(run_dir, -1, user.gid)
+            os.chmod(run_dir, 0o770)
+            env.update({"HOME": str(user.home), "USER": user.name, "LOGNAME": user.name})
+            # subprocess's user=/group=/extra_groups=[] done in the child (uvloop accepts only preexec_fn).
+            as_user = {"preexec_fn": _become(user.uid, user.gid), "cwd": str(user.home)}
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                self.spec.python,
+                "-m",
+                "modelhost.serving.worker",
+                "--uds",
+                str(self.socket_path),
+                "--model-dir",
+                str(self.spec.model_dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # a Ctrl-C on the server is handled by the server, not the instances
+                **as_user,
+            )
+        except OSError as exc:
+            who = f" as MODELHOST_INSTANCE_USER {user.name}" if user is not None else ""
+            raise InstanceFailed(
+                f"The instance process could not be started{who}: {self.spec.python}: {exc.strerror or exc}."
+            ) from None
         self.log.write(self.name, f"instance started (pid {self.proc.pid})")
         self._pump = asyncio.create_task(self._pump_output(self.proc))
 

@@ -6,12 +6,14 @@ Shared by everything that starts instances of a model (endpoints, batch transfor
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 
 from modelhost.backends.handle import DeploymentFailed
-from modelhost.backends.local.instances import InstanceSpec
+from modelhost.backends.local.instances import InstanceSpec, InstanceUser
 from modelhost.config import Settings
 from modelhost.serving.images import runtime_for_image, unsupported_image_reason
-from modelhost.store.artifacts import ArtifactCache, ArtifactError
+from modelhost.store.artifacts import ArtifactCache, ArtifactError, max_artifact_bytes, submit_dir_refusal
 
 DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
 
@@ -26,6 +28,47 @@ def single_container(model: dict, label: str) -> dict:
     return containers[0]
 
 
+def instance_user(settings: Settings) -> InstanceUser | None:
+    """MODELHOST_INSTANCE_USER, checked, with the data dir opened to its group just enough: the data dir
+    0710 and the model cache 0750 (root:<its group>), the requirements and Hugging Face caches 2770, and
+    a home directory it owns. Everything else under the data dir stays 0700/0600 (root's)."""
+    name = settings.instance_user
+    if not name:
+        return None
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise DeploymentFailed(
+            f"MODELHOST_INSTANCE_USER {name} does not exist on this machine; create it (useradd --system "
+            f"--no-create-home {name}) or unset MODELHOST_INSTANCE_USER."
+        ) from None
+    if os.geteuid() != 0:
+        if pw.pw_uid == os.geteuid():
+            return None  # already that user
+        raise DeploymentFailed(
+            f"MODELHOST_INSTANCE_USER {name} needs the server to run as root (it runs as uid {os.geteuid()})."
+        )
+    if pw.pw_uid == 0:
+        raise DeploymentFailed(f"MODELHOST_INSTANCE_USER {name} is root; name an unprivileged user.")
+    gid = pw.pw_gid
+    homes = settings.data_dir / "instance-home"
+    home = homes / name
+    home.mkdir(parents=True, exist_ok=True)
+    for path, mode in (
+        (settings.data_dir, 0o710),
+        (homes, 0o710),
+        (settings.model_cache_dir, 0o750),
+        (settings.requirements_dir, 0o2770),
+        (settings.hf_cache_dir, 0o2770),
+    ):
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, -1, gid)
+        os.chmod(path, mode)
+    os.chown(home, pw.pw_uid, gid)
+    os.chmod(home, 0o700)
+    return InstanceUser(name, pw.pw_uid, gid, home)
+
+
 async def instance_spec(
     settings: Settings,
     artifacts: ArtifactCache,
@@ -37,6 +80,7 @@ async def instance_spec(
     extra_env: dict[str, str] | None = None,
     startup_timeout: float | None = None,
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    volume_size_gb: int | None = None,
 ) -> InstanceSpec:
     """Resolve the image to a runtime, materialise the artifact (and an SDK ``sourcedir.tar.gz``),
     and build the environment. ``owner`` names the endpoint or job whose log the instance writes to;
@@ -48,9 +92,16 @@ async def instance_spec(
         raise DeploymentFailed(f"{label}: {unsupported_image_reason(image)}")
     if container.get("Mode") == "MultiModel":
         raise DeploymentFailed(f"{label}: multi-model containers are not supported by modelhost yet.")
+    user = instance_user(settings)
+    gid = user.gid if user is not None else None
+    limit = max_artifact_bytes(settings.max_artifact_bytes, volume_size_gb)
     try:
         model_dir = await asyncio.wait_for(
-            asyncio.to_thread(artifacts.materialize, container.get("ModelDataUrl"), container.get("ModelDataSource")),
+            asyncio.to_thread(
+                lambda: artifacts.materialize(
+                    container.get("ModelDataUrl"), container.get("ModelDataSource"), max_bytes=limit, share_gid=gid
+                )
+            ),
             download_timeout,
         )
     except ArtifactError as exc:
@@ -65,14 +116,26 @@ async def instance_spec(
         # The SDK uploads user code as sourcedir.tar.gz; framework containers download and unpack
         # it at start-up. We unpack it once into the artifact cache and point the instance there.
         try:
-            code_dir = await asyncio.to_thread(artifacts.materialize, submit_dir, None)
+            code_dir = await asyncio.to_thread(
+                lambda: artifacts.materialize(
+                    submit_dir,
+                    None,
+                    max_bytes=limit,
+                    share_gid=gid,
+                    member="Environment.SAGEMAKER_SUBMIT_DIRECTORY",
+                )
+            )
         except ArtifactError as exc:
             raise DeploymentFailed(f"{label}: SAGEMAKER_SUBMIT_DIRECTORY: {exc}") from None
         env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(code_dir)
+    elif (reason := submit_dir_refusal(submit_dir, settings.allowed_model_dirs)) is not None:
+        raise DeploymentFailed(f"{label}: {reason}")
     env.setdefault("SAGEMAKER_REGION", settings.region)
     env["SAGEMAKER_INFERENCE_MODEL_DIR"] = str(model_dir)
     env["MODELHOST_REQUIREMENTS_DIR"] = str(settings.requirements_dir)
     env["MODELHOST_HF_CACHE"] = str(settings.hf_cache_dir)
+    # The server's setting, not the model's: a model cannot allow itself local requirement paths.
+    env["MODELHOST_REQUIREMENTS_ALLOW_LOCAL"] = "1" if settings.requirements_allow_local else "0"
     env.update(extra_env or {})
     return InstanceSpec(
         endpoint=owner,
@@ -82,5 +145,6 @@ async def instance_spec(
         environment=env,
         startup_timeout=startup_timeout if startup_timeout is not None else settings.default_startup_timeout,
         stop_grace=settings.stop_grace,
+        user=user,
         **({"python": settings.python} if settings.python else {}),
     )

@@ -5,20 +5,28 @@ A topic is either an SNS ARN, published through the SNS API (boto3) at
 allow), or an ``http(s)://`` URL (a modelhost extension of the service model's pattern) that
 receives the same JSON message by POST. Both are retried with exponential back-off; a message
 that still cannot be delivered is given up (the caller counts it in ``NotificationFailures``).
+
+Webhooks are not called on loopback, link-local, private (RFC 1918, fc00::/7) or unspecified
+addresses (server-side request forgery) unless the host (``host`` or ``host:port``) or a URL prefix
+is listed in ``MODELHOST_WEBHOOK_ALLOW`` (comma-separated): CreateEndpointConfig refuses such a topic
+(``resources/webhooks.py``), and every delivery checks the address it actually connected to, so a DNS
+answer that changed since is refused too. Redirects are not followed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
+import ssl
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelhost.hosting.asyncq.items import Item
+from modelhost.resources.webhooks import ALLOW_ENV, BLOCKED_KINDS, blocked_address, webhook_allowed
 
 log = logging.getLogger("modelhost.notify")
 
@@ -36,11 +44,40 @@ def is_webhook(topic: str) -> bool:
     return topic.startswith(("http://", "https://"))
 
 
+class WebhookRefused(Exception):
+    """The webhook's address is internal and not allowed (not retried)."""
+
+
+class _CheckedHTTP(http.client.HTTPConnection):
+    """Checks the address it connected to before anything is sent."""
+
+    allowed = False
+
+    def connect(self) -> None:
+        super().connect()
+        if not self.allowed:
+            peer = self.sock.getpeername()[0]
+            if blocked_address(peer):
+                self.sock.close()
+                raise WebhookRefused(f"{self.host} connected to {peer}, {BLOCKED_KINDS} (not in {ALLOW_ENV})")
+
+
+class _CheckedHTTPS(http.client.HTTPSConnection, _CheckedHTTP):
+    pass
+
+
 class Notifier:
-    def __init__(self, sns_endpoint_url: str | None, region: str, delays: tuple[float, ...] = RETRY_DELAYS) -> None:
+    def __init__(
+        self,
+        sns_endpoint_url: str | None,
+        region: str,
+        delays: tuple[float, ...] = RETRY_DELAYS,
+        webhook_allow: str = "",
+    ) -> None:
         self.sns_endpoint_url = sns_endpoint_url or None
         self.region = region
         self.delays = delays
+        self.webhook_allow = webhook_allow
         self._clients: dict[str, Any] = {}
 
     async def send(self, topic: str, message: str) -> bool:
@@ -53,6 +90,9 @@ class Notifier:
                 else:
                     await asyncio.to_thread(self._publish, topic, message)
                 return True
+            except WebhookRefused as exc:
+                log.warning("notification to %s refused: %s", topic, exc)
+                return False
             except Exception as exc:  # any delivery problem is retried, then reported
                 last = exc
             if attempt < len(self.delays):
@@ -61,12 +101,26 @@ class Notifier:
         return False
 
     def _post(self, url: str, message: str) -> None:
-        req = urllib.request.Request(
-            url, data=message.encode(), method="POST", headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(req, timeout=HTTP_TIMEOUT) as resp:
+        parts = urlsplit(url)
+        conn: _CheckedHTTP
+        if parts.scheme == "https":
+            conn = _CheckedHTTPS(
+                parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT, context=ssl.create_default_context()
+            )
+        else:
+            conn = _CheckedHTTP(parts.hostname or "", parts.port, timeout=HTTP_TIMEOUT)
+        conn.allowed = webhook_allowed(url, self.webhook_allow)
+        path = parts.path or "/"
+        if parts.query:
+            path += f"?{parts.query}"
+        try:
+            conn.request("POST", path, body=message.encode(), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
             if resp.status >= 300:
                 raise OSError(f"webhook answered {resp.status}")
+        finally:
+            conn.close()
 
     def _sns(self, region: str) -> Any:
         client = self._clients.get(region)

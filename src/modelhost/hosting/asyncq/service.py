@@ -51,7 +51,7 @@ class AsyncInference:
         self.rows = RequestRows(store, self.run_id)
         self.metrics = QueueMetrics()
         self.tasks = Tasks()
-        self.notifier = Notifier(settings.sns_endpoint_url, settings.region)
+        self.notifier = Notifier(settings.sns_endpoint_url, settings.region, webhook_allow=settings.webhook_allow)
         self.committer = Committer(
             self.rows, blobs, self.tmp_dir, self.metrics, self.notifier, settings.region, self.tasks
         )

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
+from modelhost.security import AccessDenied
+from modelhost.server.access import CHUNK_SIGNER, authorize
 from modelhost.server.asgi import Receive, Scope, Send, request_id
+from modelhost.server.s3.objects import check_put_size
 from modelhost.server.s3.request import Body, ClientDisconnected, S3Request, Stores
 from modelhost.server.s3.routing import dispatch, locate
 from modelhost.server.s3.xml import InternalError, Reply, error_reply
@@ -21,6 +24,7 @@ from modelhost.store.buckets import BucketStore, S3StoreError, error_class
 from modelhost.store.multipart import MultipartUploads
 
 log = logging.getLogger("modelhost.s3")
+S3AccessDenied = error_class("AccessDenied")
 
 READ_CHUNK = 1024 * 1024  # bytes per GetObject body message
 
@@ -62,9 +66,12 @@ class S3App:
         req: S3Request | None = None
         try:
             bucket, key = self.locate(scope, headers)
+            if scope["method"] == "PUT" and key is not None:  # PutObject / UploadPart: at once, body unread
+                check_put_size(self.stores.store, headers, is_chunked(headers))
             query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
-            req = S3Request(scope["method"], bucket, key, query, headers, Body(receive, is_chunked(headers)), rid)
-            reply = await dispatch(self.stores, req)
+            body = Body(receive, is_chunked(headers), scope.get(CHUNK_SIGNER))  # chunk signatures checked
+            req = S3Request(scope["method"], bucket, key, query, headers, body, rid)
+            reply = await dispatch(self.stores, req, permission_check(scope))
         except ClientDisconnected:
             return
         except S3StoreError as err:
@@ -72,10 +79,22 @@ class S3App:
         except Exception as exc:  # never answer with a stack trace
             log.exception("S3 request failed")
             reply = error_reply(InternalError(f"{type(exc).__name__}: {exc}"), rid, resource)
-        if req is not None and reply.status >= 300 and not req.body.finished and has_body(headers):
+        if reply.status >= 300 and (req is None or not req.body.finished) and has_body(headers):
             # The body was not read: do not let its bytes be taken for the next request.
             reply.headers.append(("connection", "close"))
         await send_reply(scope, receive, send, reply, rid)
+
+
+def permission_check(scope: Scope) -> Callable[[str, str], None]:
+    """The caller's permission check for ``routing.dispatch``, denials as S3's ``AccessDenied``."""
+
+    def check(action: str, resource: str) -> None:
+        try:
+            authorize(scope, action, resource)
+        except AccessDenied as err:
+            raise S3AccessDenied(err.s3_message) from None
+
+    return check
 
 
 async def send_error(scope: Scope, receive: Receive, send: Send, code: str, message: str, status: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from email.utils import parsedate_to_datetime
 from typing import IO
 from urllib.parse import unquote
@@ -28,6 +29,7 @@ from modelhost.server.s3.xml import (
 from modelhost.store.buckets import (
     DEFAULT_CONTENT_TYPE,
     STORED_HEADERS,
+    BucketStore,
     InvalidArgument,
     InvalidRequest,
     ObjectAttrs,
@@ -39,6 +41,8 @@ from modelhost.store.buckets import (
 )
 
 WRITE_BATCH = 1024 * 1024  # bytes handed to the writer thread at a time
+MAX_PUT_SIZE = 5 * 1024**3  # S3's single PUT (and part) maximum: 5 GiB
+EntityTooLarge = error_class("EntityTooLarge")
 MAX_DELETE_KEYS = 1000
 RESPONSE_OVERRIDES = {
     "response-content-type": "content-type",
@@ -116,6 +120,32 @@ def _object_headers(meta: ObjectMeta) -> list[tuple[str, str]]:
     if "-" in meta.etag:
         headers.append(("x-amz-mp-parts-count", meta.etag.rsplit("-", 1)[1]))
     return headers
+
+
+def check_put_size(store: BucketStore, headers: dict[str, str], chunked: bool) -> None:
+    """Refuse an upload by its declared size before reading it: over 5 GiB as S3 does
+    (``EntityTooLarge``, 400), and over the free space under the data dir. S3 has no code for a
+    full disk; ``EntityTooLarge`` (400) is its closest ("your proposed upload exceeds the maximum
+    allowed size"), with the free bytes as ``MaxSizeAllowed``, so a client does not retry in vain."""
+    declared = headers.get("x-amz-decoded-content-length") if chunked else headers.get("content-length")
+    if not declared or not declared.isdigit() or "x-amz-copy-source" in headers:
+        return
+    size = int(declared)
+    if size > MAX_PUT_SIZE:
+        raise EntityTooLarge(
+            "Your proposed upload exceeds the maximum allowed size",
+            ProposedSize=str(size),
+            MaxSizeAllowed=str(MAX_PUT_SIZE),
+        )
+    if size > WRITE_BATCH:
+        free = shutil.disk_usage(store.tmp_dir).free
+        if size > free:
+            raise EntityTooLarge(
+                f"Your proposed upload exceeds the maximum allowed size: the server has {free} bytes of free disk "
+                "space under its data directory.",
+                ProposedSize=str(size),
+                MaxSizeAllowed=str(free),
+            )
 
 
 async def put_object(ctx: Stores, req: S3Request) -> Reply:

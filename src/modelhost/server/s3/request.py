@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from modelhost.security import ChunkSigner
 from modelhost.server.asgi import Receive, new_request_id
 from modelhost.server.s3.chunked import AwsChunkedDecoder
 from modelhost.server.s3.xml import MaxMessageLengthExceeded
@@ -31,11 +32,11 @@ class ClientDisconnected(Exception):
 class Body:
     """The request body as a stream of decoded chunks."""
 
-    def __init__(self, receive: Receive, chunked: bool) -> None:
+    def __init__(self, receive: Receive, chunked: bool, signer: ChunkSigner | None = None) -> None:
         self._receive = receive
         self.finished = False
         self.started = False
-        self.decoder = AwsChunkedDecoder() if chunked else None
+        self.decoder = AwsChunkedDecoder(signer) if chunked or signer is not None else None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.started = True

@@ -39,6 +39,9 @@ STATUS = {
     "NotImplemented": 501,
     "InternalError": 500,
     "AccessDenied": 403,
+    "SignatureDoesNotMatch": 403,
+    "InvalidAccessKeyId": 403,
+    "RequestTimeTooSkewed": 403,
 }
 MALFORMED = "The XML you provided was not well-formed or did not validate against our published schema"
 
