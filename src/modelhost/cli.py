@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
 
-from modelhost.client import DEFAULT_URL, clients
+from modelhost.client import DEFAULT_URL, boto_session, clients, signed_get
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
 err = Console(stderr=True)
@@ -64,12 +64,7 @@ def serve(
         bool, typer.Option(help="Allow a non-loopback --host without --credentials-file (anyone can do anything).")
     ] = False,
     allowed_hosts: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELHOST_ALLOWED_HOSTS",
-            help="Host names accepted in the Host header besides loopback names and --host (comma list; "
-            "'*.example.com' for subdomains, '*' for any).",
-        ),
+        str, typer.Option(envvar="MODELHOST_ALLOWED_HOSTS", help="More Host names to serve (a,*.b.com; '*': any).")
     ] = "",
 ) -> None:
     """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
@@ -275,8 +270,6 @@ def _invoke_async(name: str, data: bytes, content_type: str, accept: str | None,
     locations (with a progress line on stderr), then print the result or fail with the error."""
     import uuid
 
-    from modelhost.client import boto_session
-
     _, rt = clients(url)
     s3 = boto_session().client("s3", endpoint_url=url)
     try:
@@ -374,7 +367,7 @@ def logs(
     while True:
         target = f"{url.rstrip('/')}/modelhost/endpoints/{urllib.parse.quote(name)}/logs?offset={offset}"
         try:
-            with urllib.request.urlopen(target, timeout=10) as resp:
+            with urllib.request.urlopen(signed_get(target), timeout=10) as resp:
                 data = resp.read()
                 offset = int(resp.headers.get("X-Modelhost-Next-Offset", offset + len(data)))
         except urllib.error.HTTPError as exc:

@@ -459,6 +459,17 @@ def test_logs_route_needs_a_signature(server: Server, endpoints: dict[str, Any])
     assert raw("GET", f"{server.url}/ping")[0] == 200  # liveness stays open
 
 
+def test_modelhost_logs_cli_signs_its_requests(server: Server, endpoints: dict[str, Any]) -> None:
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": ADMIN[0]}
+    env.pop("AWS_PROFILE", None)
+    cli = [sys.executable, "-m", "modelhost.cli", "logs", "prod-ep", "--url", server.url]
+    ok = subprocess.run(cli, env={**env, "AWS_SECRET_ACCESS_KEY": ADMIN[1]}, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "endpoint is InService" in ok.stdout
+    bad = subprocess.run(cli, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"}, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "InvalidSignatureException" in bad.stdout + bad.stderr
+
+
 def test_audit_log(server: Server, endpoints: dict[str, Any]) -> None:
     lines = [json.loads(x) for x in (server.data_dir / "logs" / "audit.jsonl").read_text().splitlines()]
     actions = [(e["key"], e["action"], e["resource"], e["result"]) for e in lines]

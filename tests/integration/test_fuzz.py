@@ -518,18 +518,7 @@ def repro(method: str, path: str, headers: dict[str, str], body: bytes) -> str:
 # Bugs the fuzzer found in code other suites own, each with an xfail(strict=True) test below that
 # replays its minimal request; answers that match one are counted, not failed, so the fuzzer goes
 # on looking for others. (id -> does this answer show it)
-KNOWN_BUGS: dict[str, Any] = {
-    # Paths and methods no route claims fall through to Starlette's plain-text 404 / 405 instead of
-    # an AWS error: GET /endpoints/x/invocations, POST /endpoints/x/x, POST /ping, signed GET /.
-    "plain-text-404-405": lambda status, data: status in (404, 405) and data in (b"Not Found", b"Method Not Allowed"),
-    # S3 error XML echoes a key with a control character raw (<Key>\x1f</Key>): not well-formed
-    # XML 1.0, so an XML parser (botocore's included) cannot read the error. GET /fuzz-a/%1F.
-    "s3-xml-control-chars": lambda status, data: data.startswith(b"<?xml") and _has_xml_illegal(data),
-}
-
-
-def _has_xml_illegal(data: bytes) -> bool:
-    return any(b < 0x20 and b not in (0x9, 0xA, 0xD) for b in data)
+KNOWN_BUGS: dict[str, Any] = {}  # none open
 
 
 seen_known: dict[str, int] = {}
@@ -820,20 +809,18 @@ def test_model_data_outside_the_data_dir_is_refused(server: Server, sm: Any, can
     assert "canary: must never" not in desc["FailureReason"]
 
 
-# --- known bugs, replayed (each must fail until fixed: then remove it and its KNOWN_BUGS entry) ----
+# --- bugs the fuzzer found, replayed (fixed) ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="plain-text-404-405: unrouted paths answer Starlette's text, not AWS errors")
 @pytest.mark.parametrize(
     "method, path", [("GET", "/endpoints/x/invocations"), ("POST", "/endpoints/x/x"), ("POST", "/ping"), ("GET", "/")]
 )
-def test_known_bug_plain_text_404_405(client: RawClient, method: str, path: str) -> None:
+def test_unrouted_paths_and_methods_answer_aws_errors(client: RawClient, method: str, path: str) -> None:
     status, headers, data = client.request(method, path, b"{}", {"Content-Type": "application/json"})
     check_any_aws(method, status, headers, data)
 
 
-@pytest.mark.xfail(strict=True, reason="s3-xml-control-chars: S3 error XML carries a raw control character")
-def test_known_bug_s3_error_xml_with_a_control_character(client: RawClient, buckets: None) -> None:
+def test_s3_error_xml_with_a_control_character_in_the_key_parses(client: RawClient, buckets: None) -> None:
     status, headers, data = client.request("GET", "/fuzz-a/%1F", service="s3")
     assert status == 404
     check_s3("GET", status, headers, data)

@@ -9,15 +9,19 @@ from contextlib import AbstractAsyncContextManager
 from functools import partial
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
+from modelhost.errors import UnknownOperationException
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.router import Router
 from modelhost.security import AuditLog, Verifier, load_credentials
 from modelhost.server import admin, protocols
-from modelhost.server.asgi import ASGIApp
+from modelhost.server.asgi import ASGIApp, request_id
 from modelhost.server.async_runtime import AsyncInvocations
 from modelhost.server.control_plane import ControlPlane
 from modelhost.server.front_door import (
@@ -30,6 +34,7 @@ from modelhost.server.front_door import (
     is_s3,
     is_sts,
 )
+from modelhost.server.json_wire import error_response
 from modelhost.server.middleware import STACK, Authenticate, Guard, HostPolicy, Limits
 from modelhost.server.middleware.auth import Security
 from modelhost.server.runtime import Invocations
@@ -74,6 +79,7 @@ def build_asgi(
             StarletteRoute("/", ControlPlane(control).handle, methods=["POST"]),
             *admin.routes(settings.logs_dir),
         ],
+        exception_handlers={404: no_route, 405: no_route},
         lifespan=server_lifespan,
     )
     invocations = Invocations(router, settings.account_id)
@@ -94,6 +100,15 @@ def build_asgi(
     configured: dict[object, Middleware] = {Authenticate: partial(Authenticate, security=security), Guard: guard}
     stack = tuple(configured.get(m, m) for m in STACK)
     return FrontDoor(routes, stack)
+
+
+async def no_route(request: Request, exc: Exception) -> Response:
+    """A path or method no route serves: an AWS JSON error (never Starlette's plain text)."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    what = "is not allowed on" if status == 405 else "has no route at"
+    err = UnknownOperationException(f"{request.method} {what} {request.url.path}.")
+    err.status = status
+    return error_response(err, request_id(request.scope))
 
 
 def security_from(settings: Settings) -> Security | None:

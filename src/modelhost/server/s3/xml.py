@@ -3,6 +3,7 @@ and statuses."""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,10 +67,21 @@ def element(tag: str) -> ET.Element:
     return ET.Element(tag, xmlns=NS)
 
 
+# Characters XML 1.0 cannot carry even as references (C0 controls but tab/newline/CR, lone surrogates, FFFE/FFFF).
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """``text`` with the characters XML cannot carry percent-encoded (a key like ``a\x1fb`` reads ``a%1Fb``), so
+    every answer parses; a client that needs such keys exactly lists with ``encoding-type=url``."""
+    return NOT_XML.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8", "surrogatepass")), text)
+
+
 def sub(parent: ET.Element, tag: str, text: object = None) -> ET.Element:
     el = ET.SubElement(parent, tag)
     if text is not None:
-        el.text = text if isinstance(text, str) else str(text).lower() if isinstance(text, bool) else str(text)
+        value = text if isinstance(text, str) else str(text).lower() if isinstance(text, bool) else str(text)
+        el.text = xml_text(value) if NOT_XML.search(value) else value
     return el
 
 
