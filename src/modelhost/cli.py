@@ -7,6 +7,8 @@ it does exactly what any other SageMaker client could do.
 from __future__ import annotations
 
 import sys
+import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -70,6 +72,7 @@ def serve(
     """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
     from modelhost.app import serve as run_server
     from modelhost.config import Settings
+    from modelhost.server import startup
 
     settings = Settings(
         data_dir=data_dir.resolve(),
@@ -80,7 +83,11 @@ def serve(
         credentials_file=credentials_file,
         allowed_hosts=allowed_hosts,
     )
-    _check_authentication(settings, insecure)
+    try:
+        err.print(startup.authentication_notice(settings, insecure), highlight=False, soft_wrap=True)
+    except startup.RefusedToStart as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if example:
         from modelhost.examples import deploy_example_in_background
 
@@ -89,59 +96,32 @@ def serve(
     run_server(settings)
 
 
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+DEPLOY_BUCKET = "modelhost-deploy"
 
 
-def _check_authentication(settings: Any, insecure: bool) -> None:
-    """Load the credentials file (exit 2 when it is unusable), or, without one, refuse a non-loopback
-    bind unless --insecure; say in one line that requests are not authenticated."""
-    if settings.credentials_file:
-        from modelhost.security import CredentialsError, load_credentials
-
-        try:
-            keys = load_credentials(settings.credentials_file, settings.account_id)
-        except CredentialsError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        err.print(
-            f"modelhost: requests must be signed by one of {len(keys)} key(s) in {settings.credentials_file} "
-            f"({', '.join(keys.names())})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    if not _is_loopback(settings.host) and not insecure:
-        err.print(
-            f"[red]error:[/red] --host {settings.host} is not a loopback address and no --credentials-file is "
-            "given: anyone who can reach the port could run code as this user. Pass --credentials-file "
-            "(or MODELHOST_CREDENTIALS_FILE), or --insecure to serve unauthenticated anyway.",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(2)
-    where = "on loopback only" if _is_loopback(settings.host) else f"on {settings.host} (--insecure)"
-    err.print(
-        f"modelhost: requests are not authenticated (no --credentials-file); serving {where}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-def _model_data_url(artifact: str) -> str:
+def _model_data_url(artifact: str, name: str, url: str) -> str:
+    """An s3:// URI as is; a local model.tar.gz or model directory is uploaded to the server's S3
+    (``s3://modelhost-deploy/<name>/model.tar.gz``), so it works on any server, signed or not."""
     if "://" in artifact:
         return artifact
     path = Path(artifact).expanduser().resolve()
     if not path.exists():
         fail(f"{artifact} does not exist")
-    return path.as_uri()
+    s3 = boto_session().client("s3", endpoint_url=url)
+    try:
+        s3.head_bucket(Bucket=DEPLOY_BUCKET)
+    except ClientError:
+        _call(s3.create_bucket, Bucket=DEPLOY_BUCKET)
+    key = f"{name}/model.tar.gz"
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = path
+        if path.is_dir():
+            archive = Path(tmp) / "model.tar.gz"
+            with tarfile.open(archive, "w:gz") as tar:
+                for child in sorted(path.iterdir()):
+                    tar.add(child, arcname=child.name)
+        _call(s3.upload_file, Filename=str(archive), Bucket=DEPLOY_BUCKET, Key=key)
+    return f"s3://{DEPLOY_BUCKET}/{key}"
 
 
 @app.command()
@@ -157,7 +137,7 @@ def deploy(
 ) -> None:
     """Create a model, an endpoint config and an endpoint, and wait until it is InService."""
     sm, _ = clients(url)
-    model_data = _model_data_url(artifact)
+    model_data = _model_data_url(artifact, name, url)
     if image is None:
         image = _detect_image(artifact)
     environment = {}
