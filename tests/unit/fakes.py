@@ -338,6 +338,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "account_id": ACCOUNT,
         "stop_grace": 7.5,
         "instance_wait_timeout": 0.05,
+        "max_instances": 1000,  # fake fleets use no machine: the quota (from this machine's size) must not bite
     }
     values.update(overrides)
     return Settings(**values)
