@@ -221,3 +221,55 @@ def test_async_inference_with_input_and_output_through_modelhost(server: Server)
     # nothing went to the embedded bucket store
     embedded = ("proxied-async-in", "proxied-async-out", "modelhost-async-inputs")
     assert not any((server.data_dir / "buckets" / b).exists() for b in embedded)
+
+
+def test_key_permissions_hold_through_the_proxy(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> None:
+    """With a credentials file, a key's S3 permissions are checked before anything is forwarded."""
+    root = tmp_path_factory.mktemp("proxy-auth")
+    creds = root / "credentials"
+    creds.write_text(
+        "[admin]\naws_access_key_id = AKIDPROXYADMIN\naws_secret_access_key = admin-secret\n\n"
+        "[reader]\naws_access_key_id = AKIDPROXYREADER\naws_secret_access_key = reader-secret\n"
+        "permissions = s3:GetObject=arn:aws:s3:::proxy-perm/public/*, s3:ListBucket\n"
+    )
+    srv = Server(
+        root / "data",
+        env={"MODELHOST_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        credentials_file=creds,
+    )
+    srv.start()
+    try:
+
+        def s3(access: str, secret: str) -> Any:
+            return boto3.client(
+                "s3",
+                endpoint_url=srv.url,
+                region_name="us-east-1",
+                aws_access_key_id=access,
+                aws_secret_access_key=secret,
+                config=Config(retries={"mode": "standard", "max_attempts": 1}),
+            )
+
+        admin, reader = s3("AKIDPROXYADMIN", "admin-secret"), s3("AKIDPROXYREADER", "reader-secret")
+        admin.create_bucket(Bucket="proxy-perm")
+        admin.put_object(Bucket="proxy-perm", Key="public/a.txt", Body=b"open")
+        admin.put_object(Bucket="proxy-perm", Key="private/b.txt", Body=b"secret")
+        assert reader.get_object(Bucket="proxy-perm", Key="public/a.txt")["Body"].read() == b"open"
+        for call in (
+            lambda: reader.get_object(Bucket="proxy-perm", Key="private/b.txt"),
+            lambda: reader.put_object(Bucket="proxy-perm", Key="public/c.txt", Body=b"x"),
+            lambda: reader.delete_object(Bucket="proxy-perm", Key="public/a.txt"),
+        ):
+            with pytest.raises(ClientError) as exc:
+                call()
+            assert exc.value.response["Error"]["Code"] == "AccessDenied"
+            assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+            message = exc.value.response["Error"]["Message"]
+            assert "user/reader is not authorized to perform: s3:" in message, message
+        # nothing the denied calls asked for reached the service
+        assert sorted(direct_keys(srv, "proxy-perm")) == ["private/b.txt", "public/a.txt"]
+        with pytest.raises(ClientError) as exc:
+            s3("AKIDPROXYREADER", "wrong").get_object(Bucket="proxy-perm", Key="public/a.txt")
+        assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    finally:
+        srv.stop()

@@ -23,9 +23,12 @@ from botocore.credentials import Credentials
 from yarl import URL
 
 from modelhost.server.asgi import Receive, Scope, Send
-from modelhost.server.s3.app import has_body, is_chunked, send_error
+from modelhost.server.s3.actions import required
+from modelhost.server.s3.app import has_body, is_chunked, permission_check, send_error
 from modelhost.server.s3.request import Body, ClientDisconnected
-from modelhost.server.s3.routing import virtual_host_bucket
+from modelhost.server.s3.routing import locate, virtual_host_bucket
+from modelhost.server.s3.xml import STATUS
+from modelhost.store.buckets import S3StoreError
 
 log = logging.getLogger("modelhost.s3.proxy")
 
@@ -93,6 +96,15 @@ class S3Proxy:
             name = raw_name.decode("latin-1").lower()
             value = raw_value.decode("utf-8", "replace")
             received[name] = f"{received[name]},{value}" if name in received else value
+        try:  # the same permissions as the embedded S3 API (a no-op when requests are not authenticated)
+            check = permission_check(scope)
+            bucket, key = locate(scope, received, self.virtual_host_bases)
+            query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
+            for action, resource in required(method, bucket, key, query, received):
+                check(action, resource)
+        except S3StoreError as err:
+            await send_error(scope, receive, send, err.code, err.message, STATUS.get(err.code, 400))
+            return
         chunked = is_chunked(received)
         drop = DROP | DROP_CHUNKED if chunked else DROP
         headers = {k: v for k, v in received.items() if k not in drop}

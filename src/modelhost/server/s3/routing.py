@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 from modelhost.server.asgi import Scope
 from modelhost.server.s3 import buckets, multipart, objects
+from modelhost.server.s3.actions import required
 from modelhost.server.s3.request import S3Request, Stores
 from modelhost.server.s3.xml import InvalidURI, MethodNotAllowed, NotImplementedError_, Reply
 
@@ -87,76 +88,56 @@ def _allow_all(_action: str, _resource: str) -> None:
 
 
 async def dispatch(ctx: Stores, req: S3Request, check: Check = _allow_all) -> Reply:
-    """Run the operation the request names, after ``check`` allowed its IAM action on its resource
-    (``s3:ListBucket`` on ``arn:aws:s3:::bucket``, ``s3:GetObject`` on ``arn:aws:s3:::bucket/key``, ...)."""
+    """Run the operation the request names, after ``check`` allowed the IAM actions it needs on their
+    resources (actions.py: ``s3:ListBucket`` on ``arn:aws:s3:::bucket``, ``s3:GetObject`` on ``.../key``, ...)."""
     m, q = req.method, req.query
+    for action, resource in required(m, req.bucket, req.key, q, req.headers):
+        check(action, resource)
     if req.bucket is None:
         if m in ("GET", "HEAD"):
-            check("s3:ListAllMyBuckets", "*")
             return await buckets.list_buckets(ctx, req)
         raise MethodNotAllowed(NOT_ALLOWED)
-    bucket_arn = f"arn:aws:s3:::{req.bucket}"
     if req.key is None:
         if m == "GET":
             if "location" in q:
-                check("s3:GetBucketLocation", bucket_arn)
                 return await buckets.get_bucket_location(ctx, req)
             if "uploads" in q:
-                check("s3:ListBucketMultipartUploads", bucket_arn)
                 return await multipart.list_multipart_uploads(ctx, req)
             if "versioning" in q:
-                check("s3:GetBucketVersioning", bucket_arn)
                 return await buckets.get_bucket_versioning(ctx, req)
             _no_subresource(req)
-            check("s3:ListBucket", bucket_arn)
             return await buckets.list_objects(ctx, req, v2=q.get("list-type") == "2")
         if m == "PUT":
             _no_subresource(req)
-            check("s3:CreateBucket", bucket_arn)
             return await buckets.create_bucket(ctx, req)
         if m == "HEAD":
-            check("s3:ListBucket", bucket_arn)
             return await buckets.head_bucket(ctx, req)
         if m == "DELETE":
             _no_subresource(req)
-            check("s3:DeleteBucket", bucket_arn)
             return await buckets.delete_bucket(ctx, req)
         if m == "POST" and "delete" in q:
-            check("s3:DeleteObject", f"{bucket_arn}/*")
             return await objects.delete_objects(ctx, req)
         raise MethodNotAllowed(NOT_ALLOWED)
-    object_arn = f"{bucket_arn}/{req.key}"
     if m == "PUT":
-        check("s3:PutObject", object_arn)
         if "uploadId" in q or "partNumber" in q:
             if "x-amz-copy-source" in req.headers:
-                src_bucket, src_key = objects.copy_source(req.headers["x-amz-copy-source"])
-                check("s3:GetObject", f"arn:aws:s3:::{src_bucket}/{src_key}")
                 return await multipart.upload_part_copy(ctx, req)
             return await multipart.upload_part(ctx, req)
         _no_subresource(req)
         if "x-amz-copy-source" in req.headers:
-            src_bucket, src_key = objects.copy_source(req.headers["x-amz-copy-source"])
-            check("s3:GetObject", f"arn:aws:s3:::{src_bucket}/{src_key}")
             return await objects.copy_object(ctx, req)
         return await objects.put_object(ctx, req)
     if m in ("GET", "HEAD"):
         if "uploadId" in q and m == "GET":
-            check("s3:ListMultipartUploadParts", object_arn)
             return await multipart.list_parts(ctx, req)
         _no_subresource(req)
-        check("s3:GetObject", object_arn)
         return await objects.get_object(ctx, req, head=m == "HEAD")
     if m == "DELETE":
         if "uploadId" in q:
-            check("s3:AbortMultipartUpload", object_arn)
             return await multipart.abort_multipart_upload(ctx, req)
         _no_subresource(req)
-        check("s3:DeleteObject", object_arn)
         return await objects.delete_object(ctx, req)
     if m == "POST":
-        if "uploads" in q or "uploadId" in q:
-            check("s3:PutObject", object_arn)  # IAM: multipart create/complete are PutObject
         if "uploads" in q:
             return await multipart.create_multipart_upload(ctx, req)
         if "uploadId" in q:
