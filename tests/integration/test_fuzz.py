@@ -820,6 +820,14 @@ def test_unrouted_paths_and_methods_answer_aws_errors(client: RawClient, method:
     check_any_aws(method, status, headers, data)
 
 
+def test_a_lone_surrogate_in_a_json_body_is_a_serialization_error(client: RawClient) -> None:
+    body = b'{"ModelName":"\\ud800"}'
+    status, headers, data = client.request(
+        "POST", "/", body, {"X-Amz-Target": "SageMaker.CreateModel", "Content-Type": "application/x-amz-json-1.1"}
+    )
+    assert status == 400 and json.loads(data)["__type"] == "SerializationException", data
+
+
 def test_s3_error_xml_with_a_control_character_in_the_key_parses(client: RawClient, buckets: None) -> None:
     status, headers, data = client.request("GET", "/fuzz-a/%1F", service="s3")
     assert status == 404

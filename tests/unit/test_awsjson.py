@@ -457,3 +457,14 @@ def test_domain_errors_become_the_runtime_errors_and_texts() -> None:
     assert err.body()["ErrorCode"] == "SERVER_ERROR_FROM_MODEL"
     err = runtime_error(domain.ModelLost("ep", "A", "connection reset", "arn:log"), "1")
     assert err.body()["OriginalMessage"] == "The container primary failed: connection reset."
+
+
+def test_a_lone_surrogate_is_a_serialization_error_and_errors_still_encode() -> None:
+    # found by the fuzz suite: {"ModelName":"\ud800"} answered a plain-text 500
+    from modelhost.server.json_wire import decode_body, dumps
+
+    with pytest.raises(errors.SerializationException, match="unpaired UTF-16 surrogate"):
+        decode_body(b'{"ModelName":"\\ud800"}')
+    assert decode_body(b'{"ModelName":"\\ud83d\\ude00"}') == {"ModelName": "\U0001f600"}  # a pair is a character
+    out = dumps({"message": "bad \ud800 value"})  # an error echoing such a value is still valid UTF-8 JSON
+    assert json.loads(out.decode("utf-8")) == {"message": "bad \ud800 value"}

@@ -57,7 +57,11 @@ def dumps(obj: object) -> bytes:
     """Compact UTF-8 JSON with the AWS conversions for datetimes and bytes."""
     if orjson is not None:
         return orjson.dumps(_prepare(obj), option=orjson.OPT_NON_STR_KEYS)
-    return json.dumps(obj, default=_default, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(obj, default=_default, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (echoed from a request): escaped, still valid JSON
+        return json.dumps(obj, default=_default, separators=(",", ":")).encode("ascii")
 
 
 def parse_target(header: str | None) -> tuple[str, str]:
@@ -107,7 +111,18 @@ def decode_body(raw: bytes) -> dict[str, Any]:
         raise SerializationException(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise SerializationException("Start of structure or map found where not expected.")
+    if (b"\\ud" in raw or b"\\uD" in raw) and _has_lone_surrogate(data):
+        raise SerializationException("Request body is not valid JSON: a string holds an unpaired UTF-16 surrogate.")
     return data
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    """A \\uD800-\\uDFFF escape without its pair decodes to a str that is not Unicode text."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def json_response(payload: bytes, request_id: str) -> Response:
