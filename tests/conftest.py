@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import Server
+from tests.helpers import Server, moto_server
 
 
 @pytest.fixture(scope="module")
@@ -26,3 +26,10 @@ def sm(server: Server):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def rt(server: Server):  # type: ignore[no-untyped-def]
     return server.clients()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server for the module (a real S3-compatible service), stopped by its PID afterwards."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield url

@@ -296,3 +296,15 @@ class RawClient:
 
     def close(self) -> None:
         self.conn.close()
+
+
+@contextlib.contextmanager
+def s3_backed_server(data_dir: Path, s3_url: str, **kwargs: Any) -> Iterator[Server]:
+    """A modelhost server whose s3:// is the S3-compatible service at ``s3_url`` (moto's, with its dummy keys)."""
+    env = {"MODELHOST_S3_ENDPOINT_URL": s3_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    srv = Server(data_dir, env={**env, **kwargs.pop("env", {})}, **kwargs)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()

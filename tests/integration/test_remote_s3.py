@@ -19,29 +19,16 @@ from tests.helpers import (
     deploy,
     diabetes,
     moto_s3,
-    moto_server,
+    s3_backed_server,
     sklearn_model,
     wait_status,
 )
 
 
 @pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterator[Server]:
-    srv = Server(
-        tmp_path_factory.mktemp("remote") / "data",
-        env={"MODELHOST_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-    )
-    srv.start()
-    try:
+    with s3_backed_server(tmp_path_factory.mktemp("remote") / "data", moto_url) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_model_artifacts_from_a_real_s3_service(server: Server, moto_url: str) -> None:

@@ -28,29 +28,16 @@ from tests.helpers import (
     csv_row,
     diabetes,
     moto_s3,
-    moto_server,
+    s3_backed_server,
     sklearn_model,
     wait_status,
 )
 
 
 @pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterator[Server]:
-    srv = Server(
-        tmp_path_factory.mktemp("proxy") / "data",
-        env={"MODELHOST_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-    )
-    srv.start()
-    try:
+    with s3_backed_server(tmp_path_factory.mktemp("proxy") / "data", moto_url) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def via_modelhost(server: Server) -> Any:
@@ -232,13 +219,7 @@ def test_key_permissions_hold_through_the_proxy(tmp_path_factory: pytest.TempPat
         "[reader]\naws_access_key_id = AKIDPROXYREADER\naws_secret_access_key = reader-secret\n"
         "permissions = s3:GetObject=arn:aws:s3:::proxy-perm/public/*, s3:ListBucket\n"
     )
-    srv = Server(
-        root / "data",
-        env={"MODELHOST_S3_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        credentials_file=creds,
-    )
-    srv.start()
-    try:
+    with s3_backed_server(root / "data", moto_url, credentials_file=creds) as srv:
 
         def s3(access: str, secret: str) -> Any:
             return boto3.client(
@@ -271,5 +252,3 @@ def test_key_permissions_hold_through_the_proxy(tmp_path_factory: pytest.TempPat
         with pytest.raises(ClientError) as exc:
             s3("AKIDPROXYREADER", "wrong").get_object(Bucket="proxy-perm", Key="public/a.txt")
         assert exc.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
-    finally:
-        srv.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,7 @@ from modelhost.store.blobs_local import LocalBlobStore
 from modelhost.store.blobs_remote import RemoteBlobStore
 from modelhost.store.buckets import BucketStore
 from modelhost.store.remote_s3 import RemoteS3
-from tests.helpers import moto_s3, moto_server
-
-
-@pytest.fixture(scope="module")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
-        yield url
+from tests.helpers import moto_s3
 
 
 @dataclass
