@@ -15,9 +15,11 @@ from modelhost.control.context import ControlContext
 from modelhost.controllers.autoscaler import Autoscaler
 from modelhost.controllers.loop import ControlLoop, Wakeup
 from modelhost.controllers.reconciler import Reconciler
+from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.router import Router
+from modelhost.hosting.serverless import ServerlessBackend
 from modelhost.server.build import build_asgi
 from modelhost.server.front_door import FrontDoor
 from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
@@ -58,7 +60,13 @@ class Services:
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
         self.router = Router(settings.instance_wait_timeout)
-        self.backend = LocalBackend(settings, self.artifacts)
+        # Serverless variants (and Lambda functions) get the serverless gate around the local fleets.
+        self.backend = ServerlessBackend(
+            LocalBackend(settings, self.artifacts),
+            idle_seconds=settings.serverless_idle_seconds,
+            cold_start_limit=settings.serverless_cold_start_limit,
+        )
+        self.serverless = ServerlessScaler(self.backend)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
         # Asynchronous inference: the durable queue; the control loop tells it which endpoints are async.
         self.asyncq = AsyncInference(settings, self.store, self.blobs, self.router)
@@ -76,7 +84,7 @@ class Services:
             self.autoscaler,
             tick=settings.reconcile_interval,
             autoscale_interval=settings.autoscale_interval,
-            endpoint_watchers=(self.asyncq.sync_endpoints,),
+            endpoint_watchers=(self.asyncq.sync_endpoints, self.serverless.on_pass),
             wakeup=wakeup,
         )
 

@@ -65,6 +65,13 @@ class Settings:
         default_factory=lambda: _env("REQUIREMENTS_ALLOW_LOCAL", "").lower() in ("1", "true", "yes")
     )
 
+    # Serverless endpoints and Lambda functions (issue 11): seconds without requests before a variant
+    # scales to zero (to its ProvisionedConcurrency), and the cold-start limit (SageMaker: 3 minutes).
+    serverless_idle_seconds: float = field(default_factory=lambda: float(_env("SERVERLESS_IDLE_SECONDS", "300")))
+    serverless_cold_start_limit: float = field(
+        default_factory=lambda: float(_env("SERVERLESS_COLD_START_LIMIT", "180"))
+    )
+
     @property
     def db_url(self) -> str:
         return _env("DB_URL", f"sqlite:///{self.data_dir / 'modelhost.db'}")

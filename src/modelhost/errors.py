@@ -130,6 +130,14 @@ class ModelNotReadyException(RuntimeApiError):
     status = 429
 
 
+class ThrottlingException(RuntimeApiError):
+    """Too many requests in flight (a serverless variant at MaxConcurrency): HTTP 400 as the AWS
+    runtime answers it; botocore's retry handler treats the code as throttling."""
+
+    code = "ThrottlingException"
+    status = 400
+
+
 class ServiceUnavailable(RuntimeApiError):
     code = "ServiceUnavailable"
     status = 503
@@ -153,6 +161,7 @@ __all__ = [
     "RuntimeInternalFailure",
     "SerializationException",
     "ServiceUnavailable",
+    "ThrottlingException",
     "UnknownOperationException",
     "ValidationError",
     "ValidationException",
