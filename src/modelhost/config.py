@@ -72,6 +72,11 @@ class Settings:
         default_factory=lambda: float(_env("SERVERLESS_COLD_START_LIMIT", "180"))
     )
 
+    # The key Lambda functions get (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, with AWS_ENDPOINT_URL
+    # pointing here): with --credentials-file, name a key of that file.
+    lambda_access_key_id: str = field(default_factory=lambda: _env("LAMBDA_ACCESS_KEY_ID", "modelhost"))
+    lambda_secret_access_key: str = field(default_factory=lambda: _env("LAMBDA_SECRET_ACCESS_KEY", "modelhost"))
+
     @property
     def db_url(self) -> str:
         return _env("DB_URL", f"sqlite:///{self.data_dir / 'modelhost.db'}")

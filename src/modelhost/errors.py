@@ -166,3 +166,44 @@ __all__ = [
     "ValidationError",
     "ValidationException",
 ]
+
+
+# --- Lambda (rest-json): errors carry ``Type`` and ``message``; the status comes from the error shape.
+
+
+class LambdaError(ApiError):
+    def __init__(self, code: str, status: int, message: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+        self.code = code
+        self.status = status
+
+    def body(self) -> dict[str, object]:
+        return {"Type": "User", "message": self.message, **self.fields}
+
+    @classmethod
+    def not_found(cls, message: str) -> LambdaError:
+        return cls("ResourceNotFoundException", 404, message)
+
+    @classmethod
+    def conflict(cls, message: str) -> LambdaError:
+        return cls("ResourceConflictException", 409, message)
+
+    @classmethod
+    def invalid(cls, message: str) -> LambdaError:
+        return cls("InvalidParameterValueException", 400, message)
+
+    @classmethod
+    def validation(cls, message: str) -> LambdaError:
+        return cls("ValidationException", 400, message)
+
+    @classmethod
+    def precondition(cls, message: str) -> LambdaError:
+        return cls("PreconditionFailedException", 412, message)
+
+    @classmethod
+    def too_many(cls, message: str, reason: str) -> LambdaError:
+        return cls("TooManyRequestsException", 429, message, Reason=reason)
+
+    @classmethod
+    def too_large(cls, message: str) -> LambdaError:
+        return cls("RequestTooLargeException", 413, message)

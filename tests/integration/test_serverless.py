@@ -104,9 +104,13 @@ def instance_pids(server: Server) -> set[int]:
 
 
 def endpoint_pids(server: Server, name: str) -> set[int]:
-    """Running instances of the endpoint: the pids its log says were started that are still instances
-    (a forked instance's /proc environ is its template's, so the log is what names the endpoint)."""
-    started = {int(m) for m in re.findall(r"instance started \(pid (\d+)\)", server.logs(name))}
+    return logged_pids(server, server.logs(name))
+
+
+def logged_pids(server: Server, log: str) -> set[int]:
+    """Running instances whose start a log records (a forked instance's /proc environ and command line
+    are its template's, so the log is what names the endpoint)."""
+    started = {int(m) for m in re.findall(r"instance started \(pid (\d+)\)", log)}
     alive = set()
     for pid in started & instance_pids(server):
         with contextlib.suppress(psutil.Error):

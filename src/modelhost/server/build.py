@@ -18,6 +18,7 @@ from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.errors import UnknownOperationException
 from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.functions import FunctionInvoker
 from modelhost.hosting.router import Router
 from modelhost.security import AuditLog, Verifier, load_credentials
 from modelhost.server import admin, protocols
@@ -35,6 +36,7 @@ from modelhost.server.front_door import (
     is_sts,
 )
 from modelhost.server.json_wire import error_response
+from modelhost.server.lambda_api import LambdaApi, is_lambda
 from modelhost.server.middleware import STACK, Authenticate, Guard, HostPolicy, Limits
 from modelhost.server.middleware.auth import Security
 from modelhost.server.runtime import Invocations
@@ -56,6 +58,7 @@ def build_asgi(
     buckets: BucketStore,
     uploads: MultipartUploads,
     lifespan: Lifespan,
+    functions: FunctionInvoker | None = None,
 ) -> FrontDoor:
     """``lifespan`` starts and stops the services; the server's own resources close after it."""
     s3_app: ASGIApp
@@ -89,6 +92,7 @@ def build_asgi(
         Route("sts", is_sts, StsApp(settings.account_id), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
         Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
+        *([Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []),
         Route("api", anything, api, protocols.JSON),
     ]
     # Authenticate verifies signatures when a credentials file is configured (server/middleware/auth.py).

@@ -20,6 +20,7 @@ MODELHOST_IMAGES: dict[str, str] = {
     "modelhost/xgboost": "xgboost",
     "modelhost/python": "python",
     "modelhost/huggingface": "huggingface",
+    "modelhost/lambda": "lambda",  # Lambda functions (serving/lambda_runtime.py), made by the Lambda API
 }
 
 
