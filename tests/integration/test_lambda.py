@@ -178,6 +178,7 @@ def tools(lam: Any, s3: Any) -> str:
     return "ok"
 
 
+@pytest.mark.slow
 def test_seed_001_spacy_function_and_serverless_endpoint(server: Server, lam: Any, s3: Any, tmp_path: Path) -> None:
     s3.create_bucket(Bucket="lambda-models")
     pipeline = {k: v for k, v in spacy_pipeline_files().items()}
@@ -253,6 +254,21 @@ def test_context_environment_and_warm_reuse(lam: Any, tools: str) -> None:
     assert second["pid"] == first["pid"] and second["calls"] == 2  # init ran once: a warm, reused process
     dry = lam.invoke(FunctionName="ctx", InvocationType="DryRun")
     assert dry["StatusCode"] == 204
+
+
+def test_logs_in_cloudwatch_group(server: Server, lam: Any, tools: str) -> None:
+    invoke(lam, "ctx", {"logged": True})
+    session = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret", region_name="us-east-1")
+    logs = session.client("logs", endpoint_url=server.url)
+    streams = logs.describe_log_streams(logGroupName="/aws/lambda/ctx")["logStreams"]
+    assert [s["logStreamName"] for s in streams] == ["[$LATEST]ctx"]
+    events = logs.get_log_events(logGroupName="/aws/lambda/ctx", logStreamName="[$LATEST]ctx", startFromHead=True)
+    messages = [e["message"] for e in events["events"]]
+    assert any(m.startswith("START RequestId: ") for m in messages)
+    assert any(m.startswith("REPORT RequestId: ") and "Max Memory Used" in m for m in messages)
+    assert 'seen {"logged": true}' in messages
+    with pytest.raises(logs.exceptions.ResourceNotFoundException):
+        logs.describe_log_streams(logGroupName="/aws/lambda/nope")
 
 
 def test_function_error_is_200_unhandled(lam: Any, tools: str) -> None:

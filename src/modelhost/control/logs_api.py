@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from modelhost.control import lambda_logs
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ApiError, ValidationException
 from modelhost.store import tables
@@ -39,6 +40,8 @@ def _group(req: Request) -> str:
     group = req.get("logGroupName") or req.get("logGroupIdentifier") or ""
     if group.startswith("arn:"):
         group = group.split(":log-group:", 1)[-1].removesuffix(":*")
+    if group.startswith(lambda_logs.PREFIX):
+        return group
     if group != TRANSFORM_GROUP:
         raise ResourceNotFoundException("The specified log group does not exist.")
     return group
@@ -89,7 +92,12 @@ def describe_log_streams(ctx: ControlContext, req: Request) -> Response:
     if req.get("orderBy") == "LastEventTime" and prefix:
         raise InvalidParameterException("Cannot order by LastEventTime with a logStreamNamePrefix.")
     jobs: list[str] = []
-    if prefix and "/" in prefix:
+    function = lambda_logs.function_of(ctx, group)
+    if group.startswith(lambda_logs.PREFIX) and function is None:
+        raise ResourceNotFoundException("The specified log group does not exist.")
+    if function is not None:  # a Lambda function's group (control/lambda_logs.py)
+        jobs = [function]
+    elif prefix and "/" in prefix:
         name = _job_name(ctx, prefix.split("/", 1)[0])
         jobs = [name] if name else []
     else:
@@ -98,7 +106,8 @@ def describe_log_streams(ctx: ControlContext, req: Request) -> Response:
     streams = []
     for job in jobs:
         path = job_log_path(ctx.settings.logs_dir, job)
-        for stream, events in _events(path, job).items():
+        found = lambda_logs.events(ctx, job) if function is not None else _events(path, job)
+        for stream, events in found.items():
             if not stream.startswith(prefix) or not events:
                 continue
             streams.append(
@@ -129,10 +138,14 @@ def describe_log_streams(ctx: ControlContext, req: Request) -> Response:
 
 
 def get_log_events(ctx: ControlContext, req: Request) -> Response:
-    _group(req)
+    group = _group(req)
     stream = req["logStreamName"]
-    job = _job_name(ctx, stream.rsplit("/", 1)[0]) if "/" in stream else None
-    events = _events(job_log_path(ctx.settings.logs_dir, job), job).get(stream) if job else None
+    function = lambda_logs.function_of(ctx, group)
+    if function is not None:
+        events = lambda_logs.events(ctx, function).get(stream)
+    else:
+        job = _job_name(ctx, stream.rsplit("/", 1)[0]) if "/" in stream else None
+        events = _events(job_log_path(ctx.settings.logs_dir, job), job).get(stream) if job else None
     if events is None:
         raise ResourceNotFoundException("The specified log stream does not exist.")
     start_time, end_time = req.get("startTime"), req.get("endTime")

@@ -26,13 +26,39 @@ import socket
 import sys
 import traceback
 
-PRELOAD_COMMON = ("numpy", "uvicorn", "uvloop", "httptools", "modelhost.serving.worker", "modelhost.serving.handler")
+PRELOAD_COMMON = (
+    "numpy",
+    "uvicorn",
+    "uvicorn.config",
+    "uvicorn.server",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.lifespan.off",
+    "uvloop",
+    "httptools",
+    "modelhost.serving.worker",
+    "modelhost.serving.handler",
+)
 # Besides the runtime's own module (which imports its framework): what its model loading imports lazily.
 PRELOAD_EXTRA: dict[str, tuple[str, ...]] = {
-    "sklearn": ("sklearn", "joblib", "scipy"),
+    # the estimator modules a pickle names (unpickling imports them: most of a cold load otherwise)
+    "sklearn": (
+        "sklearn",
+        "joblib",
+        "scipy",
+        "sklearn.linear_model",
+        "sklearn.ensemble",
+        "sklearn.tree",
+        "sklearn.pipeline",
+        "sklearn.preprocessing",
+        "sklearn.svm",
+        "sklearn.neighbors",
+        "sklearn.cluster",
+        "sklearn.decomposition",
+    ),
     "huggingface": ("torch", "transformers", "sentence_transformers"),
     "pytorch": ("torch",),
-    "spacy": ("spacy",),
+    "spacy": ("spacy", "spacy.lang.en", "spacy.pipeline", "spacy.ml.models", "thinc.api"),
     "lambda": ("boto3", "botocore"),
 }
 MAX_REQUEST = 4 * 1024 * 1024

@@ -230,7 +230,8 @@ class Instance:
                     f"health check within {timeout:g} seconds. Please check the endpoint's logs."
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            # A forked (serverless) instance is a request waiting on a cold start: poll it closely.
+            delay = min(delay * 1.5, 0.02 if self.spec.template is not None else 0.25)
 
     async def start(self) -> None:
         await self.spawn()
