@@ -58,6 +58,10 @@ class Settings:
     max_instances: int = field(default_factory=lambda: int(_env("MAX_INSTANCES", "0")))
     # Webhook hosts / URL prefixes allowed on loopback and private addresses (comma list).
     webhook_allow: str = field(default_factory=lambda: _env("WEBHOOK_ALLOW", ""))
+    # Data capture (hosting/capture/): seconds between flushes of captured records into objects (at most
+    # this much is lost on a crash), and the bytes buffered before new records are dropped (counted).
+    capture_flush_interval: float = field(default_factory=lambda: float(_env("CAPTURE_FLUSH_INTERVAL", "1")))
+    capture_buffer_bytes: int = field(default_factory=lambda: int(_env("CAPTURE_BUFFER_BYTES", str(64 << 20))))
     # Run instance processes as this unprivileged user when the server runs as root.
     instance_user: str = field(default_factory=lambda: _env("INSTANCE_USER", ""))
     # code/requirements.txt may name local paths outside the model (pip --isolated either way).
