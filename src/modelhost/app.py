@@ -14,9 +14,12 @@ from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.controllers.autoscaler import Autoscaler
 from modelhost.controllers.loop import ControlLoop, Wakeup
+from modelhost.controllers.monitoring import MonitoringScheduler
+from modelhost.controllers.processing import ProcessingSupervisor
 from modelhost.controllers.reconciler import Reconciler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.capture import DataCapture
 from modelhost.hosting.router import Router
 from modelhost.server.build import build_asgi
 from modelhost.server.front_door import FrontDoor
@@ -58,6 +61,9 @@ class Services:
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
         self.router = Router(settings.instance_wait_timeout)
+        # Real-time data capture: the router offers each answered request; written in the background.
+        self.capture = DataCapture(self.blobs, settings.capture_flush_interval, settings.capture_buffer_bytes)
+        self.router.capture = self.capture
         self.backend = LocalBackend(settings, self.artifacts)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
         # Asynchronous inference: the durable queue; the control loop tells it which endpoints are async.
@@ -76,17 +82,24 @@ class Services:
             self.autoscaler,
             tick=settings.reconcile_interval,
             autoscale_interval=settings.autoscale_interval,
-            endpoint_watchers=(self.asyncq.sync_endpoints,),
+            endpoint_watchers=(self.asyncq.sync_endpoints, self.capture.sync_endpoints),
             wakeup=wakeup,
+            # Model Monitor: schedules start executions, which are processing jobs.
+            supervisors=(
+                MonitoringScheduler(self.control),
+                ProcessingSupervisor(settings, self.store, self.blobs),
+            ),
         )
 
     async def start(self) -> None:
         await self.asyncq.start()
+        await self.capture.start()
         await self.loop.start()
 
     async def stop(self) -> None:
         await self.loop.shutdown()
         await self.asyncq.stop()
+        await self.capture.stop()  # flush what was captured
         await self.backend.close()
 
 

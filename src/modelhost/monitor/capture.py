@@ -104,7 +104,7 @@ def load_preprocessor(path: str | None) -> Callable[[InferenceRecord], Any] | No
     handler = getattr(module, "preprocess_handler", None)
     if handler is None:
         raise DatasetError(f"record_preprocessor_script {path} defines no preprocess_handler(inference_record).")
-    return handler  # type: ignore[no-any-return]
+    return handler
 
 
 def capture_rows(

@@ -56,7 +56,7 @@ def _load(path: str | None) -> dict[str, Any] | None:
             raise DatasetError(f"No baseline file in {path}.")
         p = found[0]
     try:
-        return json.loads(p.read_text())  # type: ignore[no-any-return]
+        return json.loads(p.read_text())
     except (OSError, ValueError) as exc:
         raise DatasetError(f"The baseline file {path} cannot be read: {exc}") from None
 

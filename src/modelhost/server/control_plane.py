@@ -34,6 +34,8 @@ SERVICES: dict[str, tuple[str, dict[str, Operation]]] = {
 NAMED = (
     ("EndpointConfig", "endpoint-config"),
     ("TransformJob", "transform-job"),
+    ("ProcessingJob", "processing-job"),
+    ("MonitoringSchedule", "monitoring-schedule"),
     ("Endpoint", "endpoint"),
     ("Model", "model"),
 )
