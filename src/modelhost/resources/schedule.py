@@ -45,7 +45,8 @@ class Schedule:
         """The slot to run now, if any: the latest slot in [since, now] not run yet."""
         if self.cron is None:
             return since if last_slot is None else None
-        slot = float(croniter(self.cron, datetime.fromtimestamp(now, UTC)).get_prev(float))
+        # get_prev is strictly before its start: from just after now, a slot at exactly now counts
+        slot = float(croniter(self.cron, datetime.fromtimestamp(now + 0.001, UTC)).get_prev(float))
         if slot < since - 1e-6 or (last_slot is not None and slot <= last_slot):
             return None
         return slot
