@@ -165,3 +165,50 @@ def test_a_missed_slot_runs_once_after_a_restart() -> None:
     daily = sch.parse("cron(0 5 ? * * *)")
     assert daily.due(created, at(2026, 12, 3, 4), None) == at(2026, 12, 2, 5)
     assert sch.hours(at(2026, 12, 1, 9, 30), at(2026, 12, 1, 11)) == [at(2026, 12, 1, 9), at(2026, 12, 1, 10)]
+
+
+def test_the_scheduler_runs_each_slot_once_across_restarts(tmp_path: Path) -> None:
+    from typing import Any, cast
+
+    from modelhost.control.context import ControlContext
+    from modelhost.control.executions import list_monitoring_executions
+    from modelhost.control.schedules import create_monitoring_schedule
+    from modelhost.control.schedules import get as get_schedule
+    from modelhost.controllers.monitoring import MonitoringScheduler
+    from tests.unit.fakes import make_settings, make_store
+
+    ctx = ControlContext(make_settings(tmp_path), make_store(tmp_path), blobs=cast(Any, None))
+    definition = {
+        "MonitoringInputs": [{"EndpointInput": {"EndpointName": "gone", "LocalPath": "/opt/ml/processing/input/e"}}],
+        "MonitoringOutputConfig": {
+            "MonitoringOutputs": [{"S3Output": {"S3Uri": "s3://b/r", "LocalPath": "/opt/ml/processing/o"}}]
+        },
+        "MonitoringResources": {
+            "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
+        },
+        "MonitoringAppSpecification": {"ImageUri": "sagemaker-model-monitor-analyzer"},
+        "RoleArn": "arn:aws:iam::123456789012:role/r",
+    }
+    create_monitoring_schedule(
+        ctx,
+        {
+            "MonitoringScheduleName": "hourly",
+            "MonitoringScheduleConfig": {
+                "ScheduleConfig": {"ScheduleExpression": "cron(0 * ? * * *)"},
+                "MonitoringJobDefinition": definition,
+            },
+        },
+    )
+    start = float(get_schedule(ctx, "hourly")["creation_time"])
+    later = start - start % 3600 + 3 * 3600 + 60  # three slots later, e.g. after a long outage
+    # a fresh scheduler each time: what a restarted server has
+    assert MonitoringScheduler(ctx).run_due(later) == 1
+    assert MonitoringScheduler(ctx).run_due(later + 5) == 0
+    assert MonitoringScheduler(ctx).run_due(later + 3600) == 1
+    listed = list_monitoring_executions(ctx, {"SortBy": "ScheduledTime", "SortOrder": "Ascending"})
+    summaries = listed["MonitoringExecutionSummaries"]
+    assert [s["ScheduledTime"] for s in summaries] == [later - 60, later - 60 + 3600]
+    # the endpoint is gone: each execution failed with the reason, and ran no job
+    assert all(
+        s["MonitoringExecutionStatus"] == "Failed" and "gone does not exist" in s["FailureReason"] for s in summaries
+    )

@@ -10,6 +10,7 @@ execution and the job in one transaction (the slot is the primary key: it runs a
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -194,7 +195,8 @@ def processing_request(
         "sagemaker_monitoring_schedule_name": schedule["name"],
         "sagemaker_endpoint_datacapture_prefix": f"{dest}/{endpoint}",
         "start_time": expressions.iso(start),
-        "end_time": expressions.iso(end),
+        # capture records carry whole seconds: the window ends after the slot's second, not inside it
+        "end_time": expressions.iso(math.ceil(end)),
     }
     for key, env_name in (
         ("ConstraintsResource", "baseline_constraints"),

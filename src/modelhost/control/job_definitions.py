@@ -103,8 +103,8 @@ def delete_data_quality_job_definition(ctx: ControlContext, req: Request) -> Res
         if ctx.store.get(conn, tables.data_quality_job_definitions, name) is None:
             raise not_found(name)
         for row in conn.execute(select(s)).all():
-            spec = ctx.store.decode(row)["spec"]
-            if (spec.get("MonitoringJobDefinitionName") or "").lower() == name.lower():
+            config = ctx.store.decode(row)["spec"]["MonitoringScheduleConfig"]
+            if (config.get("MonitoringJobDefinitionName") or "").lower() == name.lower():
                 raise ResourceInUse(
                     f"Job definition {name} is used by the monitoring schedule {row.name}; delete the schedule first."
                 )

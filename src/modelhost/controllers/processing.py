@@ -46,6 +46,18 @@ class ProcessingSupervisor:
         with self.store.begin() as conn:
             self.store.update(conn, tables.processing_jobs, name, values)
 
+    def _claim(self, row: dict, values: dict[str, object]) -> bool:
+        """Take the job for a run, if it is still InProgress with the attempts we read: the rows were read
+        before awaiting, and a job may have finished (and left ``running``) meanwhile."""
+        t = tables.processing_jobs
+        with self.store.begin() as conn:
+            done = conn.execute(
+                t.update()
+                .where(t.c.name_key == row["name_key"], t.c.status == "InProgress", t.c.attempts == row["attempts"])
+                .values(**values, last_modified_time=round(time.time(), 3))
+            )
+        return bool(done.rowcount)
+
     async def scan(self) -> None:
         for row in await asyncio.to_thread(self._active_rows):
             key = row["name_key"]
@@ -65,7 +77,8 @@ class ProcessingSupervisor:
                 values: dict[str, object] = {"attempts": attempts}
                 if row.get("start_time") is None:
                     values["start_time"] = round(time.time(), 3)
-                await asyncio.to_thread(self._set, row["name"], **values)
+                if key in self.running or not await asyncio.to_thread(self._claim, row, values):
+                    continue
                 row.update(values)
                 self._launch(row)
             elif row["status"] == "Stopping":

@@ -30,7 +30,7 @@ class Analysis:
                     col.missing = self.item_count - chunk.rows  # rows before this column appeared
                 seen.add(name)
                 had_strings = col.strings
-                col.update(values, strings=name in self._counting)
+                col.update(values, strings=name in self._counting, typed=chunk.typed)
                 if col.strings and not had_strings and name not in self._counting:
                     if first:
                         col.count_values(_valid(values))

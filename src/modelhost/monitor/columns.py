@@ -51,21 +51,32 @@ class ColumnStats:
             return "Fractional"
         return "Integral"
 
-    def update(self, values: pa.Array, strings: bool = False) -> None:
-        """Add a chunk of values (strings, null = missing); ``strings``: also count the values."""
+    def update(self, values: pa.Array, strings: bool = False, typed: bool = False) -> None:
+        """Add a chunk of values (strings, null = missing); ``strings``: also count the values;
+        ``typed``: from a typed read (a string column there has non-numbers: no cast is tried)."""
         self.missing += values.null_count
         valid = pc.drop_null(values) if values.null_count else values
         n = len(valid)
         if n == 0:
             return
         self.present += n
-        nums = self._classify(valid)
+        nums = self._classify(valid, typed)
         if len(nums):
             self._numeric(nums)
         if strings:
             self.count_values(valid)
 
-    def _classify(self, valid: pa.Array) -> np.ndarray:
+    def _classify(self, valid: pa.Array, typed: bool = False) -> np.ndarray:
+        if pa.types.is_integer(valid.type):  # parsed by a typed read: every value is Integral
+            self.integral += len(valid)
+            return valid.to_numpy(zero_copy_only=False).astype(np.float64)
+        if pa.types.is_floating(valid.type):  # ... Fractional (a typed read is only used for baselines)
+            self.fractional += len(valid)
+            return valid.to_numpy(zero_copy_only=False)
+        if not pa.types.is_string(valid.type):
+            valid = pc.cast(valid, pa.string())
+        if typed:
+            return self._mixed(valid)
         try:  # the common cases first: the whole chunk parses as integers, or as numbers
             ints = pc.cast(valid, pa.int64())
             self.integral += len(valid)
@@ -81,6 +92,12 @@ class ColumnStats:
             return floats.to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
+        return self._mixed(valid)
+
+    def _mixed(self, valid: pa.Array) -> np.ndarray:
+        """Numbers and other strings: counted value by value."""
+        is_int = pc.match_substring_regex(valid, INTEGRAL)
+        n_int = int(pc.sum(is_int).as_py() or 0)
         is_num = pc.match_substring_regex(valid, NUMBER)
         n_num = int(pc.sum(is_num).as_py() or 0)
         self.integral += n_int
@@ -105,6 +122,8 @@ class ColumnStats:
         self.kll.update(np.require(x, np.float64, ["C", "W"]))  # the binding takes a writable C array
 
     def count_values(self, valid: pa.Array) -> None:
+        if not pa.types.is_string(valid.type):
+            valid = pc.cast(valid, pa.string())
         counts = pc.value_counts(valid)
         for value, count in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True):
             if value in self.categories:

@@ -22,7 +22,7 @@ from typing import Any
 from modelhost.monitor.analysis import Analysis
 from modelhost.monitor.capture import Row, capture_rows, load_preprocessor, parse_time
 from modelhost.monitor.constraints import constraints_document
-from modelhost.monitor.readers import DatasetError, open_dataset, rows_to_chunks
+from modelhost.monitor.readers import DatasetError, TypeConflict, open_dataset, rows_to_chunks
 from modelhost.monitor.statistics import statistics_document
 from modelhost.monitor.violations import check
 
@@ -92,12 +92,17 @@ def run(env: Mapping[str, str]) -> tuple[int, str]:
         if not analysis.item_count:
             raise DatasetError(f"No captured data in the analysis window under {source} (start {start}, end {end}).")
         width = widths[0]
+    elif constraints is None:  # a baseline: Arrow's typed parser first, strings if a value does not fit
+        try:
+            analysis = Analysis().run(open_dataset(fmt, source, typed=True))
+        except TypeConflict:
+            analysis = Analysis().run(open_dataset(fmt, source))
     else:
         analysis = Analysis(names).run(open_dataset(fmt, source))
         if names is not None:
             width = len(analysis.columns)
     stats_doc = statistics_document(analysis.ordered(), analysis.item_count)
-    (output / "statistics.json").write_text(json.dumps(stats_doc, indent=2))
+    (output / "statistics.json").write_text(json.dumps(stats_doc))
     if constraints is None:
         drift = env.get("categorical_drift_method", "LInfinity")
         doc = constraints_document(analysis.ordered(), analysis.item_count, drift)

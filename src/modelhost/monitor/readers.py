@@ -24,8 +24,9 @@ ROWS = 65_536  # rows per chunk for the readers that build arrays themselves
 @dataclass
 class Chunk:
     names: list[str]
-    columns: list[pa.Array]  # strings
+    columns: list[pa.Array]  # strings (int64 / double / non-numeric strings from a typed read)
     rows: int
+    typed: bool = False
 
 
 class DatasetError(Exception):
@@ -45,7 +46,14 @@ def _strings(values: list[Any]) -> pa.Array:
     return pa.array([None if v is None or v == "" else str(v) for v in values], pa.string())
 
 
-def csv_chunks(files: list[Path], header: bool) -> Iterator[Chunk]:
+class TypeConflict(Exception):
+    """A typed read met a value its column's inferred type cannot hold: read the dataset as strings."""
+
+
+def csv_chunks(files: list[Path], header: bool, typed: bool = False) -> Iterator[Chunk]:
+    """``typed``: let Arrow's parser infer int64 / double / string per column (from each file's first
+    block) and parse in its threads — the fast path for baselines; a later value that does not fit
+    raises TypeConflict."""
     names: list[str] | None = None
     for path in files:
         if path.stat().st_size == 0:
@@ -58,13 +66,20 @@ def csv_chunks(files: list[Path], header: bool) -> Iterator[Chunk]:
             names = file_names
         read = pacsv.ReadOptions(block_size=BLOCK, column_names=names, skip_rows=1 if header else 0)
         convert = pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names}, strings_can_be_null=True, null_values=[""]
+            column_types={} if typed else {n: pa.string() for n in names},
+            strings_can_be_null=True,
+            null_values=[""],
+            true_values=[] if typed else None,  # booleans stay strings
+            false_values=[] if typed else None,
+            timestamp_parsers=[] if typed else None,
         )
         try:
             reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
             for batch in reader:
-                yield Chunk(list(names), list(batch.columns), batch.num_rows)
+                yield Chunk(list(names), list(batch.columns), batch.num_rows, typed)
         except pa.ArrowInvalid as exc:
+            if typed and "conversion error" in str(exc).lower():
+                raise TypeConflict(str(exc)) from None
             raise DatasetError(f"{path.name}: {exc}") from None
 
 
@@ -132,12 +147,14 @@ def rows_to_chunks(rows: Iterator[dict[str, Any] | list[Any]], names: list[str] 
         yield emit()
 
 
-def open_dataset(dataset_format: dict[str, Any], source: Path) -> Callable[[], Iterator[Chunk]]:
+def open_dataset(
+    dataset_format: dict[str, Any], source: Path, typed: bool = False
+) -> Callable[[], Iterator[Chunk]]:
     """A way to read the dataset (again: a second pass may be needed) for a ``dataset_format``."""
     files = data_files(source)
     if "csv" in dataset_format:
         header = bool((dataset_format["csv"] or {}).get("header", True))
-        return lambda: csv_chunks(files, header)
+        return lambda: csv_chunks(files, header, typed)
     if "json" in dataset_format:
         return lambda: json_lines_chunks(files)
     if "parquet" in dataset_format:
