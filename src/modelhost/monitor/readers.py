@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-BLOCK = 16 << 20
+BLOCK = 4 << 20
 ROWS = 65_536  # rows per chunk for the readers that build arrays themselves
 
 
