@@ -80,7 +80,8 @@ def main() -> None:
         t = time.perf_counter()
         write_dataset(csv, args.rows)
         print(
-            f"dataset: {args.rows} rows x 20 columns, {csv.stat().st_size / 1e6:.0f} MB ({time.perf_counter() - t:.0f} s to write)"
+            f"dataset: {args.rows} rows x 20 columns, {csv.stat().st_size / 1e6:.0f} MB "
+            f"({time.perf_counter() - t:.0f} s to write)"
         )
         analyzer_env = {
             **env,

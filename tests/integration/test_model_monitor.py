@@ -250,6 +250,7 @@ def test_model_monitor_walkthrough(server: Server, sess: Any, tmp_path: Path) ->
     now_monitor.delete_monitoring_schedule()
     predictor.delete_endpoint()
     names = [e["EndpointName"] for e in sess.sagemaker_client.list_endpoints()["Endpoints"]]
-    assert predictor.endpoint_name not in names or sess.sagemaker_client.describe_endpoint(
-        EndpointName=predictor.endpoint_name
-    )["EndpointStatus"] == "Deleting"
+    assert (
+        predictor.endpoint_name not in names
+        or sess.sagemaker_client.describe_endpoint(EndpointName=predictor.endpoint_name)["EndpointStatus"] == "Deleting"
+    )

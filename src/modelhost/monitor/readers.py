@@ -147,9 +147,7 @@ def rows_to_chunks(rows: Iterator[dict[str, Any] | list[Any]], names: list[str] 
         yield emit()
 
 
-def open_dataset(
-    dataset_format: dict[str, Any], source: Path, typed: bool = False
-) -> Callable[[], Iterator[Chunk]]:
+def open_dataset(dataset_format: dict[str, Any], source: Path, typed: bool = False) -> Callable[[], Iterator[Chunk]]:
     """A way to read the dataset (again: a second pass may be needed) for a ``dataset_format``."""
     files = data_files(source)
     if "csv" in dataset_format:
