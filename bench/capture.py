@@ -52,6 +52,29 @@ def deploy(sm: object, name: str, capture: bool) -> None:
     assert wait_status(sm, name, ("InService", "Failed"))["EndpointStatus"] == "InService"
 
 
+def in_process_cost(body: bytes, n: int = 20000) -> dict[str, float]:
+    """CPU microseconds per captured request: ``offer`` (on the event loop) and the flush (serialise +
+    write, in the writer thread), measured in this process with process_time (robust to a busy machine)."""
+    from modelhost.hosting.capture import CaptureConfig, DataCapture
+    from modelhost.store.blobs_local import LocalBlobStore
+    from modelhost.store.buckets import BucketStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        buckets = BucketStore(Path(tmp) / "b", Path(tmp))
+        buckets.create_bucket("bench")
+        capture = DataCapture(LocalBlobStore(buckets))
+        capture.configs = {"ep": CaptureConfig.parse(CAPTURE)}
+        headers = [(b"content-type", b"text/csv"), (b"accept", b"application/json")]
+        t = time.process_time()
+        for _ in range(n):
+            capture.offer("ep", "AllTraffic", body, headers, b"[206.1]", "application/json")
+        offer = time.process_time() - t
+        t = time.process_time()
+        asyncio.run(capture.flush())
+        write = time.process_time() - t
+    return {"offer_us": offer / n * 1e6, "writer_us": write / n * 1e6}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -92,6 +115,7 @@ def main() -> None:
         for k, v in runs.items()
     }
     ratio = results["on_c16"]["rps"] / results["off_c16"]["rps"]
+    cost = in_process_cost(body)
     print(
         f"\ndata capture overhead; 1 CSV row, LinearRegression; {os.cpu_count()} CPUs; median of {args.rounds} rounds"
     )
@@ -99,6 +123,10 @@ def main() -> None:
     for k, r in results.items():
         print(f"{k:<10}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['errors']:>8}")
     print(f"\nthroughput at c=16 with 100 % capture / without = {ratio:.3f} (goal >= 0.95)")
+    print(
+        f"capture's own CPU per request (in-process): offer {cost['offer_us']:.1f} us on the event loop, "
+        f"{cost['writer_us']:.1f} us in the writer thread"
+    )
     print(f"p50 at c=1: +{results['on_c1']['p50_ms'] - results['off_c1']['p50_ms']:.3f} ms with capture")
     print(
         f"records captured: {captured} (requests to the capturing endpoint after warm-up: {sent}; "
@@ -113,6 +141,7 @@ def main() -> None:
                 "placement": "client, server and both endpoints' instances on the same cores, unpinned",
                 "results": results,
                 "throughput_ratio_c16": ratio,
+                "in_process_cpu_us_per_request": cost,
                 "records_captured": captured,
                 "requests_to_capturing_endpoint": sent,
             },

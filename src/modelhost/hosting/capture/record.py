@@ -7,14 +7,14 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from modelhost.hosting.capture.config import CaptureConfig
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Captured:
-    """What the hot path keeps of a sampled request: serialised later by the writer."""
+    """What the hot path keeps of a sampled request: serialised later by the writer (slots, not
+    frozen: this is built once per captured request)."""
 
     endpoint: str
     variant: str
@@ -31,7 +31,11 @@ class Captured:
         return len(self.input) + len(self.output) + 512
 
 
-def _payload(data: bytes, content_type: str, mode: str, config: CaptureConfig) -> dict[str, Any]:
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_stamps: dict[int, str] = {}  # second -> inferenceTime text (the writer formats many records per second)
+
+
+def _payload(data: bytes, content_type: str, mode: str, config: CaptureConfig) -> str:
     encoding = config.encoding(content_type)
     if encoding != "BASE64":
         try:
@@ -40,23 +44,35 @@ def _payload(data: bytes, content_type: str, mode: str, config: CaptureConfig) -
             encoding = "BASE64"
     if encoding == "BASE64":
         text = base64.b64encode(data).decode("ascii")
-    return {"observedContentType": content_type, "mode": mode, "data": text, "encoding": encoding}
+    return (
+        f'{{"observedContentType":{_dumps(content_type)},"mode":"{mode}","data":{_dumps(text)},'
+        f'"encoding":"{encoding}"}}'
+    )
+
+
+def _stamp(t: float) -> str:
+    second = int(t)
+    text = _stamps.get(second)
+    if text is None:
+        if len(_stamps) > 4096:
+            _stamps.clear()
+        text = _stamps[second] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
+    return text
 
 
 def to_line(rec: Captured) -> bytes:
-    data: dict[str, Any] = {}
+    """``{"captureData": {...}, "eventMetadata": {...}, "eventVersion": "0"}`` and a newline, composed
+    directly (only the strings go through the JSON encoder: this runs once per captured request)."""
+    parts = []
     if rec.config.capture_input:
-        data["endpointInput"] = _payload(rec.input, rec.input_type, "INPUT", rec.config)
+        parts.append('"endpointInput":' + _payload(rec.input, rec.input_type, "INPUT", rec.config))
     if rec.config.capture_output:
-        data["endpointOutput"] = _payload(rec.output, rec.output_type, "OUTPUT", rec.config)
-    meta: dict[str, Any] = {
-        "eventId": str(uuid.uuid4()),
-        "inferenceTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rec.time)),
-    }
+        parts.append('"endpointOutput":' + _payload(rec.output, rec.output_type, "OUTPUT", rec.config))
+    meta = f'"eventId":"{uuid.uuid4()}","inferenceTime":"{_stamp(rec.time)}"'
     if rec.inference_id is not None:
-        meta["inferenceId"] = rec.inference_id
-    line = {"captureData": data, "eventMetadata": meta, "eventVersion": "0"}
-    return json.dumps(line, separators=(",", ":")).encode("utf-8") + b"\n"
+        meta += ',"inferenceId":' + _dumps(rec.inference_id)
+    line = '{"captureData":{' + ",".join(parts) + '},"eventMetadata":{' + meta + '},"eventVersion":"0"}\n'
+    return line.encode("utf-8")
 
 
 def object_uri(rec: Captured, first: float) -> str:
