@@ -4,6 +4,7 @@ the real server."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.request
@@ -488,3 +489,48 @@ def test_job_definitions(sm: Any) -> None:
     with pytest.raises(ClientError) as err:
         sm.describe_data_quality_job_definition(JobDefinitionName="dq-1")
     assert err.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+def test_async_endpoints_capture_too(sm: Any, rt: Any, s3: Any) -> None:
+    archive, model = sklearn_model()
+    s3.put_object(Bucket=BUCKET, Key="models/async.tar.gz", Body=archive)
+    sm.create_model(
+        ModelName="cap-async",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": f"s3://{BUCKET}/models/async.tar.gz"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="cap-async",
+        ProductionVariants=[
+            {"VariantName": "v1", "ModelName": "cap-async", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+        DataCaptureConfig={**CAPTURE, "DestinationS3Uri": f"s3://{BUCKET}/async-capture/"},
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/async-out"}},
+    )
+    sm.create_endpoint(EndpointName="cap-async", EndpointConfigName="cap-async")
+    assert wait_status(sm, "cap-async", ("InService", "Failed"))["EndpointStatus"] == "InService"
+    x, _ = diabetes()
+    s3.put_object(Bucket=BUCKET, Key="async-in/row.csv", Body=csv_row(x[1]).encode())
+    answer = rt.invoke_endpoint_async(
+        EndpointName="cap-async", InputLocation=f"s3://{BUCKET}/async-in/row.csv", ContentType="text/csv"
+    )
+    deadline = time.monotonic() + 30
+    found: list[dict] = []
+    while not found:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+        for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="async-capture/cap-async/v1/").get("Contents", []):
+            body = s3.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read().decode()
+            found += [json.loads(line) for line in body.splitlines()]
+    rec = found[0]
+    assert rec["eventMetadata"]["inferenceId"] == answer["InferenceId"]
+    assert rec["captureData"]["endpointInput"] == {
+        "observedContentType": "text/csv",
+        "mode": "INPUT",
+        "data": csv_row(x[1]),
+        "encoding": "CSV",
+    }
+    sent = [[float(v) for v in csv_row(x[1]).split(",")]]  # what the CSV row holds
+    output = json.loads(base64.b64decode(rec["captureData"]["endpointOutput"]["data"]))
+    assert output[0] == pytest.approx(model.predict(sent)[0])
+    sm.delete_endpoint(EndpointName="cap-async")

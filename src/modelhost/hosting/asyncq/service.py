@@ -64,6 +64,7 @@ class AsyncInference:
             self.metrics,
             self.tasks,
         )
+        self.dispatcher.capture = router.capture  # DataCaptureConfig on async endpoints too
         self._main: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -80,20 +80,24 @@ class DataCapture:
         output: bytes,
         output_type: str,
     ) -> None:
+        config = self.sampled(endpoint)
+        if config is None:
+            return
+        content_type = header(headers, b"content-type") or "application/octet-stream"
+        inference_id = header(headers, b"x-amzn-sagemaker-inference-id")
+        self.add(
+            Captured(endpoint, variant, config, time.time(), body, content_type, output, output_type, inference_id)
+        )
+
+    def sampled(self, endpoint: str) -> CaptureConfig | None:
+        """The endpoint's capture config if this request is to be captured (drawn per request)."""
         config = self.configs.get(endpoint)
         if config is None or (config.percentage < 100 and random.random() * 100 >= config.percentage):
-            return
-        rec = Captured(
-            endpoint,
-            variant,
-            config,
-            time.time(),
-            body,
-            header(headers, b"content-type") or "application/octet-stream",
-            output,
-            output_type,
-            header(headers, b"x-amzn-sagemaker-inference-id"),
-        )
+            return None
+        return config
+
+    def add(self, rec: Captured) -> None:
+        """Buffer one record (dropped, counted, when the buffer is full); call on the event loop."""
         if self._pending_bytes + rec.size > self.buffer_bytes:
             DROPPED.inc()
             return
