@@ -241,7 +241,14 @@ def test_model_monitor_walkthrough(server: Server, sess: Any, tmp_path: Path) ->
     others = [v for v in violations if v["constraint_check_type"] == "data_type_check" and v["feature_name"] != "chas"]
     assert not others
 
-    # 7. a monitored endpoint cannot be deleted; schedules first, then the endpoint
+    # 7. the SDK switches capture off (UpdateEndpoint with a new config)
+    predictor.update_data_capture_config(
+        data_capture_config=DataCaptureConfig(enable_capture=False, sagemaker_session=sess)
+    )
+    capture = sess.sagemaker_client.describe_endpoint(EndpointName=predictor.endpoint_name)["DataCaptureConfig"]
+    assert capture["EnableCapture"] is False and capture["CaptureStatus"] == "Stopped"
+
+    # 8. a monitored endpoint cannot be deleted; schedules first, then the endpoint
     ll_monitor.delete_monitoring_schedule()
     with pytest.raises(ClientError) as err:
         sess.sagemaker_client.delete_endpoint(EndpointName=predictor.endpoint_name)

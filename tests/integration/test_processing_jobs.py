@@ -484,6 +484,18 @@ def test_job_definitions(sm: Any) -> None:
     with pytest.raises(ClientError) as err:
         sm.delete_data_quality_job_definition(JobDefinitionName="dq-1")
     assert err.value.response["Error"]["Code"] == "ResourceInUse"
+    sm.update_monitoring_schedule(
+        MonitoringScheduleName="hourly",
+        MonitoringScheduleConfig={
+            "ScheduleConfig": {"ScheduleExpression": "cron(0 6 ? * * *)"},
+            "MonitoringJobDefinitionName": "dq-1",
+            "MonitoringType": "DataQuality",
+        },
+    )
+    config = sm.describe_monitoring_schedule(MonitoringScheduleName="hourly")["MonitoringScheduleConfig"]
+    assert config["ScheduleConfig"]["ScheduleExpression"] == "cron(0 6 ? * * *)"
+    listed = sm.list_monitoring_schedules(MonitoringJobDefinitionName="dq-1")["MonitoringScheduleSummaries"]
+    assert [(s["MonitoringScheduleName"], s["MonitoringJobDefinitionName"]) for s in listed] == [("hourly", "dq-1")]
     sm.delete_monitoring_schedule(MonitoringScheduleName="hourly")
     sm.delete_data_quality_job_definition(JobDefinitionName="dq-1")
     with pytest.raises(ClientError) as err:

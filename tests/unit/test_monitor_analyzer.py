@@ -239,3 +239,12 @@ def test_statistics_match_numpy_and_pandas(tmp_path: Path) -> None:
         exact, _ = np.histogram(col, bins=edges)
         counts = np.array([b["count"] for b in num["distribution"]["kll"]["buckets"]])
         assert np.abs(np.cumsum(counts) - np.cumsum(exact)).max() / len(col) < 0.01
+
+
+def test_post_analytics_processor_script(tmp_path: Path) -> None:
+    stats, constraints = baseline(tmp_path, "y,a\n1.5,1\n2.5,2\n")
+    marker = tmp_path / "post-ran"
+    script = tmp_path / "post.py"
+    script.write_text(f"def postprocess_handler():\n    open({str(marker)!r}, 'w').write('done')\n")
+    monitor(tmp_path, stats, constraints, [capture_line("1")], post_analytics_processor_script=str(script))
+    assert marker.read_text() == "done"
