@@ -60,10 +60,9 @@ class Services:
             settings.allowed_model_dirs,
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
-        self.router = Router(settings.instance_wait_timeout)
-        # Real-time data capture: the router offers each answered request; written in the background.
+        # Data capture: the router (and the async queue) offer each answered request; written in the background.
         self.capture = DataCapture(self.blobs, settings.capture_flush_interval, settings.capture_buffer_bytes)
-        self.router.capture = self.capture
+        self.router = Router(settings.instance_wait_timeout, capture=self.capture)
         self.backend = LocalBackend(settings, self.artifacts)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
         # Asynchronous inference: the durable queue; the control loop tells it which endpoints are async.

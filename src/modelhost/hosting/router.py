@@ -78,13 +78,13 @@ class InvokeResult:
 
 
 class Router:
-    def __init__(self, instance_wait: float) -> None:
+    def __init__(self, instance_wait: float, capture: DataCapture | None = None) -> None:
         self.routes: dict[str, EndpointRoute] = {}
         self.instance_wait = instance_wait
         self.shadow_in_flight = 0
         self.shadow_dropped = 0
         self._shadow_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
-        self.capture: DataCapture | None = None  # data capture (hosting/capture/), set by app.py
+        self.capture = capture  # data capture (hosting/capture/): offered every answered request
 
     def publish(self, route: EndpointRoute) -> None:
         self.routes[route.name] = route

@@ -60,6 +60,7 @@ class Dispatcher:
         committer: Committer,
         metrics: QueueMetrics,
         tasks: Tasks,
+        capture: DataCapture | None = None,
     ) -> None:
         self.table = table
         self.fleets_of = fleets_of
@@ -71,7 +72,7 @@ class Dispatcher:
         self.slots: dict[Replica, int] = {}  # replica -> requests this dispatcher has on it
         self.kick = asyncio.Event()
         self.stopping = False  # (as well as the cancel: before 3.12, wait_for may swallow a cancellation)
-        self.capture: DataCapture | None = None  # data capture (set by the service from the router)
+        self.capture = capture  # DataCaptureConfig on async endpoints too
 
     def wake(self) -> None:
         """Run a pass now (a request was queued, a slot came free, an endpoint changed)."""

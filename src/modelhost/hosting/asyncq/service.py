@@ -63,8 +63,8 @@ class AsyncInference:
             self.committer,
             self.metrics,
             self.tasks,
+            capture=router.capture,
         )
-        self.dispatcher.capture = router.capture  # DataCaptureConfig on async endpoints too
         self._main: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
