@@ -13,8 +13,12 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from modelhost.backends.handle import DeploymentFailed
+from modelhost.backends.local.specs import InstanceUser, instance_user
 from modelhost.config import Settings
 from modelhost.jobs.inputs import InputError
 from modelhost.jobs.processing.images import Program, UnsupportedImage, program
@@ -94,6 +98,10 @@ class ProcessingRunner:
             prog = program(self.spec["AppSpecification"])
         except UnsupportedImage as exc:
             return "Failed", str(exc), None
+        try:
+            user = instance_user(self.settings)  # MODELHOST_INSTANCE_USER: the program runs as that user
+        except DeploymentFailed as exc:
+            return "Failed", f"ClientError: {exc}", None
         shutil.rmtree(self.root, ignore_errors=True)  # a resumed job starts over
         (self.root / "opt/ml/output").mkdir(parents=True, exist_ok=True)
         monitoring = self.row.get("monitoring_schedule_arn") is not None
@@ -102,7 +110,9 @@ class ProcessingRunner:
                 download, self.blobs, self.root, self.spec.get("ProcessingInputs", []), monitoring
             )
             self.log.write(PLATFORM, f"downloaded {size} bytes of input")
-            code = await self._execute(prog)
+            if user is not None:
+                await asyncio.to_thread(_hand_over, self.root, user)
+            code = await self._execute(prog, user)
             if code != 0:
                 return "Failed", self._failure(code), self._message()
             outputs = (self.spec.get("ProcessingOutputConfig") or {}).get("Outputs", [])
@@ -117,9 +127,13 @@ class ProcessingRunner:
         self._publish_metrics()
         return "Completed", None, self._message()
 
-    async def _execute(self, prog: Program) -> int:
+    async def _execute(self, prog: Program, user: InstanceUser | None) -> int:
         argv, env = self._command(prog)
         self.log.write(PLATFORM, "running " + " ".join(argv[1:]))
+        as_user: dict[str, Any] = {}
+        if user is not None:
+            env["HOME"] = str(user.home)
+            as_user["preexec_fn"] = _become(user.uid, user.gid)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env=env,
@@ -128,6 +142,7 @@ class ProcessingRunner:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # the whole group is killed on stop or timeout
+            **as_user,
         )
         limit = float((self.spec.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME))
         try:
@@ -166,6 +181,25 @@ class ProcessingRunner:
         if path.exists():
             with contextlib.suppress(ValueError, KeyError, OSError):
                 MONITORING_METRICS.publish_file(path)
+
+
+def _hand_over(root: Path, user: InstanceUser) -> None:
+    """The job's directory to the instance user (its inputs readable, its outputs writable); the
+    processing directory above it only traversable."""
+    os.chmod(root.parent, 0o711)
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, user.uid, user.gid, follow_symlinks=False)
+
+
+def _become(uid: int, gid: int) -> Callable[[], None]:
+    """In the forked child before exec: no supplementary groups, then the group, then the user."""
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return drop
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:
