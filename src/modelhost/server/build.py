@@ -29,19 +29,19 @@ from modelhost.server.front_door import (
     Middleware,
     Route,
     anything,
-    is_invoke,
     is_iam,
+    is_invoke,
     is_invoke_async,
     is_s3,
     is_sts,
 )
+from modelhost.server.iam import IamApp
 from modelhost.server.json_wire import error_response
 from modelhost.server.middleware import STACK, Authenticate, Guard, HostPolicy, Limits
 from modelhost.server.middleware.auth import Security
 from modelhost.server.runtime import Invocations
 from modelhost.server.s3 import S3App
 from modelhost.server.s3.proxy import S3Proxy
-from modelhost.server.iam import IamApp
 from modelhost.server.sts import StsApp
 from modelhost.store.buckets import BucketStore
 from modelhost.store.multipart import MultipartUploads
