@@ -42,7 +42,8 @@ huggingface_model = HuggingFaceModel(
 )
 predictor = huggingface_model.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge")
 data = {{
-   "inputs": "Camera - You are awarded a SiPix Digital Camera! call 09061221066 fromm landline. Delivery within 28 days."
+   "inputs": "Camera - You are awarded a SiPix Digital Camera! call 09061221066 fromm landline. "
+   "Delivery within 28 days."
 }}
 report(role=role, bucket=sess.default_bucket(), prediction=predictor.predict(data))
 predictor.delete_endpoint()
@@ -148,7 +149,8 @@ model = PyTorchModel(
     framework_version='1.6.0',
     py_version='py36')
 predictor = model.deploy(
-    initial_instance_count=1, instance_type='ml.m5.xlarge', serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    initial_instance_count=1, instance_type='ml.m5.xlarge',
+    serializer=JSONSerializer(), deserializer=JSONDeserializer())
 report(predictions=[predictor.predict({"features": f}) for f in ([1.0, 0.0, -1.0, 2.0], [-3.0, 1.0, 0.5, 0.0])])
 predictor.delete_endpoint()
 """

@@ -47,8 +47,9 @@ s3.create_bucket(Bucket="boto3-plain")
 s3.upload_file("sk-plain.tar.gz", "boto3-plain", "model/model.tar.gz")
 sm.create_model(ModelName="boto3-plain", ExecutionRoleArn=role,
                 PrimaryContainer={{"Image": "{SKLEARN_IMAGE}", "ModelDataUrl": "s3://boto3-plain/model/model.tar.gz"}})
-sm.create_endpoint_config(EndpointConfigName="boto3-plain", ProductionVariants=[{{
-    "VariantName": "AllTraffic", "ModelName": "boto3-plain", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}}])
+variant = {{"VariantName": "AllTraffic", "ModelName": "boto3-plain", "InitialInstanceCount": 1,
+           "InstanceType": "ml.m5.large"}}
+sm.create_endpoint_config(EndpointConfigName="boto3-plain", ProductionVariants=[variant])
 started = time.time()
 sm.create_endpoint(EndpointName="boto3-plain", EndpointConfigName="boto3-plain")
 sm.get_waiter("endpoint_in_service").wait(EndpointName="boto3-plain")  # botocore's default: 30 s between checks
@@ -172,9 +173,7 @@ def outcomes(server: Server, env: dict[str, str], tmp_path_factory: pytest.TempP
     if shutil.which("aws", path=env["PATH"]):
         commands["aws_cli"] = ["bash", "-c", CLI_SCRIPT]
     procs = {
-        name: subprocess.Popen(
-            cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+        name: subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, cmd in commands.items()
     }
     results: dict[str, Outcome] = {}
