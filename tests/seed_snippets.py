@@ -49,6 +49,17 @@ report(role=role, bucket=sess.default_bucket(), prediction=predictor.predict(dat
 predictor.delete_endpoint()
 """
 
+HF_TENSORFLOW = """
+from sagemaker.huggingface.model import HuggingFaceModel
+
+model_data = sess.upload_data("hf-model.tar.gz", key_prefix="seeds/hf-tensorflow")
+huggingface_model = HuggingFaceModel(
+   model_data=model_data, role=role, transformers_version="4.26", tensorflow_version="2.11", py_version="py39")
+predictor = huggingface_model.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge")
+report(image=huggingface_model.image_uri, prediction=predictor.predict({{"inputs": "this movie is amazing"}}))
+predictor.delete_endpoint()
+"""
+
 HF_HUB = """
 from sagemaker.huggingface.model import HuggingFaceModel
 
@@ -281,6 +292,7 @@ def scripts(with_tensorflow: bool) -> dict[str, str]:
     bodies = {
         "hf_model_data": HF_MODEL_DATA.format(**fill),
         "hf_hub": HF_HUB.format(**fill),
+        "hf_tensorflow": HF_TENSORFLOW.format(**fill),
         "hf_inference_py": HF_INFERENCE_PY.format(**fill),
         "xgboost": XGBOOST,
         "pytorch": PYTORCH,

@@ -211,6 +211,13 @@ def test_hf_model_data(outcomes: dict[str, Outcome]) -> None:
     assert isinstance(r["prediction"], list) and set(r["prediction"][0]) == {"label", "score"}
 
 
+def test_huggingface_tensorflow_image(outcomes: dict[str, Outcome]) -> None:
+    """huggingface-tensorflow-inference: the HF toolkit's contract (seed 004), not TF Serving's."""
+    r = outcomes["hf_tensorflow"].check()
+    assert "/huggingface-tensorflow-inference:" in r["image"]
+    assert set(r["prediction"][0]) == {"label", "score"}
+
+
 def test_hf_hub_offline_cache(outcomes: dict[str, Outcome]) -> None:
     r = outcomes["hf_hub"].check()
     assert set(r["prediction"]) >= {"score", "start", "end", "answer"}
