@@ -128,8 +128,8 @@ def client_environment(url: str) -> dict[str, str]:
 def _outcome(proc: subprocess.Popen[str], out: str) -> Outcome:
     result = None
     for line in out.splitlines():
-        if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT ") :])
+        if "RESULT " in line:  # the SDK's wait prints "-"/"!" without a newline before it
+            result = json.loads(line[line.index("RESULT ") + len("RESULT ") :])
     return Outcome(proc.returncode, result, out)
 
 
