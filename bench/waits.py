@@ -40,7 +40,10 @@ import boto3
 
 sm, s3 = boto3.client("sagemaker"), boto3.client("s3")
 name = "w-" + uuid.uuid4().hex[:8]
-s3.create_bucket(Bucket="bench-waits")
+try:
+    s3.create_bucket(Bucket="bench-waits")
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
 s3.upload_file("sk-plain.tar.gz", "bench-waits", name + "/model.tar.gz")
 sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/modelhost",
                 PrimaryContainer={{"Image": "{SKLEARN_IMAGE}", "ModelDataUrl": f"s3://bench-waits/{{name}}/model.tar.gz"}})

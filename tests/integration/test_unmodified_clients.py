@@ -126,11 +126,15 @@ def client_environment(url: str) -> dict[str, str]:
 
 
 def _outcome(proc: subprocess.Popen[str], out: str) -> Outcome:
+    return _outcome_of(proc.returncode, out)
+
+
+def _outcome_of(rc: int, out: str) -> Outcome:
     result = None
     for line in out.splitlines():
         if "RESULT " in line:  # the SDK's wait prints "-"/"!" without a newline before it
             result = json.loads(line[line.index("RESULT ") + len("RESULT ") :])
-    return Outcome(proc.returncode, result, out)
+    return Outcome(rc, result, out)
 
 
 def _json_values(text: str) -> list[Any]:
@@ -281,3 +285,46 @@ def test_aws_cli_without_endpoint_url(outcomes: dict[str, Outcome]) -> None:
     assert r["role"] == "arn:aws:iam::123456789012:role/modelhost" and r["status"] == "InService"
     assert "InvalidAction" in r["iam_error"]
     assert _number(r["prediction"]) == pytest.approx(outcomes["_expected"].check()["sklearn"], rel=1e-5)
+
+
+ROLE_SCRIPT = """
+import sagemaker
+sess = sagemaker.Session()
+try:
+    role = sagemaker.get_execution_role()
+except ValueError as e:
+    role = "ValueError: " + str(e)
+print("RESULT " + __import__("json").dumps({"role": role, "bucket": sess.default_bucket()}))
+"""
+
+
+def test_signed_server_keys_and_roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --credentials-file: `modelhost env` hands on this shell's keys (never the server's); a key whose
+    section names a role is a session of it, so get_execution_role() works; a plain key is a user."""
+    creds = tmp_path / "credentials"
+    creds.write_text(
+        "[deployer]\naws_access_key_id = AKIADEPLOYER\naws_secret_access_key = deployer-secret\nrole = modelhost\n"
+        "[viewer]\naws_access_key_id = AKIAVIEWER\naws_secret_access_key = viewer-secret\n"
+    )
+    srv = Server(tmp_path / "data", credentials_file=creds).start()
+    try:
+        got = {}
+        for user, secret in (("DEPLOYER", "deployer-secret"), ("VIEWER", "viewer-secret")):
+            # this shell's AWS configuration, which `modelhost env` resolves
+            monkeypatch.setenv("AWS_ACCESS_KEY_ID", f"AKIA{user}")
+            monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+            env = client_environment(srv.url)
+            assert env["AWS_ACCESS_KEY_ID"] == f"AKIA{user}" and env["AWS_SECRET_ACCESS_KEY"] == secret
+            proc = subprocess.run(
+                [sys.executable, "-c", ROLE_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+            )
+            out = _outcome_of(proc.returncode, proc.stdout + proc.stderr).check()
+            got[user] = out
+        assert got["DEPLOYER"] == {
+            "role": "arn:aws:iam::123456789012:role/modelhost",
+            "bucket": "sagemaker-us-east-1-123456789012",
+        }
+        assert got["VIEWER"]["role"].startswith("ValueError: The current AWS identity is not a role")
+        assert "arn:aws:iam::123456789012:user/viewer" in got["VIEWER"]["role"]
+    finally:
+        srv.stop()
