@@ -64,6 +64,14 @@ class Settings:
     requirements_allow_local: bool = field(
         default_factory=lambda: _env("REQUIREMENTS_ALLOW_LOCAL", "").lower() in ("1", "true", "yes")
     )
+    # Unmodified clients (issue 14): the IAM role STS and IAM answer for (get_execution_role()), and how
+    # long a Describe* of a resource in a transitional state waits for it to change (seconds; 0: never).
+    role_name: str = field(default_factory=lambda: _env("ROLE_NAME", "modelhost"))
+    describe_wait: float = field(default_factory=lambda: float(_env("DESCRIBE_WAIT", "20")))
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.role_name}"
 
     # Serverless endpoints and Lambda functions (issue 11): seconds without requests before a variant
     # scales to zero (to its ProvisionedConcurrency), and the cold-start limit (SageMaker: 3 minutes).
