@@ -15,10 +15,13 @@ from modelhost.control.context import ControlContext
 from modelhost.controllers.autoscaler import Autoscaler
 from modelhost.controllers.functions import FunctionController
 from modelhost.controllers.loop import ControlLoop, Wakeup
+from modelhost.controllers.monitoring import MonitoringScheduler
+from modelhost.controllers.processing import ProcessingSupervisor
 from modelhost.controllers.reconciler import Reconciler
 from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.capture import DataCapture
 from modelhost.hosting.functions import FunctionInvoker
 from modelhost.hosting.router import Router
 from modelhost.hosting.serverless import ServerlessBackend
@@ -61,7 +64,9 @@ class Services:
             settings.allowed_model_dirs,
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
-        self.router = Router(settings.instance_wait_timeout)
+        # Data capture: the router (and the async queue) offer each answered request; written in the background.
+        self.capture = DataCapture(self.blobs, settings.capture_flush_interval, settings.capture_buffer_bytes)
+        self.router = Router(settings.instance_wait_timeout, capture=self.capture)
         # Serverless variants (and Lambda functions) get the serverless gate around the local fleets.
         self.backend = ServerlessBackend(
             LocalBackend(settings, self.artifacts),
@@ -89,18 +94,30 @@ class Services:
             self.autoscaler,
             tick=settings.reconcile_interval,
             autoscale_interval=settings.autoscale_interval,
-            endpoint_watchers=(self.asyncq.sync_endpoints, self.serverless.on_pass, self.function_controller.on_pass),
+            endpoint_watchers=(
+                self.asyncq.sync_endpoints,
+                self.serverless.on_pass,
+                self.function_controller.on_pass,
+                self.capture.sync_endpoints,
+            ),
             wakeup=wakeup,
+            # Model Monitor: schedules start executions, which are processing jobs.
+            supervisors=(
+                MonitoringScheduler(self.control),
+                ProcessingSupervisor(settings, self.store, self.blobs),
+            ),
         )
 
     async def start(self) -> None:
         await self.asyncq.start()
+        await self.capture.start()
         await self.loop.start()
 
     async def stop(self) -> None:
         await self.loop.shutdown()
         await self.function_controller.shutdown()
         await self.asyncq.stop()
+        await self.capture.stop()  # flush what was captured
         await self.backend.close()
 
 

@@ -51,6 +51,20 @@ class JobLog(EndpointLog):
         self._file: TextIO = open_private(self.path)
 
 
+def processing_log_path(logs_dir: Path, job: str) -> Path:
+    return logs_dir / "processing-jobs" / f"{job}.log"
+
+
+class ProcessingLog(EndpointLog):
+    """A processing job's log: its container's output and the runner's lines (served as CloudWatch's
+    ``/aws/sagemaker/ProcessingJobs`` stream ``<job>/algo-1``)."""
+
+    def __init__(self, logs_dir: Path, job: str) -> None:  # noqa: D107 - same format as endpoint logs
+        self.path = processing_log_path(logs_dir, job)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = open_private(self.path)
+
+
 def function_log_path(logs_dir: Path, function: str) -> Path:
     return logs_dir / "lambda" / f"{function}.log"
 
