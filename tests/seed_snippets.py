@@ -56,7 +56,8 @@ model_data = sess.upload_data("hf-model.tar.gz", key_prefix="seeds/hf-tensorflow
 huggingface_model = HuggingFaceModel(
    model_data=model_data, role=role, transformers_version="4.26", tensorflow_version="2.11", py_version="py39")
 predictor = huggingface_model.deploy(initial_instance_count=1, instance_type="ml.m5.xlarge")
-report(image=huggingface_model.image_uri, prediction=predictor.predict({{"inputs": "this movie is amazing"}}))
+image = sess.sagemaker_client.describe_model(ModelName=huggingface_model.name)["PrimaryContainer"]["Image"]
+report(image=image, prediction=predictor.predict({{"inputs": "this movie is amazing"}}))
 predictor.delete_endpoint()
 """
 

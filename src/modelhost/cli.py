@@ -93,9 +93,10 @@ def serve(
 
         deploy_example_in_background(settings)
     err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
-    # issue 14: the one line that points unmodified AWS code here
+    # issue 14: the one line that points unmodified AWS code here (a wildcard bind is reached on loopback)
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
     err.print(
-        f'modelhost: for unmodified AWS code: eval "$(modelhost env --url http://{host}:{port})"',
+        f'modelhost: for unmodified AWS code: eval "$(modelhost env --url http://{reach}:{port})"',
         highlight=False,
         soft_wrap=True,
     )

@@ -26,9 +26,10 @@ import pytest
 from tests import seed_snippets
 from tests.helpers import SKLEARN_IMAGE, Server, sklearn_model
 
-pytestmark = pytest.mark.slow
+SCRIPT_TIMEOUT = 480
+# All scripts run inside one fixture: its setup gets the scripts' budget plus the artifacts' build.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(SCRIPT_TIMEOUT + 240)]
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
-SCRIPT_TIMEOUT = 420
 
 BOTO3_SCRIPT = f"""
 import json, time
@@ -164,8 +165,34 @@ def env(server: Server) -> dict[str, str]:
     return client_environment(server.url)
 
 
+# test -> the script it checks: the fixture runs only the scripts of the selected tests (-k works)
+TEST_SCRIPTS = {
+    "test_hf_model_data": "hf_model_data",
+    "test_huggingface_tensorflow_image": "hf_tensorflow",
+    "test_hf_hub_offline_cache": "hf_hub",
+    "test_hf_inference_py": "hf_inference_py",
+    "test_xgboost_entry_point": "xgboost",
+    "test_pytorch_source_dir": "pytorch",
+    "test_tensorflow_model": "tensorflow",
+    "test_transformer": "transform",
+    "test_predict_async": "async",
+    "test_sklearn_deploy_with_default_polling": "sklearn_timed",
+    "test_boto3_without_endpoint_url": "boto3",
+    "test_aws_cli_without_endpoint_url": "aws_cli",
+}
+
+
 @pytest.fixture(scope="module")
-def outcomes(server: Server, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+def outcomes(
+    server: Server, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> dict[str, Outcome]:
+    selected = {
+        TEST_SCRIPTS[item.originalname]
+        for item in request.session.items
+        if isinstance(item, pytest.Function)
+        and item.module is sys.modules[__name__]
+        and item.originalname in TEST_SCRIPTS
+    }
     work = tmp_path_factory.mktemp("seed-work")
     expected = seed_snippets.prepare(work, server.data_dir / "hf-cache" / "hub")
     archive, sk = sklearn_model()
@@ -176,12 +203,14 @@ def outcomes(server: Server, env: dict[str, str], tmp_path_factory: pytest.TempP
     commands["boto3"] = [sys.executable, "-c", BOTO3_SCRIPT]
     if shutil.which("aws", path=env["PATH"]):
         commands["aws_cli"] = ["bash", "-c", CLI_SCRIPT]
+    commands = {name: cmd for name, cmd in commands.items() if name in selected}
     procs = {
         name: subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, cmd in commands.items()
     }
     results: dict[str, Outcome] = {}
-    deadline = time.monotonic() + SCRIPT_TIMEOUT
+    started = time.monotonic()
+    deadline = started + SCRIPT_TIMEOUT
     for name, proc in procs.items():
         try:
             out, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
@@ -190,6 +219,7 @@ def outcomes(server: Server, env: dict[str, str], tmp_path_factory: pytest.TempP
             out, _ = proc.communicate()
             out += f"\n[killed after {SCRIPT_TIMEOUT}s]"
         results[name] = _outcome(proc, out)
+        print(f"\n[script] {name}: rc={proc.returncode} done by {time.monotonic() - started:.0f}s")
     results["_expected"] = Outcome(0, expected, "")
     for name in ("sklearn_timed", "boto3", "aws_cli"):
         r = results.get(name)
