@@ -12,7 +12,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -201,7 +201,10 @@ class Handler:
             self.predict_fn = predict_fn = _adapt2(user_predict or rt.predict_fn, "predict_fn")
 
         def transform(model: Any, data: Any, content_type: str, accept: str, ctx: Context) -> Any:
-            return output_fn(predict_fn(input_fn(data, content_type, ctx), model, ctx), accept, ctx)
+            prediction = predict_fn(input_fn(data, content_type, ctx), model, ctx)
+            if is_stream(prediction):  # a streaming predict_fn called by InvokeEndpoint: the chunks joined
+                return _joined(prediction, lambda item: output_fn(item, accept, ctx))
+            return output_fn(prediction, accept, ctx)
 
         return transform
 
@@ -229,6 +232,8 @@ class Handler:
     def finish(self, result: Any, ctx: Context) -> tuple[bytes, str, str | None]:
         """What output_fn/transform_fn returned -> ``(body, content_type, response_custom_attributes)``."""
         accept = ctx.accept_header or self.default_accept
+        if is_stream(result):  # a streaming transform_fn called by InvokeEndpoint
+            result = _joined(result, lambda item: item)
         if type(result) is tuple:
             result, out_type = result
             out_type = out_type or accept
@@ -252,6 +257,27 @@ class Handler:
     def map_error(self, exc: Exception) -> Exception:
         """The runtime's error convention for an exception of the chain (itself when there is none)."""
         return exc if self.runtime.map_error is None else self.runtime.map_error(exc)
+
+
+def is_stream(value: Any) -> bool:
+    """An iterator or generator of response chunks (a streaming predict_fn / transform_fn)."""
+    return isinstance(value, Iterator) and not isinstance(value, str | bytes | bytearray | memoryview)
+
+
+def _joined(chunks: Iterator[Any], encode: Callable[[Any], Any]) -> tuple[bytes, str | None]:
+    parts: list[bytes] = []
+    content_type: str | None = None
+    for item in chunks:
+        item_type = None
+        if type(item) is tuple and len(item) == 2:
+            item, item_type = item
+        if not isinstance(item, str | bytes | bytearray | memoryview):
+            item = encode(item)
+            if type(item) is tuple:
+                item, item_type = item
+        content_type = content_type or item_type
+        parts.append(as_bytes(item))
+    return b"".join(parts), content_type
 
 
 def as_bytes(result: Any) -> bytes:

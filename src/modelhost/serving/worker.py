@@ -33,6 +33,7 @@ from modelhost.serving.batching import Batcher, BatchSettings, Invocation, invok
 from modelhost.serving.errors import ModelLoadError, ModelServerError
 from modelhost.serving.handler import Handler
 from modelhost.serving.images import detect_runtime
+from modelhost.serving.streaming import STREAM_HEADER, serve_stream
 
 LOAD_FAILED_EXIT_CODE = 3
 KEEP_ALIVE_SECONDS = 24 * 3600  # idle connections stay open; the server closes them when it stops the instance
@@ -114,6 +115,7 @@ class App:
 
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = accept = custom_attributes = inference_id = None
+        stream = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -123,6 +125,8 @@ class App:
                 custom_attributes = value.decode("latin-1")
             elif name == b"x-amzn-sagemaker-inference-id":
                 inference_id = value.decode("latin-1")
+            elif name == STREAM_HEADER:
+                stream = True
 
         message = await receive()
         body: bytes = message.get("body", b"")
@@ -132,6 +136,10 @@ class App:
                 message = await receive()
                 chunks.append(message.get("body", b""))
             body = b"".join(chunks)
+        if stream:  # InvokeEndpointWithResponseStream (serving/streaming.py)
+            invocation = Invocation(body, content_type, accept, custom_attributes, inference_id)
+            await serve_stream(self.handler, invocation, self.executor, receive, send, _send_text)
+            return
 
         try:
             if self.batcher is not None:

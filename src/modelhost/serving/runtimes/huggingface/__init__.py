@@ -27,6 +27,7 @@ from modelhost.serving.runtimes import Runtime
 from modelhost.serving.runtimes.huggingface import content_types, decoder_encoder
 from modelhost.serving.runtimes.huggingface.decoder_encoder import JsonLines
 from modelhost.serving.runtimes.huggingface.loading import configure_hub_cache, load_model
+from modelhost.serving.runtimes.huggingface.streaming import can_stream, stream_generation
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,9 @@ def predict_fn(data: Any, model: Any) -> Any:
         if batched is not None:
             return batched
         return JsonLines(predict_fn(item, model) for item in data)
+    stream = False
     if isinstance(data, dict):
+        stream = data.pop("stream", False) is True and can_stream(model)
         inputs = data.pop("inputs", data)
         parameters = data.pop("parameters", None)
     elif isinstance(data, np.ndarray):
@@ -165,6 +168,10 @@ def predict_fn(data: Any, model: Any) -> Any:
         )
     if isinstance(inputs, bytes | bytearray):
         inputs = _audio_for(model, bytes(inputs))
+    if stream:  # token by token (TGI's server-sent events); the worker joins them for InvokeEndpoint
+        if parameters is not None and not isinstance(parameters, dict):
+            raise BadRequest(f'"parameters" must be a JSON object, not {type(parameters).__name__}')
+        return stream_generation(model, inputs, parameters)
     if parameters is None:
         return model(inputs)
     if not isinstance(parameters, dict):
