@@ -4,8 +4,8 @@ without dynamic batching, against the same model called in-process at batch 1, 8
 
     .venv/bin/python bench/embeddings.py [--seconds 5] [--pin] [--out bench/results/embeddings.json]
 
---pin: the server and all its processes on CPU 0 (``sched_setaffinity`` on the server right after it
-starts; instances inherit it), the in-process reference on CPU 0 too, and the load generator (this
+--pin: the server and all its processes on CPU 0 (``sched_setaffinity`` on every thread of the server right
+after it starts; instances inherit it), the in-process reference on CPU 0 too, and the load generator (this
 process: an aiohttp closed loop, bench/realtime.py ``load``) on CPU 1. torch runs 1 thread everywhere
 (OMP_NUM_THREADS=1, torch.set_num_threads(1)). Batching: SAGEMAKER_TS_BATCH_SIZE=32,
 SAGEMAKER_TS_MAX_BATCH_DELAY=10 (ms). "server CPU ms/req": user+system CPU of the server and its
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import ROLE, Server, tarball, wait_status  # noqa: E402
 
-from bench.realtime import load, print_table  # noqa: E402
+from bench.realtime import load, pin_process, print_table  # noqa: E402
 
 HF_IMAGE = (
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
@@ -118,14 +118,14 @@ def deploy(sm: Any, name: str, env: dict[str, str]) -> None:
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
 
 
-def run(seconds: float, pin: bool = False, concurrency: tuple[int, ...] = (1, 16, 64)) -> tuple[dict, dict]:
+def run(seconds: float, pinned: bool = False, concurrency: tuple[int, ...] = (1, 16, 64)) -> tuple[dict, dict]:
     """(results, ratios) of the MiniLM endpoints (batching off and on) against the model in-process."""
     os.environ["OMP_NUM_THREADS"] = "1"
-    if pin:
-        os.sched_setaffinity(0, {0})
+    if pinned:
+        pin_process(os.getpid(), {0})
     results = {f"in_process_batch{b}": in_process(seconds, b) for b in (1, 8, 32)}
-    if pin:
-        os.sched_setaffinity(0, {1})
+    if pinned:
+        pin_process(os.getpid(), {1})
     body = json.dumps({"inputs": SENTENCE}).encode()
     from tests.hf_models import dir_files
 
@@ -134,8 +134,8 @@ def run(seconds: float, pin: bool = False, concurrency: tuple[int, ...] = (1, 16
         try:
             server.start()
             assert server.proc is not None
-            if pin:
-                os.sched_setaffinity(server.proc.pid, {0})  # the instances it starts inherit CPU 0
+            if pinned:
+                pin_process(server.proc.pid, {0})  # the instances it starts inherit CPU 0
             server.put_object("s3://bench/minilm.tar.gz", tarball(dir_files(model_dir())))
             sm, _ = server.clients()
             deploy(sm, "minilm", {})

@@ -27,6 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import PYTHON_IMAGE, ROLE, Server, tarball, wait_status  # noqa: E402
 
+from bench.realtime import pin_process  # noqa: E402
+
 HF_IMAGE = (
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
     "2.1.0-transformers4.37.0-cpu-py310-ubuntu22.04"
@@ -130,16 +132,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = gpt2(Path(tmp) / "gpt2")
         if args.pin:
-            os.sched_setaffinity(0, {0})
+            pin_process(os.getpid(), {0})
         results["in_process"] = in_process(model_dir, args.requests, args.tokens)
         if args.pin:
-            os.sched_setaffinity(0, {1})
+            pin_process(os.getpid(), {1})
         server = Server(Path(tmp) / "data", env={"OMP_NUM_THREADS": "1"})
         try:
             server.start()
             assert server.proc is not None
             if args.pin:
-                os.sched_setaffinity(server.proc.pid, {0})
+                pin_process(server.proc.pid, {0})
             server.put_object("s3://bench/gpt2.tar.gz", tarball(dir_files(model_dir)))
             server.put_object("s3://bench/gen.tar.gz", tarball({"code/inference.py": GENERATOR_CODE}))
             sm, rt = server.clients()

@@ -177,6 +177,32 @@ def test_concurrent_requests_are_batched_each_with_its_own_answer_error_and_acce
     assert [json.loads(o[1])["echo"] for o in (out[0], out[2])] == ["x", "y"]
 
 
+def test_batch_transform_goes_through_the_same_batcher(server, sm, endpoints) -> None:  # type: ignore[no-untyped-def]
+    lines = "".join(json.dumps(f"record-{i}") + "\n" for i in range(12))
+    server.put_object("s3://bs-jobs/in/records.jsonl", lines.encode())
+    sm.create_transform_job(
+        TransformJobName="bs-job",
+        ModelName="bs-batch",  # SAGEMAKER_TS_BATCH_SIZE=4; MaxConcurrentTransforms from the instance: 4
+        BatchStrategy="SingleRecord",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://bs-jobs/in/"}},
+            "ContentType": "application/json",
+            "SplitType": "Line",
+        },
+        TransformOutput={"S3OutputPath": "s3://bs-jobs/out", "Accept": "application/json", "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    sm.get_waiter("transform_job_completed_or_stopped").wait(
+        TransformJobName="bs-job", WaiterConfig={"Delay": 0.5, "MaxAttempts": 240}
+    )
+    desc = sm.describe_transform_job(TransformJobName="bs-job")
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    raw = (server.data_dir / "buckets" / "bs-jobs" / "out" / "records.jsonl.out").read_text()
+    outs = [json.loads(line) for line in raw.splitlines()]
+    assert [o["echo"] for o in outs] == [f"record-{i}" for i in range(12)]  # in input order
+    assert max(o["batch"] for o in outs) > 1  # the job's concurrent requests were batched
+
+
 def frames_of(raw: bytes) -> list[Any]:
     buf = EventStreamBuffer()
     buf.add_data(raw)

@@ -99,8 +99,8 @@ class App:
         """Batch transform asks this when the job leaves values unset (as MMS answers it): two
         requests in flight per model thread keep the model busy while the next body arrives."""
         concurrent = 2 * self.threads
-        if self.batcher is not None:  # enough requests in flight to fill a batch
-            concurrent = max(concurrent, self.batcher.settings.max_size)
+        if self.batcher is not None:  # enough requests in flight to fill a batch (x 6 MB within the 100 MB cap)
+            concurrent = min(max(concurrent, self.batcher.settings.max_size), 16)
         body = json.dumps(
             {"MaxConcurrentTransforms": concurrent, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
         ).encode()
