@@ -261,7 +261,14 @@ class Handler:
 
 def is_stream(value: Any) -> bool:
     """An iterator or generator of response chunks (a streaming predict_fn / transform_fn)."""
-    return isinstance(value, Iterator) and not isinstance(value, str | bytes | bytearray | memoryview)
+    kind = type(value)
+    known = _STREAM_TYPES.get(kind)  # on every request: one dict lookup, not an ABC isinstance check
+    if known is None:
+        known = _STREAM_TYPES[kind] = issubclass(kind, Iterator) and not issubclass(kind, str | bytes)
+    return known
+
+
+_STREAM_TYPES: dict[type, bool] = {}
 
 
 def _joined(chunks: Iterator[Any], encode: Callable[[Any], Any]) -> tuple[bytes, str | None]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from modelhost.serving.handler import Context, Handler, as_bytes, is_stream
 
 STREAM_HEADER = b"x-modelhost-response-stream"
 CONTENT_TYPE_HEADER = b"x-amzn-sagemaker-content-type"
+STREAM_SWITCH_INTERVAL = 0.0005
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,26 @@ def error_text(exc: BaseException) -> tuple[int, str]:
     return 500, f"{type(exc).__name__}: {exc}"
 
 
+class _FastSwitching:
+    """While a stream runs, a 0.5 ms GIL switch interval: its chunks cross threads (generation -> pump
+    -> event loop) and the default 5 ms would be added per hop. Restored when the last stream ends
+    (for plain requests it only costs CPU)."""
+
+    active = 0
+    saved = 0.005
+
+    def __enter__(self) -> None:
+        if _FastSwitching.active == 0:
+            _FastSwitching.saved = sys.getswitchinterval()
+            sys.setswitchinterval(STREAM_SWITCH_INTERVAL)
+        _FastSwitching.active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _FastSwitching.active -= 1
+        if _FastSwitching.active == 0:
+            sys.setswitchinterval(_FastSwitching.saved)
+
+
 class ChunkPump:
     """Runs the stream's iterator on a worker thread and queues what it produces for the event loop:
     ``("start", content_type, custom_attributes, first_chunk)``, ``("chunk", bytes)``, ``("error", exc)``,
@@ -129,6 +151,13 @@ async def serve_stream(
     handler: Handler, inv: Invocation, executor: Executor, receive: Any, send: Any, send_text: Any
 ) -> None:
     """One streamed /invocations: the status once the first chunk (or the error) is known, then frames."""
+    with _FastSwitching():
+        await _serve_stream(handler, inv, executor, receive, send, send_text)
+
+
+async def _serve_stream(
+    handler: Handler, inv: Invocation, executor: Executor, receive: Any, send: Any, send_text: Any
+) -> None:
     loop = asyncio.get_running_loop()
     pump = ChunkPump(loop)
     work = loop.run_in_executor(executor, pump.run, lambda: open_stream(handler, inv))

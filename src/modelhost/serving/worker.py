@@ -203,9 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True, type=Path, help="extracted model artifact (/opt/ml/model)")
     args = parser.parse_args(argv)
     _exit_with_parent()
-    # Streamed tokens cross threads (generation -> pump -> event loop): the default 5 ms GIL switch
-    # interval would add up to that per hop; 0.5 ms keeps time to first token near the model's own.
-    sys.setswitchinterval(float(os.environ.get("MODELHOST_SWITCH_INTERVAL", "0.0005")))
     logging.basicConfig(stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     # Load first: the socket only exists once the model is ready, so /ping == loaded.
@@ -232,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # The only client is the router: no forwarded headers to trust, no Date/Server headers to build.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         # The only client is the server's connection pool. uvicorn's default (5 s) closes idle
         # connections under it, and one closed just as the pool reuses it loses that request.
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
