@@ -151,7 +151,6 @@ class Handler:
         self.default_accept = env_accept or (self.runtime.default_accept if user is None else codecs.JSON)
         self.model = self._load_model(fns.get("model_fn"))
         # The chain's steps, for dynamic batching (serving/batching.py); None with a user transform_fn.
-        self.user_transform = False
         self.input_fn: Callable[[Any, Any, Context], Any] | None = None
         self.predict_fn: Callable[[Any, Any, Context], Any] | None = None
         self.output_fn: Callable[[Any, Any, Context], Any] | None = None
@@ -181,9 +180,12 @@ class Handler:
             raise ModelLoadError(f"model_fn raised {type(e).__name__}: {e}") from e
 
     def _build_transform(self, fns: dict[str, Any]) -> Transform:
+        if self.user_module is not None and self.runtime.user_transform is not None:
+            own = self.runtime.user_transform(self.user_module)  # e.g. TF Serving's input_handler/output_handler
+            if own is not None:
+                return own
         transform_fn = fns.get("transform_fn")
         if transform_fn is not None:
-            self.user_transform = True
             if _takes_context(transform_fn, 4, "transform_fn"):
                 return transform_fn
             return lambda model, data, ct, accept, ctx: transform_fn(model, data, ct, accept)

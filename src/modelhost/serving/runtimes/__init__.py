@@ -27,6 +27,9 @@ class Runtime:
     # Dynamic batching (serving/batching.py): input_fn results of several requests -> one prediction (or
     # exception) per request, in one model call where they fit together; None runs them one by one.
     predict_batch: Callable[[list[Any], Any], list[Any]] | None = None
+    # A container's own user-code contract besides model_fn/input_fn/...: (user module) -> transform or None
+    # (None: the module does not use it). TF Serving's input_handler/output_handler (runtimes/tfs_handlers.py).
+    user_transform: Callable[[Any], Callable[..., Any] | None] | None = None
 
 
 # Runtime name -> module defining RUNTIME. Imported lazily so e.g. the python runtime never imports xgboost.
