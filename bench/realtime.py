@@ -88,6 +88,16 @@ async def load(
     }
 
 
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (and so what it starts later) on ``cpus``; sched_setaffinity(pid) alone
+    moves only the main thread."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except OSError:
+            pass  # the thread ended meanwhile
+
+
 def print_table(results: dict[str, dict]) -> None:
     """One row per measured target: req/s, p50, p99, errors."""
     print(f"{'target':<22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
@@ -170,6 +180,11 @@ def main() -> None:
     ap.add_argument("--no-embeddings", action="store_true", help="skip the all-MiniLM-L6-v2 embedding endpoint")
     ap.add_argument("--no-auth", action="store_true", help="skip the run with signature verification on")
     ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="servers (modelhost with its instances, bare Starlette) on CPU 0, the load generator on CPU 1",
+    )
+    ap.add_argument(
         "--src",
         type=Path,
         default=os.environ.get("MODELHOST_BENCH_SRC") or None,
@@ -197,7 +212,11 @@ def main() -> None:
     x, _ = diabetes()
     row = csv_row(x[0])
     body = row.encode()
+    if args.pin:
+        pin_process(os.getpid(), {0})
     results: dict[str, dict] = {"in_process": in_process(model, row, min(args.seconds, 2))}
+    if args.pin:
+        pin_process(os.getpid(), {1})
     verification: dict = {}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -205,6 +224,8 @@ def main() -> None:
         joblib.dump(model, model_path)
         port = free_port()
         bare = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_app.py"), str(model_path), str(port)])
+        if args.pin:
+            pin_process(bare.pid, {0})
         server = Server(Path(tmp) / "data", env=server_env)
         creds = Path(tmp) / "credentials"
         creds.write_text(f"[bench]\naws_access_key_id = {BENCH_KEY[0]}\naws_secret_access_key = {BENCH_KEY[1]}\n")
@@ -213,6 +234,9 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{port}/invocations")
             bare_url = f"http://127.0.0.1:{port}/invocations"
             server.start()
+            if args.pin:
+                assert server.proc is not None
+                pin_process(server.proc.pid, {0})  # its instances start later and inherit CPU 0
             server.put_object("s3://bench/model.tar.gz", tarball)
             sm, _ = server.clients()
             desc = deploy(
@@ -228,6 +252,9 @@ def main() -> None:
                 results[f"modelhost_c{conc}"] = asyncio.run(load(mh_url, body, conc, args.seconds))
             if not args.no_auth:  # the same endpoint on a server verifying signatures
                 auth_server.start()
+                if args.pin:
+                    assert auth_server.proc is not None
+                    pin_process(auth_server.proc.pid, {0})
                 auth_server.put_object("s3://bench/model.tar.gz", tarball)
                 session = boto3.Session(
                     aws_access_key_id=BENCH_KEY[0], aws_secret_access_key=BENCH_KEY[1], region_name="us-east-1"
@@ -254,7 +281,7 @@ def main() -> None:
     }
     print(
         f"\nreal-time invoke, 1 CSV row, LinearRegression(load_diabetes); {args.instances} instance(s); "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; pinned: {args.pin}"
     )
     print_table(results)
     print(
@@ -273,7 +300,7 @@ def main() -> None:
         from bench import embeddings as minilm
 
         try:
-            emb_results, emb_ratios = minilm.run(args.seconds)
+            emb_results, emb_ratios = minilm.run(args.seconds, args.pin)
         except ImportError as exc:  # the huggingface extra is not installed
             print(f"\n(skipping the MiniLM embedding endpoint: {exc})")
         else:

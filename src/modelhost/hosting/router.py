@@ -107,21 +107,7 @@ class Router:
         target_variant: str | None = None,
     ) -> InvokeResult:
         """Send one request; ``headers`` are the ones forwarded to the container (lower-case)."""
-        route = self.routes.get(endpoint)
-        if route is None:
-            raise EndpointNotFound(endpoint)
-        live = route
-        green = route.green
-        if green is not None and (route.green_share >= 1.0 or random.random() < route.green_share):
-            route = green
-        if target_variant is not None:
-            variant = route.by_name.get(target_variant)
-            if variant is None and green is not None:
-                variant = (live if route is green else green).by_name.get(target_variant)
-            if variant is None:
-                raise VariantNotFound(endpoint, target_variant, tuple(route.by_name))
-        else:
-            variant = route.choose()
+        live, variant = self.select(endpoint, target_variant)
         result = await self._invoke_variant(endpoint, variant, body, headers)
         if self.capture is not None:
             self.capture.offer(endpoint, variant.name, body, headers, result.body, result.content_type)
@@ -136,6 +122,24 @@ class Router:
             else:
                 self.shadow_dropped += 1
         return result
+
+    def select(self, endpoint: str, target_variant: str | None = None) -> tuple[EndpointRoute, VariantRoute]:
+        """(the live route, the variant this request goes to): TargetVariant, else by weight (and green share)."""
+        route = self.routes.get(endpoint)
+        if route is None:
+            raise EndpointNotFound(endpoint)
+        live = route
+        green = route.green
+        if green is not None and (route.green_share >= 1.0 or random.random() < route.green_share):
+            route = green
+        if target_variant is None:
+            return live, route.choose()
+        variant = route.by_name.get(target_variant)
+        if variant is None and green is not None:
+            variant = (live if route is green else green).by_name.get(target_variant)
+        if variant is None:
+            raise VariantNotFound(endpoint, target_variant, tuple(route.by_name))
+        return live, variant
 
     async def _invoke_variant(
         self, endpoint: str, variant: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]

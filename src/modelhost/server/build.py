@@ -33,6 +33,7 @@ from modelhost.server.front_door import (
     is_iam,
     is_invoke,
     is_invoke_async,
+    is_invoke_stream,
     is_s3,
     is_sts,
 )
@@ -44,6 +45,7 @@ from modelhost.server.middleware.auth import Security
 from modelhost.server.runtime import Invocations
 from modelhost.server.s3 import S3App
 from modelhost.server.s3.proxy import S3Proxy
+from modelhost.server.stream_runtime import StreamInvocations
 from modelhost.server.sts import StsApp
 from modelhost.store.buckets import BucketStore
 from modelhost.store.multipart import MultipartUploads
@@ -91,11 +93,14 @@ def build_asgi(
     )
     invocations = Invocations(router, settings.account_id)
     invocations.async_endpoints = asyncq.names  # InvokeEndpoint refuses these (a set kept current in place)
+    streams = StreamInvocations(router, settings.account_id)
+    streams.async_endpoints = asyncq.names
     routes = [
         Route("s3", is_s3, s3_app, protocols.REST_XML),  # first: a bucket may be called "endpoints"
         Route("iam", is_iam, IamApp(settings.role_name, settings.account_id), protocols.QUERY),
         Route("sts", is_sts, StsApp(settings.account_id, settings.role_name), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
+        Route("invoke-stream", is_invoke_stream, streams, protocols.REST_JSON),
         Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
         *([Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []),
         Route("api", anything, api, protocols.JSON),

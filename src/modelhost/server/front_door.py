@@ -24,6 +24,7 @@ Middleware = Callable[[ASGIApp], ASGIApp]
 PREFIX = "/endpoints/"
 INVOKE_SUFFIX = "/invocations"
 ASYNC_SUFFIX = "/async-invocations"
+STREAM_SUFFIX = "/invocations-response-stream"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ def is_invoke(scope: Scope) -> bool:
 def is_invoke_async(scope: Scope) -> bool:
     """POST /endpoints/{name}/async-invocations (the name goes into scope[ENDPOINT])."""
     return _endpoint_post(scope, ASYNC_SUFFIX)
+
+
+def is_invoke_stream(scope: Scope) -> bool:
+    """POST /endpoints/{name}/invocations-response-stream (the name goes into scope[ENDPOINT])."""
+    return _endpoint_post(scope, STREAM_SUFFIX)
 
 
 def is_sts(scope: Scope) -> bool:

@@ -12,7 +12,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +30,8 @@ DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 
 # (model, data, content_type, accept, context) -> body | (body, content_type)
 Transform = Callable[[Any, Any, str, str, "Context"], Any]
+# (decoded inputs, model, contexts) -> one prediction (or exception) per input, in order
+BatchPredict = Callable[[list[Any], Any, list["Context"]], list[Any]]
 
 
 @dataclass(slots=True)
@@ -148,6 +150,11 @@ class Handler:
         # Algorithm-mode defaults (XGBoost's text/csv) apply only without user code, as in the real images.
         self.default_accept = env_accept or (self.runtime.default_accept if user is None else codecs.JSON)
         self.model = self._load_model(fns.get("model_fn"))
+        # The chain's steps, for dynamic batching (serving/batching.py); None with a user transform_fn.
+        self.input_fn: Callable[[Any, Any, Context], Any] | None = None
+        self.predict_fn: Callable[[Any, Any, Context], Any] | None = None
+        self.output_fn: Callable[[Any, Any, Context], Any] | None = None
+        self.predict_batch: BatchPredict | None = None
         self.transform = self._build_transform(fns)
         if self.runtime.map_error is not None:
             self.transform = _mapping_errors(self.transform, self.runtime.map_error)
@@ -183,24 +190,35 @@ class Handler:
                 return transform_fn
             return lambda model, data, ct, accept, ctx: transform_fn(model, data, ct, accept)
         rt = self.runtime
-        input_fn = _adapt2(fns.get("input_fn") or rt.input_fn, "input_fn")
-        predict_fn = _adapt2(fns.get("predict_fn") or rt.predict_fn, "predict_fn")
-        output_fn = _adapt2(fns.get("output_fn") or rt.output_fn, "output_fn")
+        self.input_fn = input_fn = _adapt2(fns.get("input_fn") or rt.input_fn, "input_fn")
+        self.output_fn = output_fn = _adapt2(fns.get("output_fn") or rt.output_fn, "output_fn")
+        user_predict = fns.get("predict_fn")
+        if user_predict is None and rt.predict_batch is not None:
+            runtime_batch = rt.predict_batch
+            self.predict_batch = lambda datas, model, contexts: runtime_batch(datas, model)
+        if user_predict is not None and takes_list(user_predict):
+            batch = self.predict_batch = _list_predict(user_predict)
+            self.predict_fn = predict_fn = lambda data, model, ctx: _single(batch([data], model, [ctx]))
+        else:
+            self.predict_fn = predict_fn = _adapt2(user_predict or rt.predict_fn, "predict_fn")
 
         def transform(model: Any, data: Any, content_type: str, accept: str, ctx: Context) -> Any:
-            return output_fn(predict_fn(input_fn(data, content_type, ctx), model, ctx), accept, ctx)
+            prediction = predict_fn(input_fn(data, content_type, ctx), model, ctx)
+            if is_stream(prediction):  # a streaming predict_fn called by InvokeEndpoint: the chunks joined
+                return _joined(prediction, lambda item: output_fn(item, accept, ctx))
+            return output_fn(prediction, accept, ctx)
 
         return transform
 
-    def invoke(
+    def begin(
         self,
         body: bytes,
         content_type: str | None = None,
         accept: str | None = None,
         custom_attributes: str | None = None,
         inference_id: str | None = None,
-    ) -> tuple[bytes, str, str | None]:
-        """Run one request; returns ``(body, content_type, response_custom_attributes)``."""
+    ) -> tuple[Any, Context]:
+        """The request's data as input_fn receives it (str for the UTF-8 types) and its context."""
         content_type = content_type or codecs.JSON
         if not accept or accept == "*/*":
             accept = self.default_accept
@@ -211,18 +229,119 @@ class Handler:
                 data = body.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise BadRequest(f"Failed to decode {content_type} body: not valid UTF-8 ({e})") from e
-        result = self.transform(self.model, data, content_type, accept, ctx)
+        return data, ctx
+
+    def finish(self, result: Any, ctx: Context) -> tuple[bytes, str, str | None]:
+        """What output_fn/transform_fn returned -> ``(body, content_type, response_custom_attributes)``."""
+        accept = ctx.accept_header or self.default_accept
+        if is_stream(result):  # a streaming transform_fn called by InvokeEndpoint
+            result = _joined(result, lambda item: item)
         if type(result) is tuple:
             result, out_type = result
             out_type = out_type or accept
         else:
             out_type = accept
-        if isinstance(result, str):
-            result = result.encode("utf-8")
-        elif not isinstance(result, bytes):
-            if isinstance(result, bytearray | memoryview):
-                result = bytes(result)
-            else:
-                kind = type(result).__name__
-                raise TypeError(f"output_fn/transform_fn must return str or bytes, got {kind}")
-        return result, out_type, ctx.response_custom_attributes
+        return as_bytes(result), out_type, ctx.response_custom_attributes
+
+    def invoke(
+        self,
+        body: bytes,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        inference_id: str | None = None,
+    ) -> tuple[bytes, str, str | None]:
+        """Run one request; returns ``(body, content_type, response_custom_attributes)``."""
+        data, ctx = self.begin(body, content_type, accept, custom_attributes, inference_id)
+        result = self.transform(self.model, data, ctx.request_content_type or codecs.JSON, ctx.accept_header or "", ctx)
+        return self.finish(result, ctx)
+
+    def map_error(self, exc: Exception) -> Exception:
+        """The runtime's error convention for an exception of the chain (itself when there is none)."""
+        return exc if self.runtime.map_error is None else self.runtime.map_error(exc)
+
+
+def is_stream(value: Any) -> bool:
+    """An iterator or generator of response chunks (a streaming predict_fn / transform_fn)."""
+    kind = type(value)
+    known = _STREAM_TYPES.get(kind)  # on every request: one dict lookup, not an ABC isinstance check
+    if known is None:
+        known = _STREAM_TYPES[kind] = issubclass(kind, Iterator) and not issubclass(kind, str | bytes)
+    return known
+
+
+_STREAM_TYPES: dict[type, bool] = {}
+
+
+def _joined(chunks: Iterator[Any], encode: Callable[[Any], Any]) -> tuple[bytes, str | None]:
+    parts: list[bytes] = []
+    content_type: str | None = None
+    for item in chunks:
+        item_type = None
+        if type(item) is tuple and len(item) == 2:
+            item, item_type = item
+        if not isinstance(item, str | bytes | bytearray | memoryview):
+            item = encode(item)
+            if type(item) is tuple:
+                item, item_type = item
+        content_type = content_type or item_type
+        parts.append(as_bytes(item))
+    return b"".join(parts), content_type
+
+
+def as_bytes(result: Any) -> bytes:
+    if isinstance(result, bytes):
+        return result
+    if isinstance(result, str):
+        return result.encode("utf-8")
+    if isinstance(result, bytearray | memoryview):
+        return bytes(result)
+    raise TypeError(f"output_fn/transform_fn must return str or bytes, got {type(result).__name__}")
+
+
+def takes_list(fn: Callable[..., Any]) -> bool:
+    """A user ``predict_fn`` opts into dynamic batching by annotating its first parameter as a list
+    (``def predict_fn(inputs: list, model)``): it then gets every request's input_fn result at once
+    and returns one prediction per input, in order."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not params or params[0].annotation is inspect.Parameter.empty:
+        return False
+    annotation = params[0].annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = str(text).replace("typing.", "").strip()
+    return text.split("[", 1)[0] in ("list", "List", "Sequence", "abc.Sequence", "collections.abc.Sequence")
+
+
+def _single(predictions: list[Any]) -> Any:
+    if isinstance(predictions[0], Exception):
+        raise predictions[0]
+    return predictions[0]
+
+
+def _list_predict(fn: Callable[..., Any]) -> BatchPredict:
+    with_context = _takes_context(fn, 2, "predict_fn")
+
+    def call(datas: list[Any], model: Any, contexts: list[Context]) -> list[Any]:
+        out = list(fn(datas, model, contexts) if with_context else fn(datas, model))
+        if len(out) != len(datas):
+            raise ValueError(f"predict_fn returned {len(out)} predictions for {len(datas)} inputs")
+        return out
+
+    def predict(datas: list[Any], model: Any, contexts: list[Context]) -> list[Any]:
+        try:
+            return call(datas, model, contexts)
+        except Exception:
+            if len(datas) == 1:
+                raise
+        out: list[Any] = []  # the batch failed: one input at a time, so a bad one fails only itself
+        for data, ctx in zip(datas, contexts, strict=True):
+            try:
+                out.append(call([data], model, [ctx])[0])
+            except Exception as e:
+                out.append(e)
+        return out
+
+    return predict

@@ -6,7 +6,8 @@ Env: MODELHOST_RUNTIME (a name of runtimes.RUNTIME_MODULES; guessed from the mod
 MODELHOST_ERROR_FILE (gets a one-line reason when loading fails; exit code 3), MODELHOST_WORKER_THREADS (model
 threads, default 1), MODELHOST_REQUIREMENTS_DIR (where code/requirements.txt installs are cached, one directory
 per content hash; see serving/requirements.py), plus the SageMaker container variables (SAGEMAKER_PROGRAM,
-SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, SAGEMAKER_CONTAINER_LOG_LEVEL) and the
+SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, SAGEMAKER_CONTAINER_LOG_LEVEL,
+SAGEMAKER_TS_BATCH_SIZE / SAGEMAKER_TS_MAX_BATCH_DELAY for dynamic batching, see serving/batching.py) and the
 runtimes' own (SPACY_MODEL, MODELHOST_ONNX_THREADS, SAGEMAKER_TFS_DEFAULT_MODEL_NAME, PIP_* for pip).
 """
 
@@ -24,12 +25,15 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from modelhost.serving.batching import Batcher, BatchSettings, Invocation, invoke_batch
 from modelhost.serving.errors import ModelLoadError, ModelServerError
 from modelhost.serving.handler import Handler
 from modelhost.serving.images import detect_runtime
+from modelhost.serving.streaming import STREAM_HEADER, serve_stream
 
 LOAD_FAILED_EXIT_CODE = 3
 KEEP_ALIVE_SECONDS = 24 * 3600  # idle connections stay open; the server closes them when it stops the instance
@@ -62,13 +66,19 @@ async def _send_text(send: Send, status: int, text: str) -> None:
 class App:
     """Raw ASGI app: no routing framework on the per-request path."""
 
-    def __init__(self, handler: Handler, threads: int = 1) -> None:
+    def __init__(self, handler: Handler, threads: int = 1, batching: BatchSettings | None = None) -> None:
         self.handler = handler
         # Model code runs off the event loop so /ping answers while a slow prediction runs;
         # threads=0 runs it on the loop itself (no thread hop: faster for quick models).
         self.inline = threads == 0
         self.threads = max(threads, 1)
         self.executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="model")
+        # Dynamic batching (SAGEMAKER_TS_BATCH_SIZE): requests go through one queue in front of the model.
+        self.batcher = (
+            Batcher(partial(invoke_batch, handler), batching, None if self.inline else self.executor)
+            if batching is not None
+            else None
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,9 +98,11 @@ class App:
     async def _execution_parameters(self, send: Send) -> None:
         """Batch transform asks this when the job leaves values unset (as MMS answers it): two
         requests in flight per model thread keep the model busy while the next body arrives."""
-        threads = self.threads
+        concurrent = 2 * self.threads
+        if self.batcher is not None:  # enough requests in flight to fill a batch (x 6 MB within the 100 MB cap)
+            concurrent = min(max(concurrent, self.batcher.settings.max_size), 16)
         body = json.dumps(
-            {"MaxConcurrentTransforms": 2 * threads, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+            {"MaxConcurrentTransforms": concurrent, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
         ).encode()
         await send(
             {
@@ -103,6 +115,7 @@ class App:
 
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = accept = custom_attributes = inference_id = None
+        stream = False
         for name, value in scope["headers"]:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
@@ -112,6 +125,8 @@ class App:
                 custom_attributes = value.decode("latin-1")
             elif name == b"x-amzn-sagemaker-inference-id":
                 inference_id = value.decode("latin-1")
+            elif name == STREAM_HEADER:
+                stream = True
 
         message = await receive()
         body: bytes = message.get("body", b"")
@@ -121,9 +136,16 @@ class App:
                 message = await receive()
                 chunks.append(message.get("body", b""))
             body = b"".join(chunks)
+        if stream:  # InvokeEndpointWithResponseStream (serving/streaming.py)
+            invocation = Invocation(body, content_type, accept, custom_attributes, inference_id)
+            await serve_stream(self.handler, invocation, self.executor, receive, send, _send_text)
+            return
 
         try:
-            if self.inline:
+            if self.batcher is not None:
+                invocation = Invocation(body, content_type, accept, custom_attributes, inference_id)
+                out, out_type, attrs = await self.batcher.submit(invocation)
+            elif self.inline:
                 out, out_type, attrs = self.handler.invoke(body, content_type, accept, custom_attributes, inference_id)
             else:
                 out, out_type, attrs = await asyncio.get_running_loop().run_in_executor(
@@ -189,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Load first: the socket only exists once the model is ready, so /ping == loaded.
     try:
+        batching = BatchSettings.from_env()
         handler = load_handler(args.model_dir)
     except ModelLoadError as e:
         _fail(e.reason)
@@ -201,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if os.path.exists(args.uds):
         os.unlink(args.uds)  # stale socket from a previous run of this instance
-    app = App(handler, threads=int(os.environ.get("MODELHOST_WORKER_THREADS", "1")))
+    app = App(handler, threads=int(os.environ.get("MODELHOST_WORKER_THREADS", "1")), batching=batching)
     config = uvicorn.Config(
         app,
         uds=args.uds,
@@ -210,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # The only client is the router: no forwarded headers to trust, no Date/Server headers to build.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
         # The only client is the server's connection pool. uvicorn's default (5 s) closes idle
         # connections under it, and one closed just as the pool reuses it loses that request.
         timeout_keep_alive=KEEP_ALIVE_SECONDS,

@@ -274,7 +274,7 @@ class Authenticate:
             await protocols.send_error(scope, receive, send, too_large, protocol)
             return
         audit = self.security.audit
-        if audit is None or scope[ROUTE].name in ("invoke", "invoke-async", "sts"):
+        if audit is None or scope[ROUTE].name in ("invoke", "invoke-stream", "invoke-async", "sts"):
             await self.app(scope, receive, send)  # the hot path: nothing to audit
             return
 
@@ -356,7 +356,7 @@ class Authenticate:
     @staticmethod
     def _expected_service(scope: Scope) -> str | None:
         route = scope[ROUTE].name
-        if route in ("invoke", "invoke-async"):
+        if route in ("invoke", "invoke-stream", "invoke-async"):
             return "sagemaker"  # the runtime signs as sagemaker
         if route == "api" and scope["path"] == "/":
             for name, value in scope["headers"]:
@@ -369,9 +369,12 @@ class Authenticate:
         assert self.security is not None
         route = scope[ROUTE].name
         region, account = self.security.region, self.security.account
-        if route == "invoke" or route == "invoke-async":
+        if route in ("invoke", "invoke-stream", "invoke-async"):
             arn = f"arn:aws:sagemaker:{region}:{account}:endpoint/{scope[ENDPOINT].lower()}"
-            authorize(scope, "sagemaker:InvokeEndpoint" if route == "invoke" else "sagemaker:InvokeEndpointAsync", arn)
+            # IAM has no separate action for the response stream: it is sagemaker:InvokeEndpoint.
+            authorize(
+                scope, "sagemaker:InvokeEndpointAsync" if route == "invoke-async" else "sagemaker:InvokeEndpoint", arn
+            )
         elif route == "api" and scope["method"] in ("GET", "HEAD"):
             path: str = scope["path"]
             if path == "/metrics":

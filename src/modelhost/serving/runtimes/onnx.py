@@ -26,6 +26,7 @@ import numpy as np
 import onnxruntime as ort
 
 from modelhost.serving import codecs
+from modelhost.serving.batch_predict import offsets, run_batched
 from modelhost.serving.errors import BadRequest, UnsupportedAccept
 from modelhost.serving.runtimes import Runtime
 
@@ -105,7 +106,16 @@ class OnnxModel:
         return {name: _cast(by_name[name], value) for name, value in data.items()}
 
     def run(self, data: Any) -> dict[str, Any]:
-        return dict(zip(self.outputs, self.session.run(self.outputs, self.feeds(data)), strict=True))
+        return self.run_feeds(self.feeds(data))
+
+    def run_feeds(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        return dict(zip(self.outputs, self.session.run(self.outputs, feeds), strict=True))
+
+    def batchable(self) -> bool:
+        """Every input has a dynamic first (batch) dimension, so requests can be stacked along it."""
+        return bool(self.inputs) and all(
+            spec.shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0) for spec in self.inputs
+        )
 
 
 def _cast(spec: InputSpec, value: Any) -> Any:
@@ -186,4 +196,51 @@ def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
     return codecs.encode(prediction, accept)
 
 
-RUNTIME = Runtime(name="onnx", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)
+def _feeds_key(feeds: dict[str, Any]) -> Any:
+    if not all(isinstance(v, np.ndarray) and v.ndim >= 1 and v.dtype != object for v in feeds.values()):
+        return None
+    if len({v.shape[0] for v in feeds.values()}) != 1:
+        return None
+    return tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feeds.items()))
+
+
+def _combine_feeds(parts: list[dict[str, Any]]) -> tuple[dict[str, Any], list[int]]:
+    sizes = [next(iter(p.values())).shape[0] for p in parts]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, sizes
+
+
+def _split_outputs(outputs: dict[str, Any], sizes: list[int]) -> list[dict[str, Any]] | None:
+    total = sum(sizes)
+    if not all(isinstance(v, np.ndarray) and v.ndim >= 1 and v.shape[0] == total for v in outputs.values()):
+        return None
+    return [{k: v[a:b] for k, v in outputs.items()} for a, b in offsets(sizes)]
+
+
+def predict_batch(datas: list[Any], model: OnnxModel) -> list[Any]:
+    """The requests' feeds stacked along the batch dimension (when the model's inputs have a dynamic one)."""
+    if not model.batchable():
+        return [_try(predict_fn, data, model) for data in datas]
+    feeds: list[Any] = []
+    for data in datas:
+        try:
+            feeds.append(model.feeds(data if isinstance(data, Positional | dict) else Positional(data)))
+        except Exception as e:
+            feeds.append(e)
+    return run_batched(feeds, model, lambda f, m: m.run_feeds(f), _feeds_key, _combine_feeds, _split_outputs)
+
+
+def _try(fn: Any, data: Any, model: Any) -> Any:
+    try:
+        return fn(data, model)
+    except Exception as e:
+        return e
+
+
+RUNTIME = Runtime(
+    name="onnx",
+    model_fn=model_fn,
+    input_fn=input_fn,
+    predict_fn=predict_fn,
+    output_fn=output_fn,
+    predict_batch=predict_batch,
+)

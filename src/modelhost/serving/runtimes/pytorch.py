@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from modelhost.serving import codecs
+from modelhost.serving.batch_predict import offsets, run_batched
 from modelhost.serving.errors import BadRequest
 from modelhost.serving.runtimes import Runtime
 
@@ -108,4 +109,54 @@ def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
     return codecs.encode(_to_numpy(prediction), accept)
 
 
-RUNTIME = Runtime(name="pytorch", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)
+def _batch_key(data: Any) -> Any:
+    """Tensors (or dicts of them, one per model argument) group by trailing shape, dtype and device."""
+    if isinstance(data, torch.Tensor):
+        return ("t", tuple(data.shape[1:]), str(data.dtype), str(data.device)) if data.ndim >= 2 else None
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) and v.ndim >= 1 for v in data.values()):
+        rows = {v.shape[0] for v in data.values()}
+        if len(rows) != 1:
+            return None
+        return ("d", tuple((k, tuple(v.shape[1:]), str(v.dtype), str(v.device)) for k, v in sorted(data.items())))
+    return None
+
+
+def _combine(parts: list[Any]) -> tuple[Any, list[int]]:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts), [p.shape[0] for p in parts]
+    sizes = [next(iter(p.values())).shape[0] for p in parts]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}, sizes
+
+
+def _split(prediction: Any, sizes: list[int]) -> list[Any] | None:
+    """Per-input parts of a tensor, or of a tuple/list/dict of tensors, split along the first dimension."""
+    total = sum(sizes)
+    if isinstance(prediction, torch.Tensor):
+        if prediction.ndim == 0 or prediction.shape[0] != total:
+            return None
+        return [prediction[a:b] for a, b in offsets(sizes)]
+    if isinstance(prediction, dict):
+        split = {k: _split(v, sizes) for k, v in prediction.items()}
+        if any(v is None for v in split.values()):
+            return None
+        return [{k: v[i] for k, v in split.items() if v is not None} for i in range(len(sizes))]
+    if isinstance(prediction, list | tuple) and prediction:
+        items = [_split(v, sizes) for v in prediction]
+        if any(v is None for v in items):
+            return None
+        return [type(prediction)(v[i] for v in items if v is not None) for i in range(len(sizes))]
+    return None
+
+
+def predict_batch(datas: list[Any], model: Any) -> list[Any]:
+    return run_batched(datas, model, predict_fn, _batch_key, _combine, _split)
+
+
+RUNTIME = Runtime(
+    name="pytorch",
+    model_fn=model_fn,
+    input_fn=input_fn,
+    predict_fn=predict_fn,
+    output_fn=output_fn,
+    predict_batch=predict_batch,
+)

@@ -6,6 +6,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from modelhost.serving.batch_predict import array_batch
 from modelhost.serving.runtimes import Runtime
 from modelhost.serving.runtimes.generic import input_fn, output_fn
 
@@ -30,4 +31,11 @@ def predict_fn(data: Any, model: Any) -> Any:
     return model.predict(data)
 
 
-RUNTIME = Runtime(name="sklearn", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)
+RUNTIME = Runtime(
+    name="sklearn",
+    model_fn=model_fn,
+    input_fn=input_fn,
+    predict_fn=predict_fn,
+    output_fn=output_fn,
+    predict_batch=array_batch(predict_fn),
+)

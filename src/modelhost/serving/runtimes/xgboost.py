@@ -16,6 +16,7 @@ import numpy as np
 import xgboost as xgb
 
 from modelhost.serving import codecs
+from modelhost.serving.batch_predict import array_batch
 from modelhost.serving.errors import BadRequest
 from modelhost.serving.runtimes import Runtime
 
@@ -118,4 +119,5 @@ RUNTIME = Runtime(
     predict_fn=predict_fn,
     output_fn=output_fn,
     default_accept=codecs.CSV,
+    predict_batch=array_batch(predict_fn, rows_1d=True),
 )

@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from modelhost.serving.batch_predict import run_batched
 from modelhost.serving.errors import BadRequest, ModelServerError
 from modelhost.serving.runtimes import Runtime
 from modelhost.serving.runtimes.huggingface import content_types, decoder_encoder
 from modelhost.serving.runtimes.huggingface.decoder_encoder import JsonLines
 from modelhost.serving.runtimes.huggingface.loading import configure_hub_cache, load_model
+from modelhost.serving.runtimes.huggingface.streaming import can_stream, stream_generation
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +77,73 @@ _BATCHABLE = (
 def _predict_lines(data: JsonLines, model: Any) -> JsonLines | None:
     """Run every line in one pipeline call when they are all ``{"inputs": "<text>"}`` with the same
     parameters; None when they are not (each line then runs on its own)."""
-    kind = type(model).__name__
-    if len(data) < 2 or kind not in _BATCHABLE:
+    if len(data) < 2 or type(model).__name__ not in _BATCHABLE:
         return None
     first = data[0]
     for item in data:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("inputs"), str)
-            or set(item) - {"inputs", "parameters"}
-            or item.get("parameters") != first.get("parameters")
-        ):
+        if _text_key(item) is None or item.get("parameters") != first.get("parameters"):
             return None
     parameters = first.get("parameters") or {}
-    if not isinstance(parameters, dict):
+    return JsonLines(_run_texts(model, [item["inputs"] for item in data], parameters))
+
+
+def _text_key(item: Any) -> str | None:
+    """``{"inputs": "<text>", "parameters": {...}}`` -> its parameters as a key; None for anything else."""
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("inputs"), str)
+        or set(item) - {"inputs", "parameters"}
+        or not isinstance(item.get("parameters") or {}, dict)
+    ):
         return None
-    texts = [item["inputs"] for item in data]
+    try:
+        return json.dumps(item.get("parameters") or {}, sort_keys=True)
+    except (TypeError, ValueError):
+        return None
+
+
+def _run_texts(model: Any, texts: list[str], parameters: dict[str, Any]) -> list[Any]:
+    """One pipeline call for several texts -> what each text alone would have produced."""
+    kind = type(model).__name__
+    if kind == "TextClassificationPipeline" and "batch_size" not in parameters:
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is not None and tokenizer.pad_token is not None:
+            parameters = {**parameters, "batch_size": len(texts)}  # padded into one forward pass
     out = model(texts, **parameters)
     if kind == "SentenceEmbeddingPipeline":
-        return JsonLines({"embeddings": e} for e in out["embeddings"])
+        return [{"embeddings": e} for e in out["embeddings"]]
     if kind == "TextClassificationPipeline":
-        return JsonLines([r] if isinstance(r, dict) else r for r in out)
-    return JsonLines(out)
+        return [[r] if isinstance(r, dict) else r for r in out]
+    return list(out)
+
+
+def predict_batch(datas: list[Any], model: Any) -> list[Any]:
+    """Dynamic batching: the text requests with the same parameters as one pipeline call (for the
+    pipelines whose list output is the per-text output); everything else on its own."""
+    if type(model).__name__ not in _BATCHABLE:
+        return [_try_predict(data, model) for data in datas]
+
+    def combine(items: list[Any]) -> tuple[Any, list[int]]:
+        return ([item["inputs"] for item in items], items[0].get("parameters") or {}), [1] * len(items)
+
+    def split(prediction: Any, sizes: list[int]) -> list[Any] | None:
+        return prediction if len(prediction) == len(sizes) else None
+
+    return run_batched(datas, model, _predict_group, _text_key, combine, split)
+
+
+def _predict_group(data: Any, model: Any) -> Any:
+    if isinstance(data, tuple):  # a combined group of texts
+        texts, parameters = data
+        return _run_texts(model, texts, parameters)
+    return predict_fn(data, model)
+
+
+def _try_predict(data: Any, model: Any) -> Any:
+    try:
+        return predict_fn(data, model)
+    except Exception as e:
+        return e
 
 
 def predict_fn(data: Any, model: Any) -> Any:
@@ -106,7 +153,9 @@ def predict_fn(data: Any, model: Any) -> Any:
         if batched is not None:
             return batched
         return JsonLines(predict_fn(item, model) for item in data)
+    stream = False
     if isinstance(data, dict):
+        stream = data.pop("stream", False) is True and can_stream(model)
         inputs = data.pop("inputs", data)
         parameters = data.pop("parameters", None)
     elif isinstance(data, np.ndarray):
@@ -119,6 +168,10 @@ def predict_fn(data: Any, model: Any) -> Any:
         )
     if isinstance(inputs, bytes | bytearray):
         inputs = _audio_for(model, bytes(inputs))
+    if stream:  # token by token (TGI's server-sent events); the worker joins them for InvokeEndpoint
+        if parameters is not None and not isinstance(parameters, dict):
+            raise BadRequest(f'"parameters" must be a JSON object, not {type(parameters).__name__}')
+        return stream_generation(model, inputs, parameters)
     if parameters is None:
         return model(inputs)
     if not isinstance(parameters, dict):
@@ -190,4 +243,5 @@ RUNTIME = Runtime(
     predict_fn=predict_fn,
     output_fn=output_fn,
     map_error=prediction_error,
+    predict_batch=predict_batch,
 )

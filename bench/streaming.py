@@ -1,0 +1,200 @@
+"""Response streaming benchmark: time to first token (TTFT) and tokens/s of a small text-generation
+model (GPT-2 shaped, random weights, built locally: tests/hf_models.py ``gpt2``) streamed through
+InvokeEndpointWithResponseStream, against the same pipeline streaming in-process (transformers'
+TextIteratorStreamer), in the same run. Also a user generator predict_fn (no model: pure platform cost).
+
+    .venv/bin/python bench/streaming.py [--requests 20] [--tokens 32] [--pin] [--out bench/results/streaming.json]
+
+--pin: server and instances on CPU 0, the in-process reference on CPU 0, the client (this process,
+boto3) on CPU 1. TTFT through modelhost = request sent -> first PayloadPart frame read (raw HTTP; boto3 also shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import PYTHON_IMAGE, ROLE, Server, tarball, wait_status  # noqa: E402
+
+from bench.realtime import pin_process  # noqa: E402
+
+HF_IMAGE = (
+    "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
+    "2.1.0-transformers4.37.0-cpu-py310-ubuntu22.04"
+)
+GENERATOR_CODE = """
+def model_fn(model_dir):
+    return None
+
+def input_fn(data, content_type):
+    return int(data)
+
+def predict_fn(n, model):
+    return (f"chunk {i}\\n" for i in range(n))
+"""
+PROMPT = "hello world"
+
+
+def params(tokens: int) -> dict[str, Any]:
+    # random weights: keep special tokens out so every step yields text
+    return {"max_new_tokens": tokens, "min_new_tokens": tokens, "do_sample": False, "suppress_tokens": [0, 1, 2, 3, 4]}
+
+
+def summary(ttft: list[float], total: list[float], tokens: int) -> dict[str, float]:
+    return {
+        "ttft_p50_ms": statistics.median(ttft) * 1e3,
+        "ttft_min_ms": min(ttft) * 1e3,
+        "tokens_per_s": tokens / statistics.median(total),
+        "requests": len(ttft),
+    }
+
+
+def in_process(model_dir: Path, requests: int, tokens: int) -> dict[str, float]:
+    import torch
+    from transformers import pipeline
+
+    from modelhost.serving.runtimes.huggingface.streaming import stream_generation
+
+    torch.set_num_threads(1)
+    pipe = pipeline("text-generation", model=str(model_dir), device="cpu")
+    ttft, total = [], []
+    for _ in range(requests + 2):
+        t0 = time.perf_counter()
+        first = None
+        for _event in stream_generation(pipe, PROMPT, params(tokens)):
+            first = first or time.perf_counter()
+        ttft.append((first or time.perf_counter()) - t0)
+        total.append(time.perf_counter() - t0)
+    return summary(ttft[2:], total[2:], tokens)
+
+
+def through_modelhost(url: str, endpoint: str, body: bytes, requests: int, tokens: int) -> dict[str, float]:
+    """Raw HTTP (http.client, keep-alive): request sent -> first whole PayloadPart frame read, so the
+    figure is the server's, not boto3's parsing."""
+    import http.client
+    import struct
+    from urllib.parse import urlparse
+
+    host = urlparse(url)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    path = f"/endpoints/{endpoint}/invocations-response-stream"
+    ttft, total = [], []
+    for _ in range(requests + 2):
+        t0 = time.perf_counter()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        prelude = resp.read(12)
+        resp.read(struct.unpack(">I", prelude[:4])[0] - 12)
+        first = time.perf_counter()
+        resp.read()
+        ttft.append(first - t0)
+        total.append(time.perf_counter() - t0)
+    conn.close()
+    return summary(ttft[2:], total[2:], tokens)
+
+
+def through_boto3(rt: Any, endpoint: str, body: bytes, requests: int, tokens: int) -> dict[str, float]:
+    ttft, total = [], []
+    for _ in range(requests + 2):
+        t0 = time.perf_counter()
+        resp = rt.invoke_endpoint_with_response_stream(EndpointName=endpoint, ContentType="application/json", Body=body)
+        first = None
+        for _event in resp["Body"]:
+            first = first or time.perf_counter()
+        ttft.append((first or time.perf_counter()) - t0)
+        total.append(time.perf_counter() - t0)
+    return summary(ttft[2:], total[2:], tokens)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--pin", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "streaming.json")
+    args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from tests.hf_models import dir_files, gpt2
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = gpt2(Path(tmp) / "gpt2")
+        if args.pin:
+            pin_process(os.getpid(), {0})
+        results["in_process"] = in_process(model_dir, args.requests, args.tokens)
+        if args.pin:
+            pin_process(os.getpid(), {1})
+        server = Server(Path(tmp) / "data", env={"OMP_NUM_THREADS": "1"})
+        try:
+            server.start()
+            assert server.proc is not None
+            if args.pin:
+                pin_process(server.proc.pid, {0})
+            server.put_object("s3://bench/gpt2.tar.gz", tarball(dir_files(model_dir)))
+            server.put_object("s3://bench/gen.tar.gz", tarball({"code/inference.py": GENERATOR_CODE}))
+            sm, rt = server.clients()
+            for name, container in (
+                ("gen", {"Image": HF_IMAGE, "ModelDataUrl": "s3://bench/gpt2.tar.gz"}),
+                ("chunks", {"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://bench/gen.tar.gz"}),
+            ):
+                if name == "gen":
+                    container["Environment"] = {"HF_TASK": "text-generation"}  # type: ignore[assignment]
+                sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer=container)
+                sm.create_endpoint_config(
+                    EndpointConfigName=name,
+                    ProductionVariants=[
+                        {
+                            "VariantName": "AllTraffic",
+                            "ModelName": name,
+                            "InitialInstanceCount": 1,
+                            "InstanceType": "ml.m5.large",
+                        }
+                    ],
+                )
+                sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+            for name in ("gen", "chunks"):
+                assert wait_status(sm, name, ("InService", "Failed"), timeout=300)["EndpointStatus"] == "InService"
+            body = json.dumps({"inputs": PROMPT, "parameters": params(args.tokens), "stream": True}).encode()
+            results["modelhost"] = through_modelhost(server.url, "gen", body, args.requests, args.tokens)
+            results["modelhost_boto3"] = through_boto3(rt, "gen", body, args.requests, args.tokens)
+            results["modelhost_generator_fn"] = through_modelhost(
+                server.url, "chunks", str(args.tokens).encode(), args.requests, args.tokens
+            )
+        finally:
+            server.stop()
+    ttft_over = results["modelhost"]["ttft_p50_ms"] - results["in_process"]["ttft_p50_ms"]
+    print(f"\nstreaming {args.tokens} tokens, GPT-2 shaped random model; {os.cpu_count()} CPUs; pinned: {args.pin}")
+    print(f"{'target':<26}{'TTFT p50 ms':>12}{'TTFT min ms':>12}{'tokens/s':>10}")
+    for name, r in results.items():
+        print(f"{name:<26}{r['ttft_p50_ms']:>12.2f}{r['ttft_min_ms']:>12.2f}{r['tokens_per_s']:>10.1f}")
+    print(f"\nTTFT over the in-process first token (p50): {ttft_over:.2f} ms (goal <= 10 ms)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "pinned": args.pin,
+                "results": results,
+                "ttft_over_in_process_ms": ttft_over,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
