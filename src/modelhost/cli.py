@@ -68,8 +68,21 @@ def serve(
     allowed_hosts: Annotated[
         str, typer.Option(envvar="MODELHOST_ALLOWED_HOSTS", help="More Host names to serve (a,*.b.com; '*': any).")
     ] = "",
+    database_url: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELHOST_DB_URL",
+            help="Metadata database as a SQLAlchemy URL (postgresql://user@host/db); default SQLite in --data-dir.",
+        ),
+    ] = "",
+    backend: Annotated[
+        str, typer.Option(envvar="MODELHOST_BACKEND", help="Where replicas run: local processes or a Ray cluster.")
+    ] = "local",
+    s3_endpoint_url: Annotated[
+        str, typer.Option(envvar="MODELHOST_S3_ENDPOINT_URL", help="An S3-compatible service behind every s3:// URI.")
+    ] = "",
 ) -> None:
-    """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
+    """Run the server (SQLite metadata and the local bucket store under --data-dir unless configured otherwise)."""
     from modelhost.app import serve as run_server
     from modelhost.config import Settings
     from modelhost.server import startup
@@ -82,7 +95,13 @@ def serve(
         account_id=account_id,
         credentials_file=credentials_file,
         allowed_hosts=allowed_hosts,
+        database_url=database_url,
+        backend=backend,
+        s3_endpoint_url=s3_endpoint_url,
     )
+    if backend not in ("local", "ray"):
+        err.print(f"[red]error:[/red] --backend must be local or ray, not {backend!r}", highlight=False)
+        raise typer.Exit(2)
     try:
         err.print(startup.authentication_notice(settings, insecure), highlight=False, soft_wrap=True)
     except startup.RefusedToStart as exc:
@@ -93,7 +112,13 @@ def serve(
 
         deploy_example_in_background(settings)
     err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
-    run_server(settings)
+    from modelhost.store.db import DatabaseUnavailable
+
+    try:
+        run_server(settings)
+    except DatabaseUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 DEPLOY_BUCKET = "modelhost-deploy"

@@ -65,9 +65,15 @@ class Settings:
         default_factory=lambda: _env("REQUIREMENTS_ALLOW_LOCAL", "").lower() in ("1", "true", "yes")
     )
 
+    # Cluster (issue 16): the metadata database as a SQLAlchemy URL (empty: SQLite under the data dir),
+    # the backend replicas run on ("local" processes or "ray" Serve deployments) and the Ray cluster.
+    database_url: str = field(default_factory=lambda: _env("DB_URL", ""))
+    backend: str = field(default_factory=lambda: _env("BACKEND", "local"))
+    ray_address: str = field(default_factory=lambda: _env("RAY_ADDRESS", os.environ.get("RAY_ADDRESS", "auto")))
+
     @property
     def db_url(self) -> str:
-        return _env("DB_URL", f"sqlite:///{self.data_dir / 'modelhost.db'}")
+        return self.database_url or f"sqlite:///{self.data_dir / 'modelhost.db'}"
 
     @property
     def buckets_dir(self) -> Path:
