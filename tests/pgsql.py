@@ -81,7 +81,8 @@ def postgres(databases: tuple[str, ...] = ("modelhost",)) -> Iterator[str]:
     )
     try:
         deadline = time.monotonic() + 30
-        while subprocess.run([str(pg / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode:
+        ready = [str(pg / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
+        while subprocess.run(ready, capture_output=True).returncode:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"PostgreSQL did not start:\n{(root / 'postgres.log').read_text()}")
             time.sleep(0.1)

@@ -17,6 +17,7 @@ from tests.pgsql import postgres
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+MODULE = "tests/integration/test_control_plane.py"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_control_plane_module_runs_on_postgres(pg_url: str) -> None:
     errors, failed deployments) unchanged, with every server's metadata in PostgreSQL."""
     env = {**os.environ, "MODELHOST_DB_URL": pg_url}
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "tests/integration/test_control_plane.py"],
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", MODULE],
         cwd=ROOT,
         env=env,
         capture_output=True,
