@@ -108,6 +108,7 @@ def ray_cluster(head_cpus: int = 2, worker_cpus: int = 1) -> Iterator[RayCluster
                 f"--port={port}",
                 f"--num-cpus={head_cpus}",
                 "--include-dashboard=false",
+                f"--dashboard-port={free_port()}",
                 f"--ray-client-server-port={free_port()}",
             ],
         )

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from modelhost.backends.handle import Backend
 from modelhost.backends.local import LocalBackend
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
@@ -58,7 +59,11 @@ class Services:
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
         self.router = Router(settings.instance_wait_timeout)
-        self.backend = LocalBackend(settings, self.artifacts)
+        self.backend: Backend = LocalBackend(settings, self.artifacts)
+        if settings.backend == "ray":  # issue 16: replicas as Ray Serve deployments (backends/ray/)
+            from modelhost.backends.ray import RayBackend
+
+            self.backend = RayBackend(settings, self.artifacts)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
         # Asynchronous inference: the durable queue; the control loop tells it which endpoints are async.
         self.asyncq = AsyncInference(settings, self.store, self.blobs, self.router)

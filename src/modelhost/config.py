@@ -70,6 +70,9 @@ class Settings:
     database_url: str = field(default_factory=lambda: _env("DB_URL", ""))
     backend: str = field(default_factory=lambda: _env("BACKEND", "local"))
     ray_address: str = field(default_factory=lambda: _env("RAY_ADDRESS", os.environ.get("RAY_ADDRESS", "auto")))
+    # Ray CPUs reserved per vCPU of the InstanceType, and the share of its memory reserved (backends/ray/sizing.py).
+    ray_cpus_per_vcpu: float = field(default_factory=lambda: float(_env("RAY_CPUS_PER_VCPU", "1")))
+    ray_memory_share: float = field(default_factory=lambda: float(_env("RAY_MEMORY_SHARE", "1")))
 
     @property
     def db_url(self) -> str:

@@ -50,6 +50,7 @@ class FleetRequest:
     startup_timeout: float | None = None
     download_timeout: float = 3600.0
     volume_size_gb: int | None = None  # the variant's VolumeSizeInGB (bounds extracted model data)
+    instance_type: str = ""  # the variant's InstanceType (the Ray backend sizes replicas from it)
 
 
 @dataclass

@@ -144,6 +144,7 @@ class Reconciler:
             startup_timeout=float(startup) if startup is not None else None,
             download_timeout=float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT)),
             volume_size_gb=variant.get("VolumeSizeInGB"),
+            instance_type=variant.get("InstanceType", ""),
         )
 
     def route(self, endpoint: str, snap: Snapshot, fleets: dict[str, FleetHandle]) -> EndpointRoute:

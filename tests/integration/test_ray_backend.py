@@ -1,0 +1,302 @@
+"""The Ray backend (issue 16) against a real local Ray cluster (a head and a second node joined with
+``ray start --address``), real PostgreSQL for the metadata and moto's S3 for every s3:// URI: the same
+boto3 flows as on the local backend, answers byte-identical to a local-backend server's."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.helpers import (
+    PYTHON_IMAGE,
+    ROLE,
+    SKLEARN_IMAGE,
+    Server,
+    csv_row,
+    diabetes,
+    moto_s3,
+    moto_server,
+    sklearn_model,
+    tarball,
+    wait_status,
+)
+from tests.pgsql import postgres
+from tests.raycluster import RayCluster, ray_cluster
+
+pytestmark = pytest.mark.slow
+
+CONSTANT_MODEL = """
+import os
+def model_fn(model_dir):
+    return os.environ["ANSWER"]
+def input_fn(data, content_type):
+    return data
+def predict_fn(data, model):
+    return model
+def output_fn(prediction, accept):
+    return prediction, "text/plain"
+"""
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+SKLEARN_URL = "s3://ray-models/sklearn/model.tar.gz"
+CONSTANT_URL = "s3://ray-models/constant/model.tar.gz"
+
+
+class Cluster:
+    """Everything a module shares: the Ray cluster, PostgreSQL, moto, a Ray-backend and a local-backend server."""
+
+    def __init__(self, ray: RayCluster, pg_url: str, s3_url: str, ray_server: Server, local: Server) -> None:
+        self.ray, self.pg_url, self.s3_url, self.server, self.local = ray, pg_url, s3_url, ray_server, local
+
+
+def ray_env(cluster: RayCluster, pg_url: str, s3_url: str) -> dict[str, str]:
+    return {
+        **cluster.env,
+        **AWS_ENV,
+        "MODELHOST_BACKEND": "ray",
+        "MODELHOST_DB_URL": pg_url,
+        "MODELHOST_S3_ENDPOINT_URL": s3_url,
+        # a 2+1-CPU test cluster holds several "ml.m5.large" replicas
+        "MODELHOST_RAY_CPUS_PER_VCPU": "0.1",
+        "MODELHOST_RAY_MEMORY_SHARE": "0",
+        "MODELHOST_PING_INTERVAL": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    tmp = tmp_path_factory.mktemp("ray")
+    with ray_cluster(head_cpus=2, worker_cpus=1) as ray, postgres() as pg_url, moto_server(tmp / "moto.log") as s3:
+        client = moto_s3(s3)
+        client.create_bucket(Bucket="ray-models")
+        client.put_object(Bucket="ray-models", Key="sklearn/model.tar.gz", Body=sklearn_model()[0])
+        client.put_object(
+            Bucket="ray-models", Key="constant/model.tar.gz", Body=tarball({"code/inference.py": CONSTANT_MODEL})
+        )
+        ray_server = Server(tmp / "ray-data", env=ray_env(ray, pg_url, s3)).start()
+        local = Server(tmp / "local-data", env={**AWS_ENV, "MODELHOST_S3_ENDPOINT_URL": s3}).start()
+        try:
+            yield Cluster(ray, pg_url, s3, ray_server, local)
+        finally:
+            ray_server.stop()
+            local.stop()
+
+
+def replica_pids(app_part: str) -> list[int]:
+    """Ray Serve replica processes (their title is ``ray::ServeReplica:<app>:<deployment>``)."""
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if cmd and cmd[0].startswith("ray::ServeReplica:") and app_part in cmd[0]:
+            pids.append(proc.pid)
+    return pids
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def create(sm: Any, name: str, variants: list[dict[str, Any]], models: dict[str, dict[str, Any]]) -> None:
+    for model, container in models.items():
+        sm.create_model(ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer=container)
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[{"InstanceType": "ml.m5.large", **v} for v in variants],
+    )
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+def sklearn_variant(model: str, count: int = 1, name: str = "AllTraffic", weight: float = 1.0) -> dict[str, Any]:
+    return {"VariantName": name, "ModelName": model, "InitialInstanceCount": count, "InitialVariantWeight": weight}
+
+
+def test_create_invoke_delete_byte_identical_to_local(env: Cluster) -> None:
+    x, _ = diabetes()
+    rows = "\n".join(csv_row(r) for r in x[:5])
+    npy = io.BytesIO()
+    np.save(npy, x[:3])
+    requests = [
+        ("text/csv", "text/csv", rows.encode()),
+        ("text/csv", "application/json", rows.encode()),
+        ("application/json", "application/json", f"[{x[0].tolist()}]".encode()),
+        ("application/x-npy", "application/x-npy", npy.getvalue()),
+    ]
+    answers = []
+    for srv in (env.server, env.local):
+        sm, rt = srv.clients()
+        create(sm, "sk", [sklearn_variant("sk")], {"sk": {"Image": SKLEARN_IMAGE, "ModelDataUrl": SKLEARN_URL}})
+        desc = wait_status(sm, "sk", ("InService", "Failed"), timeout=180)
+        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        got = []
+        for content_type, accept, body in requests:
+            r = rt.invoke_endpoint(EndpointName="sk", ContentType=content_type, Accept=accept, Body=body)
+            got.append((r["ContentType"], r["InvokedProductionVariant"], r["Body"].read()))
+        with pytest.raises(ClientError) as bad:
+            rt.invoke_endpoint(EndpointName="sk", ContentType="text/csv", Body=b"1,2,not-a-number")
+        got.append((bad.value.response["Error"]["Code"], bad.value.response["Error"]["Message"], b""))
+        answers.append(got)
+    assert answers[0] == answers[1]
+    assert len(replica_pids("mh-sk--AllTraffic")) == 1
+    sm, rt = env.server.clients()
+    sm.delete_endpoint(EndpointName="sk")
+    wait_for(lambda: not replica_pids("mh-sk--AllTraffic"), 60, "the Serve application to go")
+    with pytest.raises(ClientError):
+        sm.describe_endpoint(EndpointName="sk")
+
+
+def test_failed_model_reports_the_load_error(env: Cluster) -> None:
+    sm, _ = env.server.clients()
+    client = moto_s3(env.s3_url)
+    broken = "def model_fn(model_dir):\n    raise ValueError('weights are corrupt')\n"
+    client.put_object(Bucket="ray-models", Key="broken/model.tar.gz", Body=tarball({"code/inference.py": broken}))
+    create(
+        sm,
+        "broken",
+        [sklearn_variant("broken")],
+        {"broken": {"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://ray-models/broken/model.tar.gz"}},
+    )
+    desc = wait_status(sm, "broken", ("InService", "Failed"), timeout=180)
+    assert desc["EndpointStatus"] == "Failed"
+    assert "weights are corrupt" in desc["FailureReason"]
+    sm.delete_endpoint(EndpointName="broken")
+
+
+def constant(answer: str) -> dict[str, Any]:
+    return {"Image": PYTHON_IMAGE, "ModelDataUrl": CONSTANT_URL, "Environment": {"ANSWER": answer}}
+
+
+def test_weighted_variants_target_variant_and_replica_death(env: Cluster) -> None:
+    sm, rt = env.server.clients()
+    create(
+        sm,
+        "two",
+        [sklearn_variant("two-a", 2, "A", 1.0), sklearn_variant("two-b", 1, "B", 1.0)],
+        {"two-a": constant("a"), "two-b": constant("b")},
+    )
+    desc = wait_status(sm, "two", ("InService", "Failed"), timeout=180)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    seen = Counter(rt.invoke_endpoint(EndpointName="two", Body=b"x")["Body"].read() for _ in range(60))
+    assert set(seen) == {b"a", b"b"} and min(seen.values()) > 10, seen
+    for _ in range(5):
+        r = rt.invoke_endpoint(EndpointName="two", Body=b"x", TargetVariant="B")
+        assert (r["Body"].read(), r["InvokedProductionVariant"]) == (b"b", "B")
+    # kill -9 one of A's replicas under load: only requests in flight on it may fail
+    pids = replica_pids("mh-two--A")
+    assert len(pids) == 2
+    results: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        _, client = env.server.clients()
+        while not stop.is_set():
+            try:
+                client.invoke_endpoint(EndpointName="two", Body=b"x", TargetVariant="A")
+                results["ok"] += 1
+            except ClientError:
+                results["failed"] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    psutil.Process(pids[0]).kill()
+    time.sleep(6)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert results["ok"] > 20 and results["failed"] <= 4, results
+    assert sm.describe_endpoint(EndpointName="two")["EndpointStatus"] == "InService"
+    wait_for(
+        lambda: len(replica_pids("mh-two--A")) == 2 and pids[0] not in replica_pids("mh-two--A"), 90, "a new replica"
+    )
+    sm.delete_endpoint(EndpointName="two")
+
+
+def test_capacity_changes_set_num_replicas(env: Cluster) -> None:
+    sm, rt = env.server.clients()
+    create(sm, "cap", [sklearn_variant("cap")], {"cap": constant("c")})
+    assert wait_status(sm, "cap", ("InService", "Failed"), timeout=180)["EndpointStatus"] == "InService"
+    first = replica_pids("mh-cap--AllTraffic")
+    for count in (2, 1):
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="cap",
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": count}],
+        )
+        desc = wait_status(sm, "cap", ("InService", "Failed"), timeout=120)
+        assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == count
+        wait_for(lambda c=count: len(replica_pids("mh-cap--AllTraffic")) == c, 60, f"{count} replicas")
+        assert rt.invoke_endpoint(EndpointName="cap", Body=b"x")["Body"].read() == b"c"
+    # the first replica was kept throughout: a lightweight num_replicas update, not a restart
+    assert set(first) <= set(replica_pids("mh-cap--AllTraffic")) or len(first) == 1
+    sm.delete_endpoint(EndpointName="cap")
+
+
+def test_canary_update_under_load_loses_nothing(env: Cluster) -> None:
+    sm, rt = env.server.clients()
+    create(sm, "canary", [sklearn_variant("canary-v1")], {"canary-v1": constant("v1")})
+    assert wait_status(sm, "canary", ("InService", "Failed"), timeout=180)["EndpointStatus"] == "InService"
+    sm.create_model(ModelName="canary-v2", ExecutionRoleArn=ROLE, PrimaryContainer=constant("v2"))
+    sm.create_endpoint_config(
+        EndpointConfigName="canary-2",
+        ProductionVariants=[{**sklearn_variant("canary-v2"), "InstanceType": "ml.m5.large"}],
+    )
+    results: Counter[bytes] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        _, client = env.server.clients()
+        while not stop.is_set():
+            try:
+                results[client.invoke_endpoint(EndpointName="canary", Body=b"x")["Body"].read()] += 1
+            except ClientError:
+                results[b"failed"] += 1
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+    sm.update_endpoint(
+        EndpointName="canary",
+        EndpointConfigName="canary-2",
+        DeploymentConfig={
+            "BlueGreenUpdatePolicy": {
+                "TrafficRoutingConfiguration": {
+                    "Type": "CANARY",
+                    "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": 50},
+                    "WaitIntervalInSeconds": 2,
+                },
+                "TerminationWaitInSeconds": 0,
+            }
+        },
+    )
+    time.sleep(1)
+    desc = wait_status(sm, "canary", ("InService", "Failed"), timeout=180)
+    time.sleep(1)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert desc["EndpointConfigName"] == "canary-2"
+    assert results[b"failed"] == 0 and results[b"v1"] > 0 and results[b"v2"] > 0, results
+    wait_for(lambda: len(replica_pids("mh-canary--AllTraffic")) == 1, 60, "the blue application to go")
+    sm.delete_endpoint(EndpointName="canary")
+
+
+def test_postgres_holds_the_metadata(env: Cluster) -> None:
+    from sqlalchemy import create_engine, text
+
+    with create_engine(env.pg_url).connect() as conn:
+        names = {r[0] for r in conn.execute(text("select name from models"))}
+    assert {"sk", "two-a", "cap"} <= names
+    assert not (Path(env.server.data_dir) / "modelhost.db").exists()
