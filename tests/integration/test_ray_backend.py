@@ -149,10 +149,10 @@ def test_create_invoke_delete_byte_identical_to_local(env: Cluster) -> None:
         got.append((bad.value.response["Error"]["Code"], bad.value.response["Error"]["Message"], b""))
         answers.append(got)
     assert answers[0] == answers[1]
-    assert len(replica_pids("mh-sk--AllTraffic")) == 1
+    assert len(replica_pids("-sk--AllTraffic-")) == 1
     sm, rt = env.server.clients()
     sm.delete_endpoint(EndpointName="sk")
-    wait_for(lambda: not replica_pids("mh-sk--AllTraffic"), 60, "the Serve application to go")
+    wait_for(lambda: not replica_pids("-sk--AllTraffic-"), 60, "the Serve application to go")
     with pytest.raises(ClientError):
         sm.describe_endpoint(EndpointName="sk")
 
@@ -194,7 +194,7 @@ def test_weighted_variants_target_variant_and_replica_death(env: Cluster) -> Non
         r = rt.invoke_endpoint(EndpointName="two", Body=b"x", TargetVariant="B")
         assert (r["Body"].read(), r["InvokedProductionVariant"]) == (b"b", "B")
     # kill -9 one of A's replicas under load: only requests in flight on it may fail
-    pids = replica_pids("mh-two--A")
+    pids = replica_pids("-two--A-")
     assert len(pids) == 2
     results: Counter[str] = Counter()
     stop = threading.Event()
@@ -220,7 +220,7 @@ def test_weighted_variants_target_variant_and_replica_death(env: Cluster) -> Non
     assert results["ok"] > 20 and results["failed"] <= 4, results
     assert sm.describe_endpoint(EndpointName="two")["EndpointStatus"] == "InService"
     wait_for(
-        lambda: len(replica_pids("mh-two--A")) == 2 and pids[0] not in replica_pids("mh-two--A"), 90, "a new replica"
+        lambda: len(replica_pids("-two--A-")) == 2 and pids[0] not in replica_pids("-two--A-"), 90, "a new replica"
     )
     sm.delete_endpoint(EndpointName="two")
 
@@ -229,7 +229,7 @@ def test_capacity_changes_set_num_replicas(env: Cluster) -> None:
     sm, rt = env.server.clients()
     create(sm, "cap", [sklearn_variant("cap")], {"cap": constant("c")})
     assert wait_status(sm, "cap", ("InService", "Failed"), timeout=180)["EndpointStatus"] == "InService"
-    first = replica_pids("mh-cap--AllTraffic")
+    first = replica_pids("-cap--AllTraffic-")
     for count in (2, 1):
         sm.update_endpoint_weights_and_capacities(
             EndpointName="cap",
@@ -237,10 +237,10 @@ def test_capacity_changes_set_num_replicas(env: Cluster) -> None:
         )
         desc = wait_status(sm, "cap", ("InService", "Failed"), timeout=120)
         assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == count
-        wait_for(lambda c=count: len(replica_pids("mh-cap--AllTraffic")) == c, 60, f"{count} replicas")
+        wait_for(lambda c=count: len(replica_pids("-cap--AllTraffic-")) == c, 60, f"{count} replicas")
         assert rt.invoke_endpoint(EndpointName="cap", Body=b"x")["Body"].read() == b"c"
     # the first replica was kept throughout: a lightweight num_replicas update, not a restart
-    assert set(first) <= set(replica_pids("mh-cap--AllTraffic")) or len(first) == 1
+    assert set(first) <= set(replica_pids("-cap--AllTraffic-")) or len(first) == 1
     sm.delete_endpoint(EndpointName="cap")
 
 
@@ -289,7 +289,7 @@ def test_canary_update_under_load_loses_nothing(env: Cluster) -> None:
         t.join()
     assert desc["EndpointConfigName"] == "canary-2"
     assert results[b"failed"] == 0 and results[b"v1"] > 0 and results[b"v2"] > 0, results
-    wait_for(lambda: len(replica_pids("mh-canary--AllTraffic")) == 1, 60, "the blue application to go")
+    wait_for(lambda: len(replica_pids("-canary--AllTraffic-")) == 1, 60, "the blue application to go")
     sm.delete_endpoint(EndpointName="canary")
 
 
@@ -300,3 +300,66 @@ def test_postgres_holds_the_metadata(env: Cluster) -> None:
         names = {r[0] for r in conn.execute(text("select name from models"))}
     assert {"sk", "two-a", "cap"} <= names
     assert not (Path(env.server.data_dir) / "modelhost.db").exists()
+
+
+SLOW_UPPER = """
+import time
+def model_fn(model_dir):
+    return None
+def transform_fn(model, data, content_type, accept):
+    time.sleep(0.4)
+    return data.upper(), "text/plain"
+"""
+
+
+def test_async_on_ray_replicas_survives_kill9_of_the_front_door(env: Cluster) -> None:
+    """InvokeEndpointAsync: the queue in PostgreSQL, the dispatcher feeding Ray replicas; kill -9 of the
+    server with requests queued and in flight, restart: every accepted request has exactly one output."""
+    s3 = moto_s3(env.s3_url)
+    s3.create_bucket(Bucket="ray-async")
+    s3.put_object(Bucket="ray-models", Key="upper/model.tar.gz", Body=tarball({"code/inference.py": SLOW_UPPER}))
+    sm, rt = env.server.clients()
+    sm.create_model(
+        ModelName="upper",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://ray-models/upper/model.tar.gz"},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="upper",
+        ProductionVariants=[{**sklearn_variant("upper"), "InstanceType": "ml.m5.large"}],
+        AsyncInferenceConfig={
+            "OutputConfig": {"S3OutputPath": "s3://ray-async/out"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 1},
+        },
+    )
+    sm.create_endpoint(EndpointName="upper", EndpointConfigName="upper")
+    assert wait_status(sm, "upper", ("InService", "Failed"), timeout=180)["EndpointStatus"] == "InService"
+    ids = [f"r{i:02d}" for i in range(12)]
+    for i in ids:
+        rt.invoke_endpoint_async(
+            EndpointName="upper", InferenceId=i, InputLocation=_put(s3, f"in/{i}", f"req {i}".encode())
+        )
+
+    def outputs() -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket="ray-async", Prefix="out/").get("Contents", [])]
+
+    wait_for(lambda: len(outputs()) >= 2, 60, "two outputs")
+    env.server.kill9()
+    assert len(outputs()) < len(ids), "everything finished before the kill"
+    env.server.start()
+    wait_for(lambda: len(outputs()) == len(ids), 120, "every output after the restart")
+    assert sorted(outputs()) == sorted(f"out/{i}.out" for i in ids)
+    for i in ids:
+        assert s3.get_object(Bucket="ray-async", Key=f"out/{i}.out")["Body"].read() == f"REQ {i}".upper().encode()
+    from sqlalchemy import create_engine, text
+
+    with create_engine(env.pg_url).connect() as conn:
+        rows = conn.execute(text("select inference_id, status from async_requests order by seq")).fetchall()
+    assert [r[0] for r in rows] == ids and {r[1] for r in rows} == {"Completed"}
+    # the restarted server replaced its predecessor's Serve application (one replica, not two)
+    wait_for(lambda: len(replica_pids("-upper--AllTraffic-")) == 1, 60, "one replica of the async endpoint")
+
+
+def _put(s3: Any, key: str, body: bytes) -> str:
+    s3.put_object(Bucket="ray-async", Key=key, Body=body)
+    return f"s3://ray-async/{key}"

@@ -9,6 +9,7 @@ The server is a Ray driver: it connects to the cluster at ``RAY_ADDRESS`` (``aut
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 import uuid
@@ -33,6 +34,9 @@ class RayBackend:
         self._connected = False
         self._lock = asyncio.Lock()
         self._run_id = uuid.uuid4().hex[:8]  # this server run's applications are named apart
+        # Applications of one metadata database share a prefix: a server restarted on that database
+        # (after kill -9, or a new leader) removes those its predecessor left behind.
+        self._prefix = "mh-" + hashlib.sha256(settings.db_url.encode()).hexdigest()[:8] + "-"
 
     def _connect(self) -> None:
         import ray
@@ -46,6 +50,9 @@ class RayBackend:
                 configure_logging=False,
             )
         serve.start(proxy_location="Disabled")
+        for name in serve.status().applications:
+            if name.startswith(self._prefix) and not name.startswith(self._prefix + self._run_id):
+                serve.delete(name, _blocking=False)
 
     async def connect(self) -> None:
         async with self._lock:
@@ -89,7 +96,7 @@ class RayBackend:
             )
         safe = re.sub(r"[^A-Za-z0-9-]", "-", f"{request.owner}--{request.variant}")
         app = ServeApp(
-            name=f"mh-{safe}-{self._run_id}-{uuid.uuid4().hex[:6]}",
+            name=f"{self._prefix}{self._run_id}-{safe}-{uuid.uuid4().hex[:6]}",
             deployment=re.sub(r"[^A-Za-z0-9-]", "-", request.variant),
             model_dir=str(spec.model_dir),
             artifact=artifact,
