@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import numpy as np
 import psutil
 import pytest
@@ -69,6 +70,8 @@ def ray_env(cluster: RayCluster, pg_url: str, s3_url: str) -> dict[str, str]:
         "MODELHOST_RAY_CPUS_PER_VCPU": "0.1",
         "MODELHOST_RAY_MEMORY_SHARE": "0",
         "MODELHOST_PING_INTERVAL": "1",
+        "MODELHOST_AUTOSCALE_INTERVAL": "0.5",
+        "MODELHOST_AUTOSCALE_WINDOW": "3",
     }
 
 
@@ -225,22 +228,67 @@ def test_weighted_variants_target_variant_and_replica_death(env: Cluster) -> Non
     sm.delete_endpoint(EndpointName="two")
 
 
-def test_capacity_changes_set_num_replicas(env: Cluster) -> None:
+def test_autoscaling_sets_num_replicas_out_and_in(env: Cluster) -> None:
+    """Application Auto Scaling target tracking (modelhost's autoscaler) drives Serve's num_replicas."""
     sm, rt = env.server.clients()
+    aas = boto3.Session(aws_access_key_id="x", aws_secret_access_key="y", region_name="us-east-1").client(
+        "application-autoscaling", endpoint_url=env.server.url
+    )
     create(sm, "cap", [sklearn_variant("cap")], {"cap": constant("c")})
     assert wait_status(sm, "cap", ("InService", "Failed"), timeout=180)["EndpointStatus"] == "InService"
     first = replica_pids("-cap--AllTraffic-")
-    for count in (2, 1):
-        sm.update_endpoint_weights_and_capacities(
-            EndpointName="cap",
-            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": count}],
-        )
-        desc = wait_status(sm, "cap", ("InService", "Failed"), timeout=120)
-        assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == count
-        wait_for(lambda c=count: len(replica_pids("-cap--AllTraffic-")) == c, 60, f"{count} replicas")
-        assert rt.invoke_endpoint(EndpointName="cap", Body=b"x")["Body"].read() == b"c"
-    # the first replica was kept throughout: a lightweight num_replicas update, not a restart
-    assert set(first) <= set(replica_pids("-cap--AllTraffic-")) or len(first) == 1
+    resource, dim = "endpoint/cap/variant/AllTraffic", "sagemaker:variant:DesiredInstanceCount"
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dim, MinCapacity=1, MaxCapacity=2
+    )
+    aas.put_scaling_policy(
+        PolicyName="invocations",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=dim,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 120.0,  # invocations per instance per minute
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleOutCooldown": 1,
+            "ScaleInCooldown": 1,
+        },
+    )
+
+    def count() -> int:
+        return int(sm.describe_endpoint(EndpointName="cap")["ProductionVariants"][0]["CurrentInstanceCount"])
+
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        _, client = env.server.clients()
+        while not stop.is_set():
+            try:
+                assert client.invoke_endpoint(EndpointName="cap", Body=b"x")["Body"].read() == b"c"
+            except (ClientError, AssertionError) as exc:
+                failures.append(str(exc))
+            time.sleep(0.05)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: count() == 2 and len(replica_pids("-cap--AllTraffic-")) == 2, 90, "scale-out to 2")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    # the first replica was kept: num_replicas changed in place (a lightweight update, no restart)
+    assert set(first) <= set(replica_pids("-cap--AllTraffic-"))
+    wait_for(lambda: count() == 1 and len(replica_pids("-cap--AllTraffic-")) == 1, 90, "scale-in to 1")
+    assert rt.invoke_endpoint(EndpointName="cap", Body=b"x")["Body"].read() == b"c"
+    activities = aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingActivities"]
+    assert [a["Description"] for a in activities][:2] == [
+        "Setting desired instance count to 1.",
+        "Setting desired instance count to 2.",
+    ]
     sm.delete_endpoint(EndpointName="cap")
 
 
@@ -358,6 +406,39 @@ def test_async_on_ray_replicas_survives_kill9_of_the_front_door(env: Cluster) ->
     assert [r[0] for r in rows] == ids and {r[1] for r in rows} == {"Completed"}
     # the restarted server replaced its predecessor's Serve application (one replica, not two)
     wait_for(lambda: len(replica_pids("-upper--AllTraffic-")) == 1, 60, "one replica of the async endpoint")
+
+    # scale to zero (MinCapacity 0 on the backlog): 0 replicas = no Serve application; a request wakes it
+    sm, rt = env.server.clients()
+    aas = boto3.Session(aws_access_key_id="x", aws_secret_access_key="y", region_name="us-east-1").client(
+        "application-autoscaling", endpoint_url=env.server.url
+    )
+    resource, dim = "endpoint/upper/variant/AllTraffic", "sagemaker:variant:DesiredInstanceCount"
+    aas.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dim, MinCapacity=0, MaxCapacity=1
+    )
+    aas.put_scaling_policy(
+        PolicyName="backlog",
+        ServiceNamespace="sagemaker",
+        ResourceId=resource,
+        ScalableDimension=dim,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 5.0,
+            "CustomizedMetricSpecification": {
+                "MetricName": "ApproximateBacklogSizePerInstance",
+                "Namespace": "AWS/SageMaker",
+                "Dimensions": [{"Name": "EndpointName", "Value": "upper"}],
+                "Statistic": "Average",
+            },
+            "ScaleInCooldown": 1,
+            "ScaleOutCooldown": 1,
+        },
+    )
+    wait_for(lambda: not replica_pids("-upper--AllTraffic-"), 60, "scale-in to zero replicas")
+    assert wait_status(sm, "upper", ("InService",))["ProductionVariants"][0]["CurrentInstanceCount"] == 0
+    rt.invoke_endpoint_async(EndpointName="upper", InferenceId="wake", InputLocation=_put(s3, "in/wake", b"wake up"))
+    wait_for(lambda: "out/wake.out" in outputs(), 120, "the cold start's output")
+    assert s3.get_object(Bucket="ray-async", Key="out/wake.out")["Body"].read() == b"WAKE UP"
 
 
 def _put(s3: Any, key: str, body: bytes) -> str:

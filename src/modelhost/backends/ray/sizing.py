@@ -20,7 +20,7 @@ from dataclasses import dataclass
 GIB = 1024**3
 _MEMORY_PER_VCPU = {"c": 2, "r": 8}  # GiB; every other family 4
 _GPU_FAMILIES = ("g4dn", "g5", "g6", "p3", "p4d", "p5")
-_SIZE = re.compile(r"^(?:(\d+)x)?(medium|large|xlarge)$")
+_SIZE = re.compile(r"^(\d+)?(medium|large|xlarge)$")
 
 
 @dataclass(frozen=True)
