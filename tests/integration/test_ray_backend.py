@@ -156,8 +156,10 @@ def test_create_invoke_delete_byte_identical_to_local(env: Cluster) -> None:
     sm, rt = env.server.clients()
     sm.delete_endpoint(EndpointName="sk")
     wait_for(lambda: not replica_pids("-sk--AllTraffic-"), 60, "the Serve application to go")
-    with pytest.raises(ClientError):
+    wait_for(lambda: not sm.list_endpoints(NameContains="sk")["Endpoints"], 30, "the endpoint row to go")
+    with pytest.raises(ClientError) as gone:
         sm.describe_endpoint(EndpointName="sk")
+    assert gone.value.response["Error"]["Code"] == "ValidationException"
 
 
 def test_failed_model_reports_the_load_error(env: Cluster) -> None:
@@ -289,6 +291,8 @@ def test_autoscaling_sets_num_replicas_out_and_in(env: Cluster) -> None:
         "Setting desired instance count to 1.",
         "Setting desired instance count to 2.",
     ]
+    aas.deregister_scalable_target(ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dim)
+    wait_status(sm, "cap", ("InService",))
     sm.delete_endpoint(EndpointName="cap")
 
 

@@ -39,6 +39,9 @@ class RayBackend:
         self._prefix = "mh-" + hashlib.sha256(settings.db_url.encode()).hexdigest()[:8] + "-"
 
     def _connect(self) -> None:
+        # Ray Serve's own low-overhead mode (handle router on the caller's loop, gRPC between handle and
+        # replica, no per-request log flush): about half the per-request latency here. Read at import.
+        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
         import ray
         from ray import serve
 
@@ -81,7 +84,12 @@ class RayBackend:
             volume_size_gb=request.volume_size_gb,
         )
         await self.connect()
-        env = {**spec.environment, "MODELHOST_RUNTIME": spec.runtime, "PYTHONUNBUFFERED": "1"}
+        env = {
+            **spec.environment,
+            "MODELHOST_RUNTIME": spec.runtime,
+            "PYTHONUNBUFFERED": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
+        }
         artifact = None
         if self.settings.s3_endpoint_url:
             container = single_container(request.model, request.label)
