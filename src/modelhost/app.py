@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -14,11 +15,18 @@ from modelhost.backends.local import LocalBackend
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.controllers.autoscaler import Autoscaler
+from modelhost.controllers.functions import FunctionController
 from modelhost.controllers.loop import ControlLoop, Wakeup
+from modelhost.controllers.monitoring import MonitoringScheduler
+from modelhost.controllers.processing import ProcessingSupervisor
 from modelhost.controllers.reconciler import Reconciler
+from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.capture import DataCapture
+from modelhost.hosting.functions import FunctionInvoker
 from modelhost.hosting.router import Router
+from modelhost.hosting.serverless import ServerlessBackend
 from modelhost.server.build import build_asgi
 from modelhost.server.front_door import FrontDoor
 from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
@@ -26,11 +34,20 @@ from modelhost.store.blobs import BlobStore
 from modelhost.store.blobs_local import LocalBlobStore
 from modelhost.store.blobs_remote import RemoteBlobStore
 from modelhost.store.buckets import BucketStore
-from modelhost.store.db import MetadataStore, secure_data_dir
+from modelhost.store.db import DatabaseUnavailable, MetadataStore, secure_data_dir
 from modelhost.store.multipart import MultipartUploads
 from modelhost.store.remote_s3 import RemoteS3
 
 log = logging.getLogger("modelhost.server")
+
+
+def cluster_backend(settings: Settings, artifacts: ArtifactCache) -> Backend:
+    """``--backend``: local instance processes (default) or Ray Serve replicas (issue 16, backends/ray/)."""
+    if settings.backend == "ray":
+        from modelhost.backends.ray import RayBackend
+
+        return RayBackend(settings, artifacts)
+    return LocalBackend(settings, artifacts)
 
 
 class Services:
@@ -58,12 +75,19 @@ class Services:
             settings.allowed_model_dirs,
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
-        self.router = Router(settings.instance_wait_timeout)
-        self.backend: Backend = LocalBackend(settings, self.artifacts)
-        if settings.backend == "ray":  # issue 16: replicas as Ray Serve deployments (backends/ray/)
-            from modelhost.backends.ray import RayBackend
-
-            self.backend = RayBackend(settings, self.artifacts)
+        # Data capture: the router (and the async queue) offer each answered request; written in the background.
+        self.capture = DataCapture(self.blobs, settings.capture_flush_interval, settings.capture_buffer_bytes)
+        self.router = Router(settings.instance_wait_timeout, capture=self.capture)
+        # Serverless variants (and Lambda functions) get the serverless gate around the local fleets.
+        self.backend = ServerlessBackend(
+            cluster_backend(settings, self.artifacts),
+            idle_seconds=settings.serverless_idle_seconds,
+            cold_start_limit=settings.serverless_cold_start_limit,
+        )
+        self.serverless = ServerlessScaler(self.backend)
+        # Lambda functions: deployed by the control loop as serverless fleets, invoked through this table.
+        self.functions = FunctionInvoker()
+        self.function_controller = FunctionController(settings, self.store, self.backend, self.functions)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
         # Asynchronous inference: the durable queue; the control loop tells it which endpoints are async.
         self.asyncq = AsyncInference(settings, self.store, self.blobs, self.router)
@@ -81,17 +105,30 @@ class Services:
             self.autoscaler,
             tick=settings.reconcile_interval,
             autoscale_interval=settings.autoscale_interval,
-            endpoint_watchers=(self.asyncq.sync_endpoints,),
+            endpoint_watchers=(
+                self.asyncq.sync_endpoints,
+                self.serverless.on_pass,
+                self.function_controller.on_pass,
+                self.capture.sync_endpoints,
+            ),
             wakeup=wakeup,
+            # Model Monitor: schedules start executions, which are processing jobs.
+            supervisors=(
+                MonitoringScheduler(self.control),
+                ProcessingSupervisor(settings, self.store, self.blobs),
+            ),
         )
 
     async def start(self) -> None:
         await self.asyncq.start()
+        await self.capture.start()
         await self.loop.start()
 
     async def stop(self) -> None:
         await self.loop.shutdown()
+        await self.function_controller.shutdown()
         await self.asyncq.stop()
+        await self.capture.stop()  # flush what was captured
         await self.backend.close()
 
 
@@ -114,6 +151,7 @@ def create_app(settings: Settings) -> FrontDoor:
         buckets=services.buckets,
         uploads=MultipartUploads(services.buckets, settings.data_dir / "uploads"),
         lifespan=lifespan,
+        functions=services.functions,
     )
 
 
@@ -124,8 +162,13 @@ def serve(settings: Settings) -> None:
     from modelhost.server.middleware.limits import Limits
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asgi = create_app(settings)
+    except DatabaseUnavailable as exc:  # a bad or unreachable --database-url: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     uvicorn.run(
-        create_app(settings),
+        asgi,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

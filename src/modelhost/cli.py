@@ -1,4 +1,4 @@
-"""The command line: serve, deploy, invoke, ls, delete, logs.
+"""The command line: serve, deploy, invoke, ls, delete, logs, transform, env.
 
 Every command except ``serve`` talks to a running server through the SageMaker API (boto3), so
 it does exactly what any other SageMaker client could do.
@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
 
+from modelhost import cli_cluster as cluster
 from modelhost.client import DEFAULT_URL, boto_session, clients, signed_get
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
@@ -47,6 +48,7 @@ def _call(fn: Any, **kwargs: Any) -> Any:
 
 
 @app.command()
+@cluster.options
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for both the control plane and the runtime.")] = 8080,
@@ -68,21 +70,8 @@ def serve(
     allowed_hosts: Annotated[
         str, typer.Option(envvar="MODELHOST_ALLOWED_HOSTS", help="More Host names to serve (a,*.b.com; '*': any).")
     ] = "",
-    database_url: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELHOST_DB_URL",
-            help="Metadata database as a SQLAlchemy URL (postgresql://user@host/db); default SQLite in --data-dir.",
-        ),
-    ] = "",
-    backend: Annotated[
-        str, typer.Option(envvar="MODELHOST_BACKEND", help="Where replicas run: local processes or a Ray cluster.")
-    ] = "local",
-    s3_endpoint_url: Annotated[
-        str, typer.Option(envvar="MODELHOST_S3_ENDPOINT_URL", help="An S3-compatible service behind every s3:// URI.")
-    ] = "",
 ) -> None:
-    """Run the server (SQLite metadata and the local bucket store under --data-dir unless configured otherwise)."""
+    """Run the server (SQLite metadata and the local bucket store under --data-dir)."""
     from modelhost.app import serve as run_server
     from modelhost.config import Settings
     from modelhost.server import startup
@@ -95,13 +84,7 @@ def serve(
         account_id=account_id,
         credentials_file=credentials_file,
         allowed_hosts=allowed_hosts,
-        database_url=database_url,
-        backend=backend,
-        s3_endpoint_url=s3_endpoint_url,
     )
-    if backend not in ("local", "ray"):
-        err.print(f"[red]error:[/red] --backend must be local or ray, not {backend!r}", highlight=False)
-        raise typer.Exit(2)
     try:
         err.print(startup.authentication_notice(settings, insecure), highlight=False, soft_wrap=True)
     except startup.RefusedToStart as exc:
@@ -112,13 +95,13 @@ def serve(
 
         deploy_example_in_background(settings)
     err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
-    from modelhost.store.db import DatabaseUnavailable
-
-    try:
-        run_server(settings)
-    except DatabaseUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    # issue 14: the one line that points unmodified AWS code here
+    err.print(
+        f'modelhost: for unmodified AWS code: eval "$(modelhost env --url http://{host}:{port})"',
+        highlight=False,
+        soft_wrap=True,
+    )
+    run_server(settings)
 
 
 DEPLOY_BUCKET = "modelhost-deploy"
@@ -481,6 +464,32 @@ def transform(
         reason = f": {desc['FailureReason']}" if desc.get("FailureReason") else ""
         fail(f"transform job {job_name}: {status}{reason}")
     out.print(f"transform job {job_name}: Completed; output under {output_uri}", highlight=False, soft_wrap=True)
+
+
+# --- modelhost env (issue 14): the environment that points unmodified AWS code at the server ---------
+
+
+@app.command("env")
+def client_env(
+    url: UrlOption = DEFAULT_URL,
+    shell: Annotated[str, typer.Option(help="Output syntax: sh, fish, powershell or dotenv.")] = "sh",
+    dotenv: Annotated[bool, typer.Option("--dotenv", help="Same as --shell dotenv (a .env file).")] = False,
+) -> None:
+    """Print the environment that makes boto3, the AWS CLI and the sagemaker SDK use this server
+    unchanged: eval "$(modelhost env)"."""
+    from modelhost import client_env as ce
+
+    chosen = "dotenv" if dotenv else shell
+    if chosen not in ce.SHELLS:
+        fail(f"--shell must be one of {', '.join(ce.SHELLS)}, not {chosen!r}")
+    try:
+        info = ce.server_info(url)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(f"cannot read the client configuration of {url}: {exc}")
+    env, warning = ce.variables(url, info, ce.local_sdk_config(url, info))
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    sys.stdout.write(ce.render(env, chosen))
 
 
 def main() -> None:

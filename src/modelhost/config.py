@@ -58,12 +58,36 @@ class Settings:
     max_instances: int = field(default_factory=lambda: int(_env("MAX_INSTANCES", "0")))
     # Webhook hosts / URL prefixes allowed on loopback and private addresses (comma list).
     webhook_allow: str = field(default_factory=lambda: _env("WEBHOOK_ALLOW", ""))
+    # Data capture (hosting/capture/): seconds between flushes of captured records into objects (at most
+    # this much is lost on a crash), and the bytes buffered before new records are dropped (counted).
+    capture_flush_interval: float = field(default_factory=lambda: float(_env("CAPTURE_FLUSH_INTERVAL", "1")))
+    capture_buffer_bytes: int = field(default_factory=lambda: int(_env("CAPTURE_BUFFER_BYTES", str(64 << 20))))
     # Run instance processes as this unprivileged user when the server runs as root.
     instance_user: str = field(default_factory=lambda: _env("INSTANCE_USER", ""))
     # code/requirements.txt may name local paths outside the model (pip --isolated either way).
     requirements_allow_local: bool = field(
         default_factory=lambda: _env("REQUIREMENTS_ALLOW_LOCAL", "").lower() in ("1", "true", "yes")
     )
+    # Unmodified clients (issue 14): the IAM role STS and IAM answer for (get_execution_role()), and how
+    # long a Describe* of a resource in a transitional state waits for it to change (seconds; 0: never).
+    role_name: str = field(default_factory=lambda: _env("ROLE_NAME", "modelhost"))
+    describe_wait: float = field(default_factory=lambda: float(_env("DESCRIBE_WAIT", "20")))
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.role_name}"
+
+    # Serverless endpoints and Lambda functions (issue 11): seconds without requests before a variant
+    # scales to zero (to its ProvisionedConcurrency), and the cold-start limit (SageMaker: 3 minutes).
+    serverless_idle_seconds: float = field(default_factory=lambda: float(_env("SERVERLESS_IDLE_SECONDS", "300")))
+    serverless_cold_start_limit: float = field(
+        default_factory=lambda: float(_env("SERVERLESS_COLD_START_LIMIT", "180"))
+    )
+
+    # The key Lambda functions get (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, with AWS_ENDPOINT_URL
+    # pointing here): with --credentials-file, name a key of that file.
+    lambda_access_key_id: str = field(default_factory=lambda: _env("LAMBDA_ACCESS_KEY_ID", "modelhost"))
+    lambda_secret_access_key: str = field(default_factory=lambda: _env("LAMBDA_SECRET_ACCESS_KEY", "modelhost"))
 
     # Cluster (issue 16): the metadata database as a SQLAlchemy URL (empty: SQLite under the data dir),
     # the backend replicas run on ("local" processes or "ray" Serve deployments) and the Ray cluster.

@@ -61,6 +61,16 @@ def _session_class() -> Any:
         def wait_for_transform_job(self, job: str, poll: float = 5) -> Any:
             return super().wait_for_transform_job(job, poll=min(poll, FAST_POLL))
 
+        def wait_for_processing_job(self, job: str, poll: float = 5) -> Any:
+            return super().wait_for_processing_job(job, poll=min(poll, FAST_POLL))
+
+        def logs_for_processing_job(self, job_name: str, wait: bool = False, poll: float = 10) -> Any:
+            # The SDK re-describes a running job only every 30 s while tailing; modelhost's jobs take
+            # seconds, so wait for the end first, then print the whole log once.
+            if wait:
+                self.wait_for_processing_job(job_name)
+            return super().logs_for_processing_job(job_name, wait=wait, poll=min(poll, FAST_POLL))
+
     return ModelhostSession
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from modelhost.control import endpoint_configs, listing, models, tags
+from modelhost.control import endpoint_configs, listing, models, schedules, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ResourceLimitExceeded, ValidationException
 from modelhost.resources.endpoint import (
@@ -373,6 +373,7 @@ def update_endpoint_weights_and_capacities(ctx: ControlContext, req: Request) ->
 
 def delete_endpoint(ctx: ControlContext, req: Request) -> Response:
     name = req["EndpointName"]
+    schedules.check_endpoint_free(ctx, name)  # Model Monitor: a monitored endpoint cannot be deleted
     with ctx.store.begin() as conn:
         record = rows.load(ctx.store, conn, name)
         if record is None:

@@ -1,6 +1,7 @@
 """A minimal CloudWatch Logs API (JSON 1.1, ``X-Amz-Target: Logs_20140328.<Op>``) over the
-per-job log files, for the SDK's ``Transformer.wait(logs=True)``: ``DescribeLogStreams`` and
-``GetLogEvents`` on the log group ``/aws/sagemaker/TransformJobs``.
+per-job log files, for the SDK's ``Transformer.wait(logs=True)`` and processing jobs' ``wait(logs=True)``:
+``DescribeLogStreams`` and ``GetLogEvents`` on the log groups ``/aws/sagemaker/TransformJobs`` and
+``/aws/sagemaker/ProcessingJobs`` (one stream ``<job>/algo-1``).
 
 A job's log (``<data-dir>/logs/transform-jobs/<job>.log``) holds lines ``<time> [<source>] <text>``;
 instance ``k``'s lines (source ``instance/k``) form the stream ``<job>/instance-k``, and the
@@ -19,9 +20,15 @@ from typing import Any
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ApiError, ValidationException
 from modelhost.store import tables
-from modelhost.store.logs import PLATFORM, job_log_path
+from modelhost.store.logs import PLATFORM, job_log_path, processing_log_path
 
 TRANSFORM_GROUP = "/aws/sagemaker/TransformJobs"
+PROCESSING_GROUP = "/aws/sagemaker/ProcessingJobs"
+# log group -> (the jobs' table, their log file)
+GROUPS = {
+    TRANSFORM_GROUP: (tables.transform_jobs, job_log_path),
+    PROCESSING_GROUP: (tables.processing_jobs, processing_log_path),
+}
 DEFAULT_LIMIT = 10000
 _LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z \[([^\]]*)\] ?(.*)$")
 _INSTANCE = re.compile(r"^instance/(\d+)$")
@@ -39,13 +46,15 @@ def _group(req: Request) -> str:
     group = req.get("logGroupName") or req.get("logGroupIdentifier") or ""
     if group.startswith("arn:"):
         group = group.split(":log-group:", 1)[-1].removesuffix(":*")
-    if group != TRANSFORM_GROUP:
+    if group not in GROUPS:
         raise ResourceNotFoundException("The specified log group does not exist.")
     return group
 
 
-def _events(path: Path, job: str) -> dict[str, list[dict[str, Any]]]:
+def _events(path: Path, job: str, group: str = TRANSFORM_GROUP) -> dict[str, list[dict[str, Any]]]:
     """Stream name -> events, in file order."""
+    if group == PROCESSING_GROUP:  # one instance: the container's and the runner's lines in one stream
+        return _single_stream(path, f"{job}/algo-1")
     streams: dict[str, list[dict[str, Any]]] = {}
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -69,9 +78,17 @@ def _events(path: Path, job: str) -> dict[str, list[dict[str, Any]]]:
     return streams
 
 
-def _job_name(ctx: ControlContext, name: str) -> str | None:
+def _single_stream(path: Path, stream: str) -> dict[str, list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    for found in _events(path, "").values():
+        events.extend(found)
+    events.sort(key=lambda e: e["timestamp"])
+    return {stream: events} if events else {}
+
+
+def _job_name(ctx: ControlContext, name: str, group: str = TRANSFORM_GROUP) -> str | None:
     with ctx.store.begin() as conn:
-        row = ctx.store.get(conn, tables.transform_jobs, name)
+        row = ctx.store.get(conn, GROUPS[group][0], name)
     return row["name"] if row else None
 
 
@@ -90,15 +107,15 @@ def describe_log_streams(ctx: ControlContext, req: Request) -> Response:
         raise InvalidParameterException("Cannot order by LastEventTime with a logStreamNamePrefix.")
     jobs: list[str] = []
     if prefix and "/" in prefix:
-        name = _job_name(ctx, prefix.split("/", 1)[0])
+        name = _job_name(ctx, prefix.split("/", 1)[0], group)
         jobs = [name] if name else []
     else:
         with ctx.store.begin() as conn:
-            jobs = [r["name"] for r in ctx.store.all(conn, tables.transform_jobs)]
+            jobs = [r["name"] for r in ctx.store.all(conn, GROUPS[group][0])]
     streams = []
     for job in jobs:
-        path = job_log_path(ctx.settings.logs_dir, job)
-        for stream, events in _events(path, job).items():
+        path = GROUPS[group][1](ctx.settings.logs_dir, job)
+        for stream, events in _events(path, job, group).items():
             if not stream.startswith(prefix) or not events:
                 continue
             streams.append(
@@ -129,10 +146,10 @@ def describe_log_streams(ctx: ControlContext, req: Request) -> Response:
 
 
 def get_log_events(ctx: ControlContext, req: Request) -> Response:
-    _group(req)
+    group = _group(req)
     stream = req["logStreamName"]
-    job = _job_name(ctx, stream.rsplit("/", 1)[0]) if "/" in stream else None
-    events = _events(job_log_path(ctx.settings.logs_dir, job), job).get(stream) if job else None
+    job = _job_name(ctx, stream.rsplit("/", 1)[0], group) if "/" in stream else None
+    events = _events(GROUPS[group][1](ctx.settings.logs_dir, job), job, group).get(stream) if job else None
     if events is None:
         raise ResourceNotFoundException("The specified log stream does not exist.")
     start_time, end_time = req.get("startTime"), req.get("endTime")

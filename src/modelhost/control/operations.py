@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from modelhost.control import endpoint_configs, endpoints, models, tags, transform_jobs
 from modelhost.control.context import ControlContext, Request, Response
+from modelhost.control.monitoring_ops import MONITORING_OPERATIONS
 
 Operation = Callable[[ControlContext, Request], Response]
 
@@ -31,4 +32,5 @@ SAGEMAKER_OPERATIONS: dict[str, Operation] = {
     "DescribeTransformJob": transform_jobs.describe_transform_job,
     "ListTransformJobs": transform_jobs.list_transform_jobs,
     "StopTransformJob": transform_jobs.stop_transform_job,
+    **MONITORING_OPERATIONS,  # processing jobs, data quality job definitions, schedules, executions
 }

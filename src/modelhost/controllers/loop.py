@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from modelhost.controllers.autoscaler import Autoscaler
 from modelhost.controllers.reconciler import Reconciler
@@ -25,6 +26,14 @@ from modelhost.store.db import MetadataStore
 log = logging.getLogger("modelhost.controllers")
 
 EndpointWatcher = Callable[[list[EndpointRecord]], Awaitable[None]]
+
+
+class JobSupervisor(Protocol):
+    """Something that looks at its own table every pass (monitoring schedules, processing jobs)."""
+
+    async def scan(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
 
 
 class Wakeup:
@@ -52,7 +61,9 @@ class ControlLoop:
         autoscale_interval: float,
         endpoint_watchers: tuple[EndpointWatcher, ...] = (),
         wakeup: Wakeup | None = None,
+        supervisors: tuple[JobSupervisor, ...] = (),
     ) -> None:
+        self.supervisors = supervisors  # after the transform supervisor, in order
         self.store = store
         self.reconciler = reconciler
         self.transforms = transforms
@@ -94,6 +105,11 @@ class ControlLoop:
             await self.transforms.scan()
         except Exception:
             log.exception("transform supervisor pass failed")
+        for supervisor in self.supervisors:
+            try:
+                await supervisor.scan()
+            except Exception:
+                log.exception("%s pass failed", type(supervisor).__name__)
         if time.monotonic() >= self._next_autoscale:
             self._next_autoscale = time.monotonic() + self.autoscale_interval
             try:
@@ -107,4 +123,6 @@ class ControlLoop:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
         await self.transforms.shutdown()
+        for supervisor in self.supervisors:
+            await supervisor.shutdown()
         await self.reconciler.shutdown()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from modelhost.backends.handle import FleetHandle, ReplicaLost, ReplicaTimeout, ReplicaUnreachable
+from modelhost.hosting.capture import DataCapture
 from modelhost.hosting.errors import (
     EndpointNotFound,
     ModelFailed,
@@ -77,12 +78,13 @@ class InvokeResult:
 
 
 class Router:
-    def __init__(self, instance_wait: float) -> None:
+    def __init__(self, instance_wait: float, capture: DataCapture | None = None) -> None:
         self.routes: dict[str, EndpointRoute] = {}
         self.instance_wait = instance_wait
         self.shadow_in_flight = 0
         self.shadow_dropped = 0
         self._shadow_tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
+        self.capture = capture  # data capture (hosting/capture/): offered every answered request
 
     def publish(self, route: EndpointRoute) -> None:
         self.routes[route.name] = route
@@ -121,6 +123,8 @@ class Router:
         else:
             variant = route.choose()
         result = await self._invoke_variant(endpoint, variant, body, headers)
+        if self.capture is not None:
+            self.capture.offer(endpoint, variant.name, body, headers, result.body, result.content_type)
         shadow = live.shadow
         if shadow is not None and (live.shadow_share >= 1.0 or random.random() < live.shadow_share):
             # The copy runs after the live response is produced and never affects it.

@@ -49,3 +49,31 @@ class JobLog(EndpointLog):
         self.path = job_log_path(logs_dir, job)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = open_private(self.path)
+
+
+def processing_log_path(logs_dir: Path, job: str) -> Path:
+    return logs_dir / "processing-jobs" / f"{job}.log"
+
+
+class ProcessingLog(EndpointLog):
+    """A processing job's log: its container's output and the runner's lines (served as CloudWatch's
+    ``/aws/sagemaker/ProcessingJobs`` stream ``<job>/algo-1``)."""
+
+    def __init__(self, logs_dir: Path, job: str) -> None:  # noqa: D107 - same format as endpoint logs
+        self.path = processing_log_path(logs_dir, job)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = open_private(self.path)
+
+
+def function_log_path(logs_dir: Path, function: str) -> Path:
+    return logs_dir / "lambda" / f"{function}.log"
+
+
+class FunctionLog(EndpointLog):
+    """A Lambda function's log (CloudWatch's ``/aws/lambda/<name>``): its instances' output, with the
+    START / END / REPORT lines of every invocation, and the platform's lines."""
+
+    def __init__(self, logs_dir: Path, function: str) -> None:  # noqa: D107 - same format as endpoint logs
+        self.path = function_log_path(logs_dir, function)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = open_private(self.path)

@@ -139,3 +139,91 @@ transform_job_objects = Table(
     Column("output_uri", Text),
     Column("reason", Text),
 )
+
+# --- Processing jobs and Model Monitor (migration 0007_monitoring) ---
+# A processing job's `spec` is the request as given (less Tags); `exit_message` is what the job's
+# container left in /opt/ml/output/message (the analyzer's "CompletedWithViolations: ...").
+processing_jobs = Table(
+    "processing_jobs",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("status", String(32), nullable=False, index=True),
+    Column("failure_reason", Text),
+    Column("exit_message", Text),
+    Column("creation_time", Float, nullable=False),
+    Column("last_modified_time", Float, nullable=False),
+    Column("start_time", Float),
+    Column("end_time", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("monitoring_schedule_arn", String(256)),
+    Column("spec", Text, nullable=False),
+)
+
+data_quality_job_definitions = Table(
+    "data_quality_job_definitions",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("endpoint_name", String(63)),
+    Column("spec", Text, nullable=False),
+)
+
+# `spec` holds MonitoringScheduleConfig and MonitoringType; `endpoint_name` the monitored endpoint
+# (DeleteEndpoint refuses while a schedule names it).
+monitoring_schedules = Table(
+    "monitoring_schedules",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("name", String(63), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("failure_reason", Text),
+    Column("creation_time", Float, nullable=False),
+    Column("last_modified_time", Float, nullable=False),
+    Column("endpoint_name", String(63), index=True),
+    Column("spec", Text, nullable=False),
+)
+
+# One row per schedule slot that ran (the primary key makes a slot run at most once, restarts included).
+monitoring_executions = Table(
+    "monitoring_executions",
+    metadata,
+    Column("schedule_key", String(63), primary_key=True),
+    Column("scheduled_time", Float, primary_key=True),
+    Column("schedule_name", String(63), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("processing_job_name", String(63)),
+    Column("endpoint_name", String(63)),
+    Column("monitoring_type", String(32), nullable=False),
+    Column("failure_reason", Text),
+)
+
+# Lambda functions (issue 11): the function's configuration as GetFunctionConfiguration answers it
+# (`spec`), and Event invocations queued durably until they have run once.
+lambda_functions = Table(
+    "lambda_functions",
+    metadata,
+    Column("name_key", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("reserved_concurrency", Integer),
+)
+
+lambda_events = Table(
+    "lambda_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("function", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("received_time", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("payload", Text, nullable=False),
+    Column("outcome", Text),
+)

@@ -20,12 +20,14 @@ import time
 from collections.abc import Sequence
 
 from modelhost.backends.handle import FleetHandle, Replica, ReplicaLost, ReplicaUnreachable
+from modelhost.hosting.asyncq.capture import capture_async
 from modelhost.hosting.asyncq.committer import Committer
 from modelhost.hosting.asyncq.endpoints import EndpointTable
 from modelhost.hosting.asyncq.exchange import Exchange, Failure
 from modelhost.hosting.asyncq.items import MAX_ATTEMPTS, AsyncEndpoint, Item, Tasks
 from modelhost.hosting.asyncq.metrics import FleetsOf, QueueMetrics
 from modelhost.hosting.asyncq.queue import RequestRows
+from modelhost.hosting.capture import DataCapture
 
 log = logging.getLogger("modelhost.async")
 
@@ -58,6 +60,7 @@ class Dispatcher:
         committer: Committer,
         metrics: QueueMetrics,
         tasks: Tasks,
+        capture: DataCapture | None = None,
     ) -> None:
         self.table = table
         self.fleets_of = fleets_of
@@ -69,6 +72,7 @@ class Dispatcher:
         self.slots: dict[Replica, int] = {}  # replica -> requests this dispatcher has on it
         self.kick = asyncio.Event()
         self.stopping = False  # (as well as the cancel: before 3.12, wait_for may swallow a cancellation)
+        self.capture = capture  # DataCaptureConfig on async endpoints too
 
     def wake(self) -> None:
         """Run a pass now (a request was queued, a slot came free, an endpoint changed)."""
@@ -195,6 +199,8 @@ class Dispatcher:
                     m.invocation_failures.inc()
                 await fail(item, variant, result.reason, result.body)
                 return
+            if self.capture is not None:
+                await capture_async(self.capture, self.exchange.blobs, item, variant, result)
             await self.committer.succeed(item, variant, result)
         except asyncio.CancelledError:
             raise  # shutdown: the row stays InProgress and runs again at the next start

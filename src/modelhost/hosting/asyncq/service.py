@@ -63,6 +63,7 @@ class AsyncInference:
             self.committer,
             self.metrics,
             self.tasks,
+            capture=router.capture,
         )
         self._main: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None

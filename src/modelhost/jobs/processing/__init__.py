@@ -1,0 +1,1 @@
+"""Processing jobs: download the inputs, run the image's program, upload the outputs."""
