@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from modelhost.backends.handle import Backend
 from modelhost.backends.local import LocalBackend
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
@@ -32,11 +34,20 @@ from modelhost.store.blobs import BlobStore
 from modelhost.store.blobs_local import LocalBlobStore
 from modelhost.store.blobs_remote import RemoteBlobStore
 from modelhost.store.buckets import BucketStore
-from modelhost.store.db import MetadataStore, secure_data_dir
+from modelhost.store.db import DatabaseUnavailable, MetadataStore, secure_data_dir
 from modelhost.store.multipart import MultipartUploads
 from modelhost.store.remote_s3 import RemoteS3
 
 log = logging.getLogger("modelhost.server")
+
+
+def cluster_backend(settings: Settings, artifacts: ArtifactCache) -> Backend:
+    """``--backend``: local instance processes (default) or Ray Serve replicas (issue 16, backends/ray/)."""
+    if settings.backend == "ray":
+        from modelhost.backends.ray import RayBackend
+
+        return RayBackend(settings, artifacts)
+    return LocalBackend(settings, artifacts)
 
 
 class Services:
@@ -69,7 +80,7 @@ class Services:
         self.router = Router(settings.instance_wait_timeout, capture=self.capture)
         # Serverless variants (and Lambda functions) get the serverless gate around the local fleets.
         self.backend = ServerlessBackend(
-            LocalBackend(settings, self.artifacts),
+            cluster_backend(settings, self.artifacts),
             idle_seconds=settings.serverless_idle_seconds,
             cold_start_limit=settings.serverless_cold_start_limit,
         )
@@ -151,8 +162,13 @@ def serve(settings: Settings) -> None:
     from modelhost.server.middleware.limits import Limits
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asgi = create_app(settings)
+    except DatabaseUnavailable as exc:  # a bad or unreachable --database-url: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     uvicorn.run(
-        create_app(settings),
+        asgi,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

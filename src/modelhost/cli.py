@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
 
+from modelhost import cli_cluster as cluster
 from modelhost.client import DEFAULT_URL, boto_session, clients, signed_get
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
@@ -47,6 +48,7 @@ def _call(fn: Any, **kwargs: Any) -> Any:
 
 
 @app.command()
+@cluster.options
 def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port for both the control plane and the runtime.")] = 8080,

@@ -89,9 +89,18 @@ class Settings:
     lambda_access_key_id: str = field(default_factory=lambda: _env("LAMBDA_ACCESS_KEY_ID", "modelhost"))
     lambda_secret_access_key: str = field(default_factory=lambda: _env("LAMBDA_SECRET_ACCESS_KEY", "modelhost"))
 
+    # Cluster (issue 16): the metadata database as a SQLAlchemy URL (empty: SQLite under the data dir),
+    # the backend replicas run on ("local" processes or "ray" Serve deployments) and the Ray cluster.
+    database_url: str = field(default_factory=lambda: _env("DB_URL", ""))
+    backend: str = field(default_factory=lambda: _env("BACKEND", "local"))
+    ray_address: str = field(default_factory=lambda: _env("RAY_ADDRESS", os.environ.get("RAY_ADDRESS", "auto")))
+    # Ray CPUs reserved per vCPU of the InstanceType, and the share of its memory reserved (backends/ray/sizing.py).
+    ray_cpus_per_vcpu: float = field(default_factory=lambda: float(_env("RAY_CPUS_PER_VCPU", "1")))
+    ray_memory_share: float = field(default_factory=lambda: float(_env("RAY_MEMORY_SHARE", "1")))
+
     @property
     def db_url(self) -> str:
-        return _env("DB_URL", f"sqlite:///{self.data_dir / 'modelhost.db'}")
+        return self.database_url or f"sqlite:///{self.data_dir / 'modelhost.db'}"
 
     @property
     def buckets_dir(self) -> Path:

@@ -54,6 +54,7 @@ class FleetRequest:
     # Serverless (endpoint variant or Lambda function): instances come and go with demand, start from
     # a pre-imported template where the backend has one, and are held to the memory size.
     serverless: ServerlessConfig | None = None
+    instance_type: str = ""  # the variant's InstanceType (the Ray backend sizes replicas from it)
 
 
 @dataclass

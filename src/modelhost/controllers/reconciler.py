@@ -148,6 +148,7 @@ class Reconciler:
             serverless=ServerlessConfig.from_variant(variant["ServerlessConfig"])
             if "ServerlessConfig" in variant
             else None,
+            instance_type=variant.get("InstanceType", ""),
         )
 
     def route(self, endpoint: str, snap: Snapshot, fleets: dict[str, FleetHandle]) -> EndpointRoute:

@@ -1,4 +1,4 @@
-"""The metadata store: SQLAlchemy over SQLite (default) with Alembic migrations."""
+"""The metadata store: SQLAlchemy over SQLite (default) or PostgreSQL (``--database-url``), Alembic migrations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, select
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -52,6 +53,26 @@ def secure_data_dir(data_dir: Path) -> None:
             os.chmod(data_dir / name, 0o600)
 
 
+def _redacted(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+def engine_url(url: str) -> str:
+    """A plain ``postgresql://`` (or ``postgres://``) URL uses psycopg 3, the driver of the ``postgres``
+    extra (SQLAlchemy's default would be psycopg2); an explicit ``+driver`` is kept."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
+class DatabaseUnavailable(Exception):
+    """The metadata database named by --database-url cannot be used (bad URL, unreachable, refused)."""
+
+
 class MetadataStore:
     """Row-level access to the resource tables; JSON columns are decoded on the way out."""
 
@@ -68,8 +89,14 @@ class MetadataStore:
             self.engine = create_engine(url, connect_args={"check_same_thread": False})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True)
-        upgrade(self.engine)
+            try:
+                self.engine = create_engine(engine_url(url), pool_pre_ping=True, pool_size=10, max_overflow=20)
+            except (ArgumentError, ImportError) as exc:
+                raise DatabaseUnavailable(f"--database-url {_redacted(url)}: {exc}") from None
+        try:
+            upgrade(self.engine)
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"--database-url {_redacted(url)}: {exc.orig}") from None
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

@@ -1,0 +1,47 @@
+"""Pure parts of the cluster support (issue 16): InstanceType sizing for Ray replicas, database URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelhost.backends.ray.sizing import GIB, ReplicaResources, resources_for
+from modelhost.store.db import DatabaseUnavailable, MetadataStore, engine_url
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "expected"),
+    [
+        ("ml.m5.large", ReplicaResources(2, 8, 0)),
+        ("ml.m5.xlarge", ReplicaResources(4, 16, 0)),
+        ("ml.m5.4xlarge", ReplicaResources(16, 64, 0)),
+        ("ml.c5.2xlarge", ReplicaResources(8, 16, 0)),
+        ("ml.r5.xlarge", ReplicaResources(4, 32, 0)),
+        ("ml.t2.medium", ReplicaResources(2, 4, 0)),
+        ("ml.g5.xlarge", ReplicaResources(4, 16, 1)),
+        ("ml.p3.8xlarge", ReplicaResources(32, 128, 4)),
+        ("", ReplicaResources(2, 8, 0)),
+        ("ml.weird", ReplicaResources(2, 8, 0)),
+    ],
+)
+def test_instance_type_table(instance_type: str, expected: ReplicaResources) -> None:
+    assert resources_for(instance_type) == expected
+
+
+def test_actor_options_scaled() -> None:
+    res = resources_for("ml.m5.large")
+    assert res.actor_options(1.0, 1.0) == {"num_cpus": 2.0, "memory": float(8 * GIB)}
+    assert res.actor_options(0.1, 0) == {"num_cpus": 0.2}
+    assert resources_for("ml.g5.xlarge").actor_options(1, 0)["num_gpus"] == 1.0
+
+
+def test_engine_urls() -> None:
+    assert engine_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert engine_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert engine_url("postgresql+psycopg2://u@h/db") == "postgresql+psycopg2://u@h/db"
+    assert engine_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_bad_database_url_is_a_clear_error() -> None:
+    with pytest.raises(DatabaseUnavailable) as err:
+        MetadataStore("nosuchdb://user:secret@host/db")
+    assert "--database-url" in str(err.value) and "secret" not in str(err.value)
