@@ -40,11 +40,20 @@ def _size(n: int) -> str:
 
 
 def report(label: str, model_dir: Path, found: Inspection) -> str:
-    lines = [f"artifact: {label}", f"extracted to: {model_dir}", "", f"files ({len(found.files)}, {_size(found.total_size)}):"]
+    lines = [
+        f"artifact: {label}",
+        f"extracted to: {model_dir}",
+        "",
+        f"files ({len(found.files)}, {_size(found.total_size)}):",
+    ]
     lines += [f"  {_size(f.size):>10}  {f.path}" for f in found.files]
     lines += ["", f"runtime: {found.runtime or 'unknown'}", f"why: {found.reason}"]
     if found.inference_script:
-        handlers = ", ".join(found.handlers) if found.handlers else "none of model_fn/input_fn/predict_fn/output_fn/transform_fn"
+        handlers = (
+            ", ".join(found.handlers)
+            if found.handlers
+            else "none of model_fn/input_fn/predict_fn/output_fn/transform_fn"
+        )
         lines.append(f"{found.inference_script} defines: {handlers}")
     else:
         lines.append("code/inference.py: none (the runtime's default handlers)")

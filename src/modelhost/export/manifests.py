@@ -16,7 +16,7 @@ INVOCATIONS_METRIC = "SageMakerVariantInvocationsPerInstance"
 
 def object_name(plan: Plan, variant: Variant) -> str:
     """``<endpoint>-<variant>`` (a DNS label); just the name when a model is exported."""
-    name = plan.slug if variant.slug == plan.slug else object_name(plan, variant)
+    name = plan.slug if variant.slug == plan.slug else f"{plan.slug}-{variant.slug}"
     return name[:63].strip("-")
 
 
@@ -206,7 +206,12 @@ def compose(plan: Plan) -> dict[str, Any]:
             "image": image_name(plan, variant),
             "ports": [f"{PORT + i}:{PORT}"],
             "healthcheck": {
-                "test": ["CMD", "python", "-c", f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/ping')"],
+                "test": [
+                    "CMD",
+                    "python",
+                    "-c",
+                    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/ping')",
+                ],
                 "interval": "15s",
                 "start_period": "60s",
             },

@@ -117,7 +117,9 @@ def plan_for(name: str, sm: Any, s3: Any, autoscaling: Any, work: Path, runtime:
         if "ServerlessConfig" in pv and "InitialInstanceCount" not in pv:
             count = 1
         else:
-            count = int(live.get(pv["VariantName"], {}).get("DesiredInstanceCount") or pv.get("InitialInstanceCount", 1))
+            count = int(
+                live.get(pv["VariantName"], {}).get("DesiredInstanceCount") or pv.get("InitialInstanceCount", 1)
+            )
         weight = float(live.get(pv["VariantName"], {}).get("CurrentWeight", pv.get("InitialVariantWeight", 1.0)))
         source = from_model(sm.describe_model(ModelName=pv["ModelName"]), s3, work)
         variants.append(
