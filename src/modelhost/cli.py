@@ -458,79 +458,10 @@ def transform(
     out.print(f"transform job {job_name}: Completed; output under {output_uri}", highlight=False, soft_wrap=True)
 
 
-# --- models out of modelhost: inspect, export, serve-model (logic in modelhost/export/) ---
+# --- models out of modelhost: inspect, export, serve-model (modelhost/export/cli.py) ---
+from modelhost.export.cli import register as _register_export  # noqa: E402 - after app and its helpers
 
-
-@app.command("inspect")
-def inspect_artifact(
-    artifact: Annotated[str, typer.Argument(help="A model.tar.gz or model directory, an s3:// URI, or a model name.")],
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """What an artifact holds, the runtime it would use and why, and the Python that loads it."""
-    from modelhost.export.commands import report, server_clients
-    from modelhost.export.fetch import FetchError, resolve
-    from modelhost.export.inspect import inspect_model
-
-    sm, s3, _ = server_clients(url)
-    with tempfile.TemporaryDirectory(prefix="modelhost-inspect-") as work:
-        try:
-            source = resolve(artifact, sm, s3, Path(work))
-        except FetchError as exc:
-            fail(str(exc))
-        found = inspect_model(source.model_dir, source.image, source.environment)
-        out.print(report(source.label, source.model_dir, found), highlight=False, markup=False, soft_wrap=True)
-
-
-@app.command("export")
-def export_model(
-    name: Annotated[str, typer.Argument(help="An endpoint or model name (or a model.tar.gz, an s3:// URI).")],
-    to: Annotated[Path, typer.Option("--to", help="A new or empty directory to write.")],
-    formats: Annotated[str, typer.Option("--format", help="Any of docker,kubernetes,ecs,compose.")] = (
-        "docker,kubernetes,ecs,compose"
-    ),
-    registry: Annotated[str, typer.Option(help="Image registry prefix in the manifests (e.g. an ECR URI).")] = "",
-    runtime: Annotated[str, typer.Option(help="The runtime, when the files do not tell it.")] = "",
-    region: Annotated[str, typer.Option(help="Region for the ECS log configuration.")] = "us-east-1",
-    url: UrlOption = DEFAULT_URL,
-) -> None:
-    """A self-contained directory that serves the model anywhere (no modelhost server)."""
-    from modelhost.export.commands import server_clients, version
-    from modelhost.export.fetch import FetchError
-    from modelhost.export.plan import plan_for
-    from modelhost.export.writer import ExportError, parse_formats, write_export
-
-    sm, s3, autoscaling = server_clients(url)
-    with tempfile.TemporaryDirectory(prefix="modelhost-export-") as work:
-        try:
-            chosen = parse_formats(formats)
-            plan = plan_for(name, sm, s3, autoscaling, Path(work), runtime or None)
-            written = write_export(plan, to, chosen, version(), registry, region)
-        except (FetchError, ExportError) as exc:
-            fail(str(exc))
-        except ClientError as exc:
-            e = exc.response.get("Error", {})
-            fail(f"{e.get('Code')}: {e.get('Message')}")
-    for path in written:
-        out.print(str(path), highlight=False, soft_wrap=True)
-
-
-@app.command("serve-model")
-def serve_model_command(
-    path: Annotated[Path, typer.Argument(help="An export directory, an extracted model directory or a model.tar.gz.")],
-    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port (SageMaker containers listen on 8080).")] = 8080,
-    image: Annotated[str, typer.Option(help="The model's image URI, when the files do not tell the runtime.")] = "",
-    runtime: Annotated[str, typer.Option(help="The runtime name (sklearn, xgboost, huggingface, ...).")] = "",
-) -> None:
-    """Serve one model behind the SageMaker container contract (GET /ping, POST /invocations)."""
-    from modelhost.export.fetch import FetchError
-    from modelhost.export.serve import locate, serve_model
-
-    try:
-        served = locate(path, image, runtime)
-    except FetchError as exc:
-        fail(str(exc))
-    serve_model(served, host, port)
+_register_export(app, fail, out)
 
 
 def main() -> None:
