@@ -12,7 +12,7 @@ from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from modelhost.console.backend import ConsoleBackend
+from modelhost.console.backend import ConsoleBackend, InvokeAnswer
 from modelhost.errors import ApiError, ValidationError
 
 SM = "SageMaker"
@@ -107,10 +107,12 @@ async def invoke(backend: ConsoleBackend, request: Request) -> dict[str, Any]:
     content_type = str(form.get("content_type", "") or "application/json")
     accept = str(form.get("accept", "") or "")
     if len(body) > MAX_BODY:
-        answer = None
         result: dict[str, Any] = {"status": 413, "error": "ValidationError", "body": "Body over 6 MB.", "binary": False}
     else:
-        answer = await backend.invoke(request.scope, name, body, content_type, accept)
+        try:
+            answer = await backend.invoke(request.scope, name, body, content_type, accept)
+        except ApiError as err:  # refused before the runtime (AccessDenied): shown like the runtime's errors
+            answer = InvokeAnswer(err.status, "text/plain", err.message.encode(), 0.0, err.code)
         text, binary = _shown(answer.body)
         result = {
             "status": answer.status,
