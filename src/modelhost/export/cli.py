@@ -25,21 +25,32 @@ def register(app: typer.Typer, fail: Callable[[str], NoReturn], out: Console) ->
         artifact: Annotated[
             str, typer.Argument(help="A model.tar.gz or model directory, an s3:// URI, or a model name.")
         ],
+        extract_to: Annotated[
+            Path | None,
+            typer.Option("--extract-to", help="Where to unpack an archive (default: a new temporary directory)."),
+        ] = None,
         url: UrlOption = DEFAULT_URL,
     ) -> None:
-        """What an artifact holds, the runtime it would use and why, and the Python that loads it."""
+        """What an artifact holds, the runtime it would use and why, and the Python that loads it.
+
+        An archive is unpacked and kept (the printed snippet loads the model from there)."""
         from modelhost.export.commands import report, server_clients
         from modelhost.export.fetch import FetchError, resolve
         from modelhost.export.inspect import inspect_model
 
         sm, s3, _ = server_clients(url)
-        with tempfile.TemporaryDirectory(prefix="modelhost-inspect-") as work:
-            try:
-                source = resolve(artifact, sm, s3, Path(work))
-            except FetchError as exc:
-                fail(str(exc))
-            found = inspect_model(source.model_dir, source.image, source.environment)
-            out.print(report(source.label, source.model_dir, found), highlight=False, markup=False, soft_wrap=True)
+        if extract_to is not None:
+            extract_to.mkdir(parents=True, exist_ok=True)
+        work = extract_to or Path(tempfile.mkdtemp(prefix="modelhost-inspect-"))
+        try:
+            source = resolve(artifact, sm, s3, work)
+        except FetchError as exc:
+            fail(str(exc))
+        finally:
+            if extract_to is None and not any(work.iterdir()):
+                work.rmdir()  # nothing was unpacked (a model directory is read in place)
+        found = inspect_model(source.model_dir, source.image, source.environment)
+        out.print(report(source.label, source.model_dir, found), highlight=False, markup=False, soft_wrap=True)
 
     @app.command("export")
     def export_model(

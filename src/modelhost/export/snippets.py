@@ -3,6 +3,7 @@ directly" step). Each snippet binds ``model``; paths are the extracted artifact'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -21,11 +22,19 @@ def _huggingface(d: Path) -> str:
             f"model = SentenceTransformer({str(d)!r}, device='cpu')\n"
             "print(model.encode(['modelhost exports models']).shape)\n"
         )
+    try:
+        architectures = json.loads((d / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        architectures = []
+    # The class the model was saved from (config.json "architectures"), as the book loads
+    # DistilBertForSequenceClassification; AutoModel would drop the task head.
+    model_class = f"transformers.{architectures[0]}" if architectures else "transformers.AutoModel"
+    tokenizer = any((d / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
     return (
-        "from transformers import AutoConfig, AutoModel, AutoTokenizer\n\n"
-        f"config = AutoConfig.from_pretrained({str(d)!r})\n"
-        f"model = AutoModel.from_pretrained({str(d)!r}, config=config)\n"
-        f"tokenizer = AutoTokenizer.from_pretrained({str(d)!r})\n"
+        "import transformers\n\n"
+        f"config = transformers.AutoConfig.from_pretrained({str(d)!r})\n"
+        f"model = {model_class}.from_pretrained({str(d)!r}, config=config)\n"
+        + (f"tokenizer = transformers.AutoTokenizer.from_pretrained({str(d)!r})\n" if tokenizer else "")
     )
 
 
