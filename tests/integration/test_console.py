@@ -27,7 +27,8 @@ def transform_fn(model, data, content_type, accept):
     print(f"console-test: predicting {len(text.splitlines())} rows", flush=True)
     if "SLOW" in text:
         time.sleep(0.6)
-    return json.dumps({"rows": len(text.splitlines()), "first": text.splitlines()[0] if text else ""}), "application/json"
+    first = text.splitlines()[0] if text else ""
+    return json.dumps({"rows": len(text.splitlines()), "first": first}), "application/json"
 """
 SECRET = "hunter2-do-not-show"
 
