@@ -12,7 +12,9 @@ app reads it (a wrapped ``receive``), and aws-chunked chunk signatures as they a
 (``scope[CHUNK_SIGNER]``). The runtime, the logs route and ``/metrics`` are authorized here
 (their action is known from the route); the control plane and S3 authorize where they know the
 operation (``server/access.authorize``). Accepted mutating calls are written to the audit log
-when their answer starts. Refusals are worded as the route's service words them.
+when their answer starts. Refusals are worded as the route's service words them. The web console's
+route is checked by its session cookie instead (security/sessions.py): a valid one puts its key in
+``scope[CALLER]``, anything else leaves the caller anonymous and the console asks for a login.
 """
 
 from __future__ import annotations
