@@ -260,6 +260,11 @@ def test_inspect_a_model_by_name_through_the_server(sklearn_endpoint: str, serve
     assert "runtime: sklearn" in result.output
     assert "sagemaker-scikit-learn" in result.output  # decided by the model's image
     assert "model.joblib" in result.output
+    result = cli("inspect", f"s3://{BUCKET}/sklearn/model.tar.gz", "--url", server.url)  # through the server's S3
+    assert result.exit_code == 0, result.output
+    assert "runtime: sklearn" in result.output and "joblib.load(" in result.output
+    result = cli("inspect", f"s3://{BUCKET}/no/such.tar.gz", "--url", server.url)
+    assert result.exit_code == 1 and f"cannot read s3://{BUCKET}/no/such.tar.gz" in result.output
 
 
 def test_export_bad_requests(server: Server, exported_sklearn: Path, tmp_path: Path) -> None:
