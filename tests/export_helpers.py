@@ -103,7 +103,12 @@ def fresh_venv(root: Path) -> Path:
     install then installs modelhost from the wheel only (--no-deps), instead of downloading and building
     torch & co. again. That keeps the test at seconds while the modelhost that runs is the installed wheel."""
     venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # --without-pip, and a `pip` that is this venv's pip working on the new one (pip --python): the same
+    # install, without ensurepip's seconds of copying pip into every test venv
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    shim = venv / "bin" / "pip"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pip --python "{venv / "bin" / "python"}" "$@"\n')
+    shim.chmod(0o755)
     own = next(venv.glob("lib/python*/site-packages"))
     paths = [p for p in site.getsitepackages() if Path(p).is_dir()]
     (own / "_test_dependencies.pth").write_text("\n".join(paths) + "\n")
