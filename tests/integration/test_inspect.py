@@ -20,7 +20,9 @@ from tests import hf_models
 from tests.helpers import diabetes, sklearn_model, tarball
 from tests.runtime_artifacts import onnx_bytes, tiny_linear, torchscript_bytes
 
-HANDLER_CODE = "def model_fn(model_dir):\n    return {'dir': model_dir}\n\ndef predict_fn(data, model):\n    return data\n"
+HANDLER_CODE = (
+    "def model_fn(model_dir):\n    return {'dir': model_dir}\n\ndef predict_fn(data, model):\n    return data\n"
+)
 runner = CliRunner()
 
 
