@@ -29,6 +29,7 @@ from modelhost.security.sessions import COOKIE, LIFETIME
 HERE = Path(__file__).parent
 PREFIX = "/console"
 LIVE_INTERVAL = 2.0  # seconds between the stream's updates
+FAILED_LOGIN_DELAY = 0.5
 OPTIONAL_PAGES = (  # pages that appear when the control plane serves their operation (issue 13's resources)
     ("processing-jobs", "Processing jobs", "ListProcessingJobs", "ProcessingJobSummaries"),
     ("monitoring-schedules", "Monitoring schedules", "ListMonitoringSchedules", "MonitoringScheduleSummaries"),
@@ -133,6 +134,7 @@ class Console:
         cookie = self.backend.login(str(form.get("access_key", "")), str(form.get("secret_key", "")))
         target = _safe_next(str(form.get("next", "")))
         if cookie is None:
+            await asyncio.sleep(FAILED_LOGIN_DELAY)  # slows guessing down; the event loop stays free
             return self.render(request, "login.html", status=401, next=target, failed=True)
         response = RedirectResponse(target, 303)
         response.set_cookie(COOKIE, cookie, max_age=LIFETIME, path=PREFIX, httponly=True, samesite="strict")
