@@ -24,6 +24,7 @@ from modelhost.controllers.running import Running, RunningEndpoints
 from modelhost.hosting.metrics import VariantMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
 from modelhost.resources.endpoint import EndpointRecord, EndpointStatus, Snapshot
+from modelhost.resources.serverless import ServerlessConfig
 from modelhost.store import endpoints as rows
 from modelhost.store.db import MetadataStore
 from modelhost.store.logs import EndpointLog
@@ -144,6 +145,9 @@ class Reconciler:
             startup_timeout=float(startup) if startup is not None else None,
             download_timeout=float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT)),
             volume_size_gb=variant.get("VolumeSizeInGB"),
+            serverless=ServerlessConfig.from_variant(variant["ServerlessConfig"])
+            if "ServerlessConfig" in variant
+            else None,
         )
 
     def route(self, endpoint: str, snap: Snapshot, fleets: dict[str, FleetHandle]) -> EndpointRoute:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -17,10 +16,20 @@ from modelhost.client import DEFAULT_URL
 UrlOption = Annotated[str, typer.Option("--url", envvar="MODELHOST_URL", help="The modelhost server.")]
 
 
-def register(app: typer.Typer, fail: Callable[[str], NoReturn], out: Console) -> None:
-    """Add the three commands to ``app`` (``fail`` prints an error and exits 1, as the other commands do)."""
+PANEL = "Models out of modelhost"
+err = Console(stderr=True)
+out = Console()
 
-    @app.command("inspect")
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # as the other commands
+    raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the three commands to ``app`` (the main CLI), in their own help panel."""
+
+    @app.command("inspect", rich_help_panel=PANEL)
     def inspect_artifact(
         artifact: Annotated[
             str, typer.Argument(help="A model.tar.gz or model directory, an s3:// URI, or a model name.")
@@ -52,7 +61,7 @@ def register(app: typer.Typer, fail: Callable[[str], NoReturn], out: Console) ->
         found = inspect_model(source.model_dir, source.image, source.environment)
         out.print(report(source.label, source.model_dir, found), highlight=False, markup=False, soft_wrap=True)
 
-    @app.command("export")
+    @app.command("export", rich_help_panel=PANEL)
     def export_model(
         name: Annotated[str, typer.Argument(help="An endpoint or model name (or a model.tar.gz, an s3:// URI).")],
         to: Annotated[Path, typer.Option("--to", help="A new or empty directory to write.")],
@@ -84,7 +93,7 @@ def register(app: typer.Typer, fail: Callable[[str], NoReturn], out: Console) ->
         for path in written:
             out.print(str(path), highlight=False, soft_wrap=True)
 
-    @app.command("serve-model")
+    @app.command("serve-model", rich_help_panel=PANEL)
     def serve_model_command(
         path: Annotated[
             Path, typer.Argument(help="An export directory, an extracted model directory or a model.tar.gz.")

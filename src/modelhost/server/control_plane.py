@@ -17,6 +17,7 @@ from modelhost.control import autoscaling, logs_api
 from modelhost.control.context import ControlContext
 from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
 from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
+from modelhost.server import long_poll
 from modelhost.server.access import authorize
 from modelhost.server.asgi import Scope, request_id
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
@@ -82,6 +83,12 @@ class ControlPlane:
                 )
             params = decode_body(await request.body())
             result = await self._run(request.scope, schema_name, operation, handler, params)
+            if long_poll.applies(operation, request.headers.get("user-agent"), result):  # a waiting client
+                result = await long_poll.until_changed(
+                    lambda: run_in_threadpool(handler, self.control, params),
+                    result,
+                    self.control.settings.describe_wait,
+                )
             return json_response(get_schema(schema_name).output_to_json(operation, result), rid)
         except ApiError as err:  # AccessDenied included
             return error_response(err, rid)
