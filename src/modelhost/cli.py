@@ -23,8 +23,10 @@ from rich.table import Table
 
 from modelhost import cli_cluster as cluster
 from modelhost.client import DEFAULT_URL, boto_session, clients, signed_get
+from modelhost.export.cli import register as register_export
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
+register_export(app)  # inspect, export, serve-model (modelhost/export/cli.py)
 err = Console(stderr=True)
 out = Console()
 

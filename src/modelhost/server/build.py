@@ -15,15 +15,19 @@ from starlette.responses import Response
 from starlette.routing import Route as StarletteRoute
 
 from modelhost.config import Settings
+from modelhost.console import Console
+from modelhost.console.app import PREFIX as CONSOLE_PREFIX
 from modelhost.control.context import ControlContext
 from modelhost.errors import UnknownOperationException
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.functions import FunctionInvoker
 from modelhost.hosting.router import Router
 from modelhost.security import AuditLog, Verifier, load_credentials
+from modelhost.security.sessions import Sessions, server_secret
 from modelhost.server import admin, client_config, protocols
-from modelhost.server.asgi import ASGIApp, request_id
+from modelhost.server.asgi import ASGIApp, Scope, request_id
 from modelhost.server.async_runtime import AsyncInvocations
+from modelhost.server.console_bridge import ServerConsole
 from modelhost.server.control_plane import ControlPlane
 from modelhost.server.front_door import (
     FrontDoor,
@@ -82,15 +86,18 @@ def build_asgi(
             if proxy is not None:
                 await proxy.aclose()
 
+    api_plane = ControlPlane(control)
     api = Starlette(
         routes=[
-            StarletteRoute("/", ControlPlane(control).handle, methods=["POST"]),
+            StarletteRoute("/", api_plane.handle, methods=["POST"]),
             *admin.routes(settings.logs_dir),
             client_config.route(settings),  # what `modelhost env` prints comes from here
         ],
         exception_handlers={404: no_route, 405: no_route},
         lifespan=server_lifespan,
     )
+    # Authenticate verifies signatures when a credentials file is configured (server/middleware/auth.py).
+    security = security_from(settings)
     invocations = Invocations(router, settings.account_id)
     invocations.async_endpoints = asyncq.names  # InvokeEndpoint refuses these (a set kept current in place)
     streams = StreamInvocations(router, settings.account_id)
@@ -103,10 +110,9 @@ def build_asgi(
         Route("invoke-stream", is_invoke_stream, streams, protocols.REST_JSON),
         Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
         *([Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []),
+        Route("console", is_console, console_app(settings, api_plane, invocations, security), protocols.JSON),
         Route("api", anything, api, protocols.JSON),
     ]
-    # Authenticate verifies signatures when a credentials file is configured (server/middleware/auth.py).
-    security = security_from(settings)
     # Guard: the allowed Host names and the request limits (server/middleware/guard.py, limits.py).
     guard = partial(
         Guard, hosts=HostPolicy.parse(settings.host, settings.allowed_hosts), limits=Limits.from_settings(settings)
@@ -132,4 +138,27 @@ def security_from(settings: Settings) -> Security | None:
         return None
     keyring = load_credentials(settings.credentials_file, settings.account_id)
     audit = AuditLog(settings.logs_dir / "audit.jsonl")
-    return Security(Verifier(keyring), settings.region, settings.account_id, audit)
+    sessions = Sessions(keyring, server_secret(settings.data_dir / "console-session.key"))
+    return Security(Verifier(keyring), settings.region, settings.account_id, audit, sessions)
+
+
+# --- the web console (console/): one more route behind the same middleware ---
+
+
+def is_console(scope: Scope) -> bool:
+    if scope["type"] != "http":
+        return False
+    path: str = scope["path"]
+    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
+def console_app(settings: Settings, plane: ControlPlane, invocations: ASGIApp, security: Security | None) -> ASGIApp:
+    bridge = ServerConsole(
+        plane,
+        invocations,
+        settings.logs_dir,
+        security.sessions if security is not None else None,
+        settings.logs_dir / "audit.jsonl" if security is not None else None,
+        lambda name: settings.arn("endpoint", name),
+    )
+    return Console(bridge)

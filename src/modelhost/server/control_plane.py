@@ -19,7 +19,7 @@ from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
 from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
 from modelhost.server import long_poll
 from modelhost.server.access import authorize
-from modelhost.server.asgi import request_id
+from modelhost.server.asgi import Scope, request_id
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
 
 log = logging.getLogger("modelhost.server")
@@ -84,21 +84,32 @@ class ControlPlane:
                     else f"Unknown operation {operation}."
                 )
             params = decode_body(await request.body())
-            schema = get_schema(schema_name)
-            schema.validate(operation, params)
-            # The caller's permissions (a no-op when requests are not authenticated); after validation,
-            # so the resource's name is a well-formed string.
-            authorize(request.scope, f"{schema_name}:{operation}", self.resource_arn(schema_name, operation, params))
-            result = await run_in_threadpool(handler, self.control, params)
+            result = await self._run(request.scope, schema_name, operation, handler, params)
             if long_poll.applies(operation, request.headers.get("user-agent"), result):  # a waiting client
                 result = await long_poll.until_changed(
                     lambda: run_in_threadpool(handler, self.control, params),
                     result,
                     self.control.settings.describe_wait,
                 )
-            return json_response(schema.output_to_json(operation, result), rid)
+            return json_response(get_schema(schema_name).output_to_json(operation, result), rid)
         except ApiError as err:  # AccessDenied included
             return error_response(err, rid)
         except Exception as exc:  # never leak a stack trace as a non-AWS response
             log.exception("control plane operation failed")
             return error_response(InternalFailure(f"{type(exc).__name__}: {exc}"), rid)
+
+    async def _run(self, scope: Scope, schema_name: str, operation: str, handler: Operation, params: dict) -> dict:
+        get_schema(schema_name).validate(operation, params)
+        # The caller's permissions (a no-op when requests are not authenticated); after validation,
+        # so the resource's name is a well-formed string.
+        authorize(scope, f"{schema_name}:{operation}", self.resource_arn(schema_name, operation, params))
+        return await run_in_threadpool(handler, self.control, params)
+
+    async def call(self, scope: Scope, prefix: str, operation: str, params: dict) -> dict:
+        """One operation for another front end of the same API (the web console): validated against the
+        service model and authorized for the request's caller exactly as over the wire; ApiError on refusal."""
+        schema_name, operations = SERVICES[prefix]
+        handler = operations.get(operation)
+        if handler is None:
+            raise UnknownOperationException(f"Operation {operation} is not supported by modelhost.")
+        return await self._run(scope, schema_name, operation, handler, params)

@@ -12,7 +12,9 @@ app reads it (a wrapped ``receive``), and aws-chunked chunk signatures as they a
 (``scope[CHUNK_SIGNER]``). The runtime, the logs route and ``/metrics`` are authorized here
 (their action is known from the route); the control plane and S3 authorize where they know the
 operation (``server/access.authorize``). Accepted mutating calls are written to the audit log
-when their answer starts. Refusals are worded as the route's service words them.
+when their answer starts. Refusals are worded as the route's service words them. The web console's
+route is checked by its session cookie instead (security/sessions.py): a valid one puts its key in
+``scope[CALLER]``, anything else leaves the caller anonymous and the console asks for a login.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from urllib.parse import parse_qsl
 
 from modelhost.errors import ApiError, ValidationError
 from modelhost.security import AccessDenied, AuditLog, AuthFailure, Verifier, is_mutating, sigv4
+from modelhost.security.sessions import COOKIE, Sessions
 from modelhost.server import protocols
 from modelhost.server.access import AUTHORIZED, CHUNK_SIGNER, Caller, authorize
 from modelhost.server.asgi import CALLER, ENDPOINT, ROUTE, ASGIApp, Message, Receive, Scope, Send, request_id
@@ -44,6 +47,7 @@ TARGET_SERVICES = {
     "Logs_20140328": "logs",
 }
 LOGS_PREFIX = "/modelhost/endpoints/"
+CONSOLE_ROUTE = "console"  # the front door's route name of the web console (server/build.py)
 LOGS_SUFFIX = "/logs"
 
 XAmzContentSHA256Mismatch = error_class("XAmzContentSHA256Mismatch")
@@ -155,6 +159,18 @@ class Security:
     region: str
     account: str
     audit: AuditLog | None = None
+    sessions: Sessions | None = None  # console logins (security/sessions.py)
+
+
+def session_cookie(scope: Scope) -> str | None:
+    """The console session cookie of a request, if it has one."""
+    for name, value in scope["headers"]:
+        if name == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                key, _, val = part.strip().partition("=")
+                if key == COOKIE:
+                    return val
+    return None
 
 
 class _TooLarge(Exception):
@@ -255,8 +271,11 @@ class Authenticate:
             await self.app(scope, receive, send)
             return
         try:
-            receive = await self._verify(scope, receive, header, protocol)
-            self._authorize_route(scope)
+            if scope[ROUTE].name == CONSOLE_ROUTE:
+                scope[CALLER] = self._session_caller(scope)  # the console's signed cookie instead of SigV4
+            else:
+                receive = await self._verify(scope, receive, header, protocol)
+                self._authorize_route(scope)
         except AuthFailure as failure:
             await protocols.send_error(scope, receive, send, refusal(failure, protocol), protocol)
             return
@@ -284,6 +303,16 @@ class Authenticate:
             await send(message)
 
         await self.app(scope, receive, send_audited)
+
+    def _session_caller(self, scope: Scope) -> Caller:
+        """The key of a valid console session cookie, else anonymous (the console then asks to log in)."""
+        assert self.security is not None
+        if self.security.sessions is None:
+            return ANONYMOUS
+        key = self.security.sessions.verify(session_cookie(scope))
+        if key is None:
+            return ANONYMOUS
+        return Caller(key.access_key, self.security.region, key.name, key.account, key)
 
     async def _verify(self, scope: Scope, receive: Receive, header: str | None, protocol: str) -> Receive:
         """Verify the signature (AuthFailure if it does not hold); the receive the app should use."""

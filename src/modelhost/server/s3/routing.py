@@ -18,8 +18,8 @@ from modelhost.server.s3.actions import required
 from modelhost.server.s3.request import S3Request, Stores
 from modelhost.server.s3.xml import InvalidURI, MethodNotAllowed, NotImplementedError_, Reply
 
-OWN_PREFIXES = ("/endpoints/", "/modelhost/")
-OWN_PATHS = ("/metrics", "/ping")
+OWN_PREFIXES = ("/endpoints/", "/modelhost/", "/console/")  # unsigned requests there are ours, not S3's
+OWN_PATHS = ("/metrics", "/ping", "/console")
 # Query parameters that name a subresource (a different operation) rather than options.
 SUBRESOURCES = frozenset(
     "accelerate acl analytics attributes cors delete encryption intelligent-tiering inventory legal-hold "
