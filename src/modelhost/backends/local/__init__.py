@@ -34,6 +34,8 @@ class LocalBackend:
             startup_timeout=request.startup_timeout,
             download_timeout=request.download_timeout,
             volume_size_gb=request.volume_size_gb,
+            instance_type=request.instance_type,
+            events=request.events,
         )
         return Fleet(spec, request.count, self.run_dir, request.log, self.settings.ping_interval)
 
