@@ -296,7 +296,8 @@ def test_create_model_rules(server: Server) -> None:
             ExecutionRoleArn=ROLE,
             PrimaryContainer={"Image": SKLEARN_IMAGE, "MultiModelConfig": {"ModelCacheSetting": "Disabled"}},
         )
-    assert "MultiModelConfig can only be specified for a container with Mode MultiModel" in (
-        exc.value.response["Error"]["Message"]
+    assert (
+        "MultiModelConfig can only be specified for a container with Mode MultiModel"
+        in (exc.value.response["Error"]["Message"])
     )
     assert re.search("ValidationException", exc.value.response["Error"]["Code"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,13 +129,16 @@ def test_chapter_pipeline_realtime(server: Server, sess: Any, chapter: dict[str,
     assert "PrimaryContainer" not in desc
     # per-container latency is published beside the endpoint's ModelLatency
     text = urllib.request.urlopen(f"{server.url}/metrics").read().decode()
-    assert 'modelhost_container_model_latency_microseconds_count{container="container-1",endpoint="pca-linearlearner"' in text
+    name = "modelhost_container_model_latency_microseconds_count"
+    assert f'{name}{{container="container-1",endpoint="pca-linearlearner"' in text
     assert 'container="container-2",endpoint="pca-linearlearner"' in text
     # the client's Accept applies to the last container only
     _, rt = server.clients()
     out = rt.invoke_endpoint(
-        EndpointName="pca-linearlearner", Body="0.01,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02",
-        ContentType="text/csv", Accept="text/csv",
+        EndpointName="pca-linearlearner",
+        Body="0.01,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02",
+        ContentType="text/csv",
+        Accept="text/csv",
     )
     assert out["ContentType"] == "text/csv"
     row = np.array([[0.01, 0.05, 0.06, 0.02, -0.04, -0.03, -0.04, 0.0, 0.02, -0.02]])
@@ -238,8 +242,9 @@ def test_failing_middle_container(server: Server, chapter: dict[str, Any]) -> No
     assert "not configured with the Direct inference execution mode" in refused.value.response["Error"]["Message"]
     with pytest.raises(ClientError) as mme:
         rt.invoke_endpoint(EndpointName="pipeline-three", Body=good, ContentType="text/csv", TargetModel="a.tar.gz")
-    assert "is not a multi-model endpoint and does not support target model header" in (
-        mme.value.response["Error"]["Message"]
+    assert (
+        "is not a multi-model endpoint and does not support target model header"
+        in (mme.value.response["Error"]["Message"])
     )
     sm.delete_endpoint(EndpointName="pipeline-three")
 
@@ -268,3 +273,80 @@ def test_create_model_rules(server: Server, containers: list[dict[str, Any]], mo
             ModelName="bad-pipeline", ExecutionRoleArn=ROLE, PrimaryContainer=containers[0], Containers=containers
         )
     assert "Exactly one of PrimaryContainer or Containers" in both.value.response["Error"]["Message"]
+
+
+def test_pipeline_async_endpoint(server: Server, sess: Any, chapter: dict[str, Any], tmp_path: Path) -> None:
+    """An async endpoint over the chapter's pipeline: the input streams into the first container, the
+    last one's answer streams into the output object."""
+    sm, rt = server.clients()
+    bucket = sess.default_bucket()
+    sm.create_model(
+        ModelName="pipeline-async",
+        ExecutionRoleArn=ROLE,
+        Containers=[
+            {"Image": SKLEARN_IMAGE, "ModelDataUrl": chapter["pre_url"]},
+            {"Image": SKLEARN_IMAGE, "ModelDataUrl": chapter["lr_url"]},
+        ],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="pipeline-async",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "pipeline-async", "InitialInstanceCount": 1,
+             "InstanceType": "ml.m5.large"}
+        ],
+        AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": f"s3://{bucket}/pipeline-async/out"}},
+    )  # fmt: skip
+    sm.create_endpoint(EndpointName="pipeline-async", EndpointConfigName="pipeline-async")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="pipeline-async", WaiterConfig={"Delay": 1})
+    x = chapter["x"][:50]
+    server.put_object(
+        f"s3://{bucket}/pipeline-async/in.csv", "\n".join(",".join(repr(float(v)) for v in r) for r in x).encode()
+    )
+    out = rt.invoke_endpoint_async(
+        EndpointName="pipeline-async", InputLocation=f"s3://{bucket}/pipeline-async/in.csv", ContentType="text/csv"
+    )
+    key = out["OutputLocation"].removeprefix(f"s3://{bucket}/")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            body = sess.read_s3_file(bucket, key)
+            break
+        except ClientError:
+            assert time.monotonic() < deadline, "no async output"
+            time.sleep(0.2)
+    assert np.allclose(json.loads(body), chapter["full"].predict(x), rtol=1e-9, atol=1e-9)
+    sm.delete_endpoint(EndpointName="pipeline-async")
+
+
+def test_pipeline_blue_green_update(server: Server, chapter: dict[str, Any]) -> None:
+    """A pipeline endpoint updated to a single-container model and back, serving throughout."""
+    sm, rt = server.clients()
+    containers = [
+        {"Image": SKLEARN_IMAGE, "ModelDataUrl": chapter["pre_url"]},
+        {"Image": SKLEARN_IMAGE, "ModelDataUrl": chapter["lr_url"]},
+    ]
+    _create(sm, "pipeline-bg", containers)
+    sm.create_model(
+        ModelName="pipeline-bg-pre",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "ModelDataUrl": chapter["pre_url"]},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="pipeline-bg-pre",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "pipeline-bg-pre", "InitialInstanceCount": 1,
+             "InstanceType": "ml.m5.large"}
+        ],
+    )  # fmt: skip
+    row = ",".join(repr(float(v)) for v in chapter["x"][0])
+    sm.update_endpoint(EndpointName="pipeline-bg", EndpointConfigName="pipeline-bg-pre")
+    while sm.describe_endpoint(EndpointName="pipeline-bg")["EndpointStatus"] == "Updating":
+        out = rt.invoke_endpoint(EndpointName="pipeline-bg", Body=row, ContentType="text/csv")
+        assert out["Body"].read()
+        time.sleep(0.1)
+    assert sm.describe_endpoint(EndpointName="pipeline-bg")["EndpointStatus"] == "InService"
+    out = rt.invoke_endpoint(EndpointName="pipeline-bg", Body=row, ContentType="text/csv")
+    assert out["ContentType"] == "text/csv"  # now the preprocessing container alone
+    got = [float(v) for v in out["Body"].read().decode().split(",")]
+    assert np.allclose(got, chapter["pre"].transform(chapter["x"][:1])[0])
+    sm.delete_endpoint(EndpointName="pipeline-bg")

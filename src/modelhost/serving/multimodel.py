@@ -177,7 +177,9 @@ def _load_handler(model_dir: Path) -> Handler:
     runtime = os.environ.get("MODELHOST_RUNTIME") or detect_runtime(model_dir)
     if runtime is None:
         raise ModelLoadError(f"MODELHOST_RUNTIME is not set and no known model files are in {model_dir}")
-    return Handler(model_dir, runtime)
+    handler = Handler(model_dir, runtime)
+    _trim()  # the loader's temporary buffers are not the model's memory: hand them back before it is measured
+    return handler
 
 
 async def _read(receive: Any) -> bytes:
