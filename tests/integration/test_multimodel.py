@@ -271,7 +271,35 @@ def test_eviction_under_a_small_budget(server: Server, sess: Any) -> None:
     # LRU with a cyclic access pattern: every request of the second round was a miss again
     assert metric(server, "modelhost_model_loading_time_microseconds_count", "mme-small") == 24
     assert metric(server, "modelhost_model_unloading_time_microseconds_count", "mme-small") >= 18
-    server.clients()[0].delete_endpoint(EndpointName="mme-small")
+    # scaled out in place, then a blue/green update to a roomier config: the new fleet warms lazily
+    sm, _ = server.clients()
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="mme-small", DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 2}]
+    )
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="mme-small", WaiterConfig={"Delay": 1})
+    assert sm.describe_endpoint(EndpointName="mme-small")["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+    for name, model in models.items():
+        status, out = invoke_raw(server, "mme-small", name, body)
+        assert status == 200 and np.allclose(json.loads(out), model.predict(x[5:6]))
+    sm.create_model(
+        ModelName="mme-small-v2",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": SKLEARN_IMAGE, "Mode": "MultiModel", "ModelDataUrl": prefix},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="mme-small-v2",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "mme-small-v2", "InitialInstanceCount": 1,
+             "InstanceType": "ml.m5.large"}
+        ],
+    )  # fmt: skip
+    sm.update_endpoint(EndpointName="mme-small", EndpointConfigName="mme-small-v2")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="mme-small", WaiterConfig={"Delay": 1})
+    for name, model in models.items():
+        status, out = invoke_raw(server, "mme-small", name, body)
+        assert status == 200 and np.allclose(json.loads(out), model.predict(x[5:6]))
+    assert metric(server, "modelhost_loaded_model_count", "mme-small") >= 12  # 8 GiB of ml.m5.large holds them all
+    sm.delete_endpoint(EndpointName="mme-small")
 
 
 def test_cache_disabled_unloads_after_each_invocation(server: Server, sess: Any) -> None:
@@ -286,6 +314,48 @@ def test_cache_disabled_unloads_after_each_invocation(server: Server, sess: Any)
         assert metric(server, "modelhost_loaded_model_count", "mme-nocache") == 0
         assert metric(server, "modelhost_model_loading_time_microseconds_count", "mme-nocache") == expected_loads
     server.clients()[0].delete_endpoint(EndpointName="mme-nocache")
+
+
+def test_xgboost_runtime(server: Server, sess: Any) -> None:
+    import xgboost as xgb
+
+    from tests.helpers import XGBOOST_IMAGE
+
+    x, y = diabetes()
+    prefix = f"s3://{sess.default_bucket()}/mme-xgb/"
+    boosters = {}
+    for i in range(3):
+        booster = xgb.train({"max_depth": 2 + i}, xgb.DMatrix(x, label=y), num_boost_round=5)
+        raw = booster.save_raw("ubj")
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:gz") as tar:
+            info = tarfile.TarInfo("xgboost-model")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(bytes(raw)))
+        server.put_object(f"{prefix}xgb-{i}.tar.gz", out.getvalue())
+        boosters[f"xgb-{i}.tar.gz"] = booster
+    sm, rt = server.clients()
+    sm.create_model(
+        ModelName="mme-xgb",
+        ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": XGBOOST_IMAGE, "Mode": "MultiModel", "ModelDataUrl": prefix},
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="mme-xgb",
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": "mme-xgb", "InitialInstanceCount": 1,
+             "InstanceType": "ml.m5.large"}
+        ],
+    )  # fmt: skip
+    sm.create_endpoint(EndpointName="mme-xgb", EndpointConfigName="mme-xgb")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="mme-xgb", WaiterConfig={"Delay": 1})
+    row = ",".join(f"{v}" for v in x[0])
+    for name, booster in boosters.items():
+        out = rt.invoke_endpoint(EndpointName="mme-xgb", Body=row, ContentType="text/csv", TargetModel=name)
+        got = float(out["Body"].read().decode().strip())
+        sent = np.array([[float(f"{v}") for v in x[0]]])
+        assert np.isclose(got, booster.predict(xgb.DMatrix(sent))[0], atol=1e-4)
+    sm.delete_endpoint(EndpointName="mme-xgb")
 
 
 def test_create_model_rules(server: Server) -> None:
