@@ -99,6 +99,10 @@ class ModelCache:
 
     async def invoke(self, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float) -> HttpResponse:
         target = next((v.decode("latin-1") for n, v in headers if n == TARGET_MODEL), "")
+        if not target:  # batch transform or async requests: SageMaker has no multi-model form of them
+            return HttpResponse(
+                400, {b"content-type": TEXT}, b"A multi-model endpoint needs a TargetModel per request."
+            )
         for _attempt in range(2):
             entry = self.loaded.get(target)
             if entry is not None:
