@@ -8,7 +8,6 @@ single-flight: concurrent fetches of one TargetModel share one download and extr
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import time
 from collections import Counter, OrderedDict
@@ -58,6 +57,7 @@ class DiskTier:
         self.pins: Counter[str] = Counter()
         self._fetches: dict[str, asyncio.Task[DiskEntry]] = {}
         self.deleted = 0
+        self.users = 0  # instances using the tier (the last one to stop removes it)
 
     @property
     def used(self) -> int:
@@ -128,6 +128,6 @@ class DiskTier:
             self.entries[target] = entry
 
     def clear(self) -> None:
+        """Delete every extracted model (the directory is made again by the next download)."""
         shutil.rmtree(self.root, ignore_errors=True)
-        os.makedirs(self.root, exist_ok=True)
         self.entries.clear()

@@ -12,6 +12,7 @@ model from ``MODELHOST_MME_LOAD_WAIT`` (60 s, as SageMaker), the load itself ``M
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -47,7 +48,16 @@ class MultiModelInstance(Instance):
     def __init__(self, spec: MultiModelSpec, index: int, run_dir: Path, log: EndpointLog) -> None:
         super().__init__(spec, index, run_dir, log)
         assert spec.disk is not None
+        self.disk = spec.disk
+        self.disk.users += 1
         self.cache = ModelCache(self.name, spec.disk, spec.policy, spec.events)
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        await super().stop(drain_timeout)
+        self.cache.events.loaded_count(self.name, 0)
+        self.disk.users -= 1
+        if self.disk.users == 0:  # the fleet's last instance: its extracted models go too
+            await asyncio.to_thread(self.disk.clear)
 
     def _connect(self) -> None:
         super()._connect()
