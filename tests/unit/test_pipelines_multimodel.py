@@ -268,3 +268,79 @@ def test_cache_not_ready_then_ready(tmp_path: Path) -> None:
         return (await cache.invoke([(b"x-amzn-sagemaker-target-model", b"a.tar.gz")], b"", 5)).body
 
     assert asyncio.run(flow()) == b"a.tar.gz" and container.loads == 1
+
+
+def test_disk_tier_lru_by_bytes(tmp_path: Path) -> None:
+    src = tmp_path / "bucket" / "p"
+    src.mkdir(parents=True)
+    for n in ("a", "b", "c"):
+        (src / f"{n}.tar.gz").write_bytes(tarball({"blob": "x" * 1000}))
+    disk = DiskTier(ArtifactCache(FileBlobs(), tmp_path / "c"), tmp_path / "disk", str(src) + "/", 2500, 1 << 30)
+
+    async def flow() -> None:
+        a, took = await disk.fetch("a.tar.gz")
+        assert took is not None and (a / "blob").stat().st_size == 1000
+        assert (await disk.fetch("a.tar.gz"))[1] is None  # on disk already
+        await disk.fetch("b.tar.gz")
+        disk.pin("a.tar.gz")
+        await disk.fetch("c.tar.gz")  # over 2500 bytes: b goes (a is pinned, c is new)
+        assert list(disk.entries) == ["a.tar.gz", "c.tar.gz"] and disk.deleted == 1
+        disk.unpin("a.tar.gz")
+        with pytest.raises(TargetModelMissing):
+            await disk.fetch("../p/a.tar.gz")
+
+    asyncio.run(flow())
+
+
+# --- the multi-model container contract (serving/multimodel.py), over ASGI
+
+
+def _call(app: Any, method: str, path: str, body: bytes = b"", query: bytes = b"") -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "query_string": query,
+             "headers": [(b"content-type", b"text/csv")]}  # fmt: skip
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_multi_model_container_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    from modelhost.serving.multimodel import MultiModelApp
+    from tests.helpers import diabetes
+
+    monkeypatch.setenv("MODELHOST_RUNTIME", "sklearn")
+    x, y = diabetes()
+    for name, shift in (("one", 0.0), ("two", 100.0)):
+        (tmp_path / name).mkdir()
+        joblib.dump(LinearRegression().fit(x, y + shift), tmp_path / name / "model.joblib")
+    (tmp_path / "oom" / "code").mkdir(parents=True)
+    (tmp_path / "oom" / "code" / "inference.py").write_text("def model_fn(d):\n    raise MemoryError()\n")
+    app = MultiModelApp()
+    for name in ("one", "two"):
+        doc = json.dumps({"model_name": name, "url": str(tmp_path / name)}).encode()
+        assert _call(app, "POST", "/models", doc)[0] == 200
+    assert _call(app, "POST", "/models", json.dumps({"model_name": "one", "url": "x"}).encode())[0] == 409
+    oom = json.dumps({"model_name": "oom", "url": str(tmp_path / "oom")}).encode()
+    assert _call(app, "POST", "/models", oom)[0] == 507
+    status, page = _call(app, "GET", "/models", query=b"limit=1")
+    assert status == 200 and json.loads(page)["models"] == [{"modelName": "one", "modelUrl": str(tmp_path / "one")}]
+    token = json.loads(page)["nextPageToken"]
+    rest = json.loads(_call(app, "GET", "/models", query=f"limit=1&next_page_token={token}".encode())[1])
+    assert [m["modelName"] for m in rest["models"]] == ["two"] and "nextPageToken" not in rest
+    assert json.loads(_call(app, "GET", "/models/two")[1])["modelName"] == "two"
+    row = ",".join(str(v) for v in x[0]).encode()
+    status, out = _call(app, "POST", "/models/two/invoke", row)
+    assert status == 200 and abs(json.loads(out)[0] - (LinearRegression().fit(x, y + 100).predict(x[:1])[0])) < 1e-6
+    assert _call(app, "DELETE", "/models/two")[0] == 200
+    assert _call(app, "GET", "/models/two")[0] == 404
+    assert _call(app, "POST", "/models/two/invoke", row)[0] == 404
+    assert _call(app, "DELETE", "/models/two")[0] == 404

@@ -103,7 +103,11 @@ class MultiModelApp:
             await _text(send, 507, f"Not enough memory to load model {name}.")
             return
         except ModelLoadError as exc:
-            await _text(send, 500, exc.reason)
+            if isinstance(exc.__cause__, MemoryError):  # model_fn ran out of memory: the platform evicts
+                _trim(collect=True)
+                await _text(send, 507, f"Not enough memory to load model {name}: {exc.reason}")
+            else:
+                await _text(send, 500, exc.reason)
             return
         except Exception as exc:
             await _text(send, 500, f"Failed to load model: {type(exc).__name__}: {exc}")
