@@ -48,16 +48,22 @@ LOADED_MODEL_COUNT = Gauge(
 )
 
 
+# (endpoint, variant) -> replica -> models loaded: shared by every fleet of the variant (a blue/green
+# update runs two), so LoadedModelCount is their sum and a stopping fleet only takes its own away.
+_LOADED: dict[tuple[str, str], dict[str, int]] = {}
+
+
 @dataclass
 class MultiModelMetrics:
     """The MultiModelEvents a variant's replicas report (backends/multimodel.py), as Prometheus metrics."""
 
     endpoint: str
     variant: str
-    per_replica: dict[str, int] = field(default_factory=dict)
+    per_replica: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         labels = (self.endpoint, self.variant)
+        self.per_replica = _LOADED.setdefault(labels, {})
         self._times = {k: h.labels(*labels) for k, h in _TIMES.items()}
         self._hit = CACHE_HIT.labels(*labels)
         self._lookups = CACHE_LOOKUPS.labels(*labels)
@@ -81,7 +87,10 @@ class MultiModelMetrics:
         self._times["model_unloading_time"].observe(seconds * 1e6)
 
     def loaded_count(self, replica: str, count: int) -> None:
-        self.per_replica[replica] = count
+        if count:
+            self.per_replica[replica] = count
+        else:
+            self.per_replica.pop(replica, None)
         self._count.set(sum(self.per_replica.values()))
 
 

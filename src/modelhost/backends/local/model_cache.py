@@ -66,7 +66,7 @@ def rss_bytes(pid: int | None) -> int:
 
 class ModelCache:
     def __init__(self, name: str, disk: DiskTier, policy: CachePolicy, events: MultiModelEvents) -> None:
-        self.name = name
+        self.name = f"{name}@{id(self):x}"  # unique: a blue/green update's two fleets both have "<variant>/0"
         self.disk = disk
         self.policy = policy
         self.events = events

@@ -54,7 +54,7 @@ class MultiModelInstance(Instance):
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         await super().stop(drain_timeout)
-        self.cache.events.loaded_count(self.name, 0)
+        self.cache.events.loaded_count(self.cache.name, 0)
         self.disk.users -= 1
         if self.disk.users == 0:  # the fleet's last instance: its extracted models go too
             await asyncio.to_thread(self.disk.clear)
