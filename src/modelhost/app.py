@@ -13,11 +13,15 @@ from modelhost.backends.local import LocalBackend
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.controllers.autoscaler import Autoscaler
+from modelhost.controllers.functions import FunctionController
 from modelhost.controllers.loop import ControlLoop, Wakeup
 from modelhost.controllers.reconciler import Reconciler
+from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.functions import FunctionInvoker
 from modelhost.hosting.router import Router
+from modelhost.hosting.serverless import ServerlessBackend
 from modelhost.server.build import build_asgi
 from modelhost.server.front_door import FrontDoor
 from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
@@ -58,7 +62,16 @@ class Services:
             max_artifact_bytes(settings.max_artifact_bytes, None),
         )
         self.router = Router(settings.instance_wait_timeout)
-        self.backend = LocalBackend(settings, self.artifacts)
+        # Serverless variants (and Lambda functions) get the serverless gate around the local fleets.
+        self.backend = ServerlessBackend(
+            LocalBackend(settings, self.artifacts),
+            idle_seconds=settings.serverless_idle_seconds,
+            cold_start_limit=settings.serverless_cold_start_limit,
+        )
+        self.serverless = ServerlessScaler(self.backend)
+        # Lambda functions: deployed by the control loop as serverless fleets, invoked through this table.
+        self.functions = FunctionInvoker()
+        self.function_controller = FunctionController(settings, self.store, self.backend, self.functions)
         self.reconciler = Reconciler(settings, self.store, self.backend, self.router)
         # Asynchronous inference: the durable queue; the control loop tells it which endpoints are async.
         self.asyncq = AsyncInference(settings, self.store, self.blobs, self.router)
@@ -76,7 +89,7 @@ class Services:
             self.autoscaler,
             tick=settings.reconcile_interval,
             autoscale_interval=settings.autoscale_interval,
-            endpoint_watchers=(self.asyncq.sync_endpoints,),
+            endpoint_watchers=(self.asyncq.sync_endpoints, self.serverless.on_pass, self.function_controller.on_pass),
             wakeup=wakeup,
         )
 
@@ -86,6 +99,7 @@ class Services:
 
     async def stop(self) -> None:
         await self.loop.shutdown()
+        await self.function_controller.shutdown()
         await self.asyncq.stop()
         await self.backend.close()
 
@@ -109,6 +123,7 @@ def create_app(settings: Settings) -> FrontDoor:
         buckets=services.buckets,
         uploads=MultipartUploads(services.buckets, settings.data_dir / "uploads"),
         lifespan=lifespan,
+        functions=services.functions,
     )
 
 

@@ -1,4 +1,4 @@
-"""The command line: serve, deploy, invoke, ls, delete, logs.
+"""The command line: serve, deploy, invoke, ls, delete, logs, transform, env.
 
 Every command except ``serve`` talks to a running server through the SageMaker API (boto3), so
 it does exactly what any other SageMaker client could do.
@@ -93,6 +93,12 @@ def serve(
 
         deploy_example_in_background(settings)
     err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
+    # issue 14: the one line that points unmodified AWS code here
+    err.print(
+        f'modelhost: for unmodified AWS code: eval "$(modelhost env --url http://{host}:{port})"',
+        highlight=False,
+        soft_wrap=True,
+    )
     run_server(settings)
 
 
@@ -456,6 +462,32 @@ def transform(
         reason = f": {desc['FailureReason']}" if desc.get("FailureReason") else ""
         fail(f"transform job {job_name}: {status}{reason}")
     out.print(f"transform job {job_name}: Completed; output under {output_uri}", highlight=False, soft_wrap=True)
+
+
+# --- modelhost env (issue 14): the environment that points unmodified AWS code at the server ---------
+
+
+@app.command("env")
+def client_env(
+    url: UrlOption = DEFAULT_URL,
+    shell: Annotated[str, typer.Option(help="Output syntax: sh, fish, powershell or dotenv.")] = "sh",
+    dotenv: Annotated[bool, typer.Option("--dotenv", help="Same as --shell dotenv (a .env file).")] = False,
+) -> None:
+    """Print the environment that makes boto3, the AWS CLI and the sagemaker SDK use this server
+    unchanged: eval "$(modelhost env)"."""
+    from modelhost import client_env as ce
+
+    chosen = "dotenv" if dotenv else shell
+    if chosen not in ce.SHELLS:
+        fail(f"--shell must be one of {', '.join(ce.SHELLS)}, not {chosen!r}")
+    try:
+        info = ce.server_info(url)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(f"cannot read the client configuration of {url}: {exc}")
+    env, warning = ce.variables(url, info, ce.local_sdk_config(url, info))
+    if warning:
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
+    sys.stdout.write(ce.render(env, chosen))
 
 
 def main() -> None:

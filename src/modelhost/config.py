@@ -64,6 +64,26 @@ class Settings:
     requirements_allow_local: bool = field(
         default_factory=lambda: _env("REQUIREMENTS_ALLOW_LOCAL", "").lower() in ("1", "true", "yes")
     )
+    # Unmodified clients (issue 14): the IAM role STS and IAM answer for (get_execution_role()), and how
+    # long a Describe* of a resource in a transitional state waits for it to change (seconds; 0: never).
+    role_name: str = field(default_factory=lambda: _env("ROLE_NAME", "modelhost"))
+    describe_wait: float = field(default_factory=lambda: float(_env("DESCRIBE_WAIT", "20")))
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.role_name}"
+
+    # Serverless endpoints and Lambda functions (issue 11): seconds without requests before a variant
+    # scales to zero (to its ProvisionedConcurrency), and the cold-start limit (SageMaker: 3 minutes).
+    serverless_idle_seconds: float = field(default_factory=lambda: float(_env("SERVERLESS_IDLE_SECONDS", "300")))
+    serverless_cold_start_limit: float = field(
+        default_factory=lambda: float(_env("SERVERLESS_COLD_START_LIMIT", "180"))
+    )
+
+    # The key Lambda functions get (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, with AWS_ENDPOINT_URL
+    # pointing here): with --credentials-file, name a key of that file.
+    lambda_access_key_id: str = field(default_factory=lambda: _env("LAMBDA_ACCESS_KEY_ID", "modelhost"))
+    lambda_secret_access_key: str = field(default_factory=lambda: _env("LAMBDA_SECRET_ACCESS_KEY", "modelhost"))
 
     @property
     def db_url(self) -> str:

@@ -130,6 +130,14 @@ class ModelNotReadyException(RuntimeApiError):
     status = 429
 
 
+class ThrottlingException(RuntimeApiError):
+    """Too many requests in flight (a serverless variant at MaxConcurrency): HTTP 400 as the AWS
+    runtime answers it; botocore's retry handler treats the code as throttling."""
+
+    code = "ThrottlingException"
+    status = 400
+
+
 class ServiceUnavailable(RuntimeApiError):
     code = "ServiceUnavailable"
     status = 503
@@ -153,7 +161,49 @@ __all__ = [
     "RuntimeInternalFailure",
     "SerializationException",
     "ServiceUnavailable",
+    "ThrottlingException",
     "UnknownOperationException",
     "ValidationError",
     "ValidationException",
 ]
+
+
+# --- Lambda (rest-json): errors carry ``Type`` and ``message``; the status comes from the error shape.
+
+
+class LambdaError(ApiError):
+    def __init__(self, code: str, status: int, message: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+        self.code = code
+        self.status = status
+
+    def body(self) -> dict[str, object]:
+        return {"Type": "User", "message": self.message, **self.fields}
+
+    @classmethod
+    def not_found(cls, message: str) -> LambdaError:
+        return cls("ResourceNotFoundException", 404, message)
+
+    @classmethod
+    def conflict(cls, message: str) -> LambdaError:
+        return cls("ResourceConflictException", 409, message)
+
+    @classmethod
+    def invalid(cls, message: str) -> LambdaError:
+        return cls("InvalidParameterValueException", 400, message)
+
+    @classmethod
+    def validation(cls, message: str) -> LambdaError:
+        return cls("ValidationException", 400, message)
+
+    @classmethod
+    def precondition(cls, message: str) -> LambdaError:
+        return cls("PreconditionFailedException", 412, message)
+
+    @classmethod
+    def too_many(cls, message: str, reason: str) -> LambdaError:
+        return cls("TooManyRequestsException", 429, message, Reason=reason)
+
+    @classmethod
+    def too_large(cls, message: str) -> LambdaError:
+        return cls("RequestTooLargeException", 413, message)

@@ -26,8 +26,8 @@ DLC = "763104351884.dkr.ecr.{region}.amazonaws.com/{repo}:{tag}"
         # The four families of the Hugging Face DLC reference (seed 004), both example URIs included.
         ("huggingface-pytorch-inference", "1.13.1-transformers4.26.0-cpu-py39-ubuntu20.04", "huggingface"),
         ("huggingface-pytorch-training", "1.6.0-transformers4.4.2-gpu-py36-cu110-ubuntu18.04", "huggingface"),
-        ("huggingface-tensorflow-inference", "2.4.1-transformers4.6.1-cpu-py37-ubuntu18.04", "tensorflow"),
-        ("huggingface-tensorflow-training", "2.6.3-transformers4.17.0-gpu-py38-cu112-ubuntu20.04", "tensorflow"),
+        ("huggingface-tensorflow-inference", "2.4.1-transformers4.6.1-cpu-py37-ubuntu18.04", "huggingface"),
+        ("huggingface-tensorflow-training", "2.6.3-transformers4.17.0-gpu-py38-cu112-ubuntu20.04", "huggingface"),
         # PyTorch
         ("pytorch-inference", "2.1.0-cpu-py310", "pytorch"),
         ("pytorch-inference", "1.6.0-gpu-py36-cu101-ubuntu16.04", "pytorch"),

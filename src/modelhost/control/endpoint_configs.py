@@ -8,6 +8,7 @@ import socket
 from modelhost.control import listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ValidationException
+from modelhost.resources import serverless as serverless_rules
 from modelhost.resources.webhooks import webhook_refusal
 from modelhost.store import tables
 
@@ -56,19 +57,15 @@ def _check_variants(ctx: ControlContext, req: Request) -> None:
                     raise ValidationException(
                         f"Variant {v['VariantName']}: {f} is required for instance-based variants."
                     )
-        sc = v.get("ServerlessConfig") or {}
-        if sc.get("ProvisionedConcurrency", 0) > sc.get("MaxConcurrency", 200):
-            raise ValidationException(
-                f"Variant {v['VariantName']}: ProvisionedConcurrency must be less than or equal to MaxConcurrency."
-            )
-        if sc and sc.get("MemorySizeInMB", 1024) % 1024:
-            raise ValidationException(
-                f"Variant {v['VariantName']}: ServerlessConfig.MemorySizeInMB must be one of 1024, 2048, 3072, "
-                "4096, 5120, 6144."
-            )
+        if serverless and (reason := serverless_rules.variant_refusal(v)) is not None:
+            raise ValidationException(reason)
         if "ModelName" not in v:
             raise ValidationException(f"Variant {v['VariantName']}: ModelName is required.")
         models.get(ctx, v["ModelName"])  # raises 'Could not find model "arn..."'
+    if any("ServerlessConfig" in v for v in variants):
+        named = {v["ModelName"]: models.get(ctx, v["ModelName"])["spec"] for v in req["ProductionVariants"]}
+        if (reason := serverless_rules.config_refusal(req, named)) is not None:
+            raise ValidationException(reason)
 
 
 SNS_ARN = re.compile(r"arn:aws[a-z\-]*:sns:[a-z0-9\-]*:[0-9]{12}:[a-zA-Z0-9_.-]+")

@@ -28,6 +28,7 @@ from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
 from modelhost.hosting.targets import VariantTargets
 from modelhost.resources.containers import model_definition
 from modelhost.resources.endpoint import EndpointRecord, EndpointStatus, Snapshot
+from modelhost.resources.serverless import ServerlessConfig
 from modelhost.store import endpoints as rows
 from modelhost.store.db import MetadataStore
 from modelhost.store.logs import EndpointLog
@@ -152,6 +153,9 @@ class Reconciler:
             volume_size_gb=variant.get("VolumeSizeInGB"),
             instance_type=variant.get("InstanceType"),
             events=MultiModelMetrics(endpoint, name) if multi else None,
+            serverless=ServerlessConfig.from_variant(variant["ServerlessConfig"])
+            if "ServerlessConfig" in variant
+            else None,
         )
 
     def route(self, endpoint: str, snap: Snapshot, fleets: dict[str, FleetHandle]) -> EndpointRoute:

@@ -98,6 +98,34 @@ class InvalidOutputLocation(HostingError):
         self.reason = reason
 
 
+class Throttled(HostingError):
+    """A serverless variant (or Lambda function) already has ``limit`` requests in flight."""
+
+    def __init__(self, endpoint: str, variant: str, limit: int, reserved: bool = True) -> None:
+        super().__init__(f"variant {variant} of endpoint {endpoint} is at its concurrency limit ({limit})")
+        self.endpoint = endpoint
+        self.variant = variant
+        self.limit = limit
+        self.reserved = reserved  # a Lambda function's own reserved concurrency (else the default limit)
+
+
+class PayloadTooLarge(HostingError):
+    """The request body is over the variant's limit (serverless: 4 MB)."""
+
+    def __init__(self, endpoint: str, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes exceeds {limit} bytes for endpoint {endpoint}")
+        self.endpoint = endpoint
+        self.size = size
+        self.limit = limit
+
+
+class ColdStartFailed(ModelFailed):
+    """A serverless cold start failed or took longer than the limit; ``message`` says why. Status 0."""
+
+    def __init__(self, endpoint: str, variant: str, reason: str, log_stream_arn: str) -> None:
+        super().__init__(endpoint, variant, 0, reason, log_stream_arn)
+
+
 # --- inference pipelines and multi-model endpoints (hosting/targets.py, hosting/affinity.py)
 
 

@@ -10,6 +10,8 @@
     aws_secret_access_key = ...
     aws_session_token = ...            (optional: requests must then carry it as X-Amz-Security-Token)
     permissions = sagemaker:InvokeEndpoint=arn:aws:sagemaker:*:*:endpoint/prod-*
+    role = modelhost                   (optional: STS then answers an assumed-role session of that role,
+                                        so sagemaker.get_execution_role() works with this key)
 
 Each section is one user, ``arn:aws:iam::<account>:user/<section name>``; ``permissions`` is the
 comma list of ``permissions.Policy`` (default ``*``). Other options (``region``, ...) are ignored, so
@@ -45,10 +47,18 @@ class Key:
     account: str
     token: str | None = None
     policy: Policy = field(default_factory=lambda: Policy.parse(None), compare=False)
+    role: str | None = None  # ``role = NAME``: STS answers the key as a session of that role (issue 14)
 
     @property
     def arn(self) -> str:
         return f"arn:aws:iam::{self.account}:user/{self.name}"
+
+    @property
+    def identity_arn(self) -> str:
+        """What GetCallerIdentity answers: the user, or ``assumed-role/<role>/<user>`` with a role."""
+        if self.role:
+            return f"arn:aws:sts::{self.account}:assumed-role/{self.role}/{self.name}"
+        return self.arn
 
     @cached_property
     def credentials(self) -> Credentials:
@@ -103,7 +113,10 @@ def parse_credentials(text: str, account: str, source: str = "<credentials>") ->
             policy = Policy.parse(section.get("permissions"))
         except ValueError as exc:
             raise CredentialsError(f"{where}: permissions: {exc}") from None
-        keys.append(Key(name, access_key, secret_key, account, token, policy))
+        role = section.get("role", "").strip() or None
+        if role is not None and any(c.isspace() or c in "/:*?" for c in role):
+            raise CredentialsError(f"{where}: role must be an IAM role name (letters, digits and +=,.@_-)")
+        keys.append(Key(name, access_key, secret_key, account, token, policy, role))
     if not keys:
         raise CredentialsError(f"{source}: no [section] with {ACCESS_KEY} and {SECRET_KEY}")
     return Keyring(keys, source)

@@ -18,9 +18,10 @@ from modelhost.config import Settings
 from modelhost.control.context import ControlContext
 from modelhost.errors import UnknownOperationException
 from modelhost.hosting.asyncq import AsyncInference
+from modelhost.hosting.functions import FunctionInvoker
 from modelhost.hosting.router import Router
 from modelhost.security import AuditLog, Verifier, load_credentials
-from modelhost.server import admin, protocols
+from modelhost.server import admin, client_config, protocols
 from modelhost.server.asgi import ASGIApp, request_id
 from modelhost.server.async_runtime import AsyncInvocations
 from modelhost.server.control_plane import ControlPlane
@@ -29,12 +30,15 @@ from modelhost.server.front_door import (
     Middleware,
     Route,
     anything,
+    is_iam,
     is_invoke,
     is_invoke_async,
     is_s3,
     is_sts,
 )
+from modelhost.server.iam import IamApp
 from modelhost.server.json_wire import error_response
+from modelhost.server.lambda_api import LambdaApi, is_lambda
 from modelhost.server.middleware import STACK, Authenticate, Guard, HostPolicy, Limits
 from modelhost.server.middleware.auth import Security
 from modelhost.server.runtime import Invocations
@@ -56,8 +60,10 @@ def build_asgi(
     buckets: BucketStore,
     uploads: MultipartUploads,
     lifespan: Lifespan,
+    functions: FunctionInvoker | None = None,
 ) -> FrontDoor:
     """``lifespan`` starts and stops the services; the server's own resources close after it."""
+    client_config.write_sdk_defaults(settings)  # the SDK defaults file `modelhost env` points at
     s3_app: ASGIApp
     proxy: S3Proxy | None = None
     if settings.s3_endpoint_url:  # the S3 API is the configured service's, re-signed
@@ -78,6 +84,7 @@ def build_asgi(
         routes=[
             StarletteRoute("/", ControlPlane(control).handle, methods=["POST"]),
             *admin.routes(settings.logs_dir),
+            client_config.route(settings),  # what `modelhost env` prints comes from here
         ],
         exception_handlers={404: no_route, 405: no_route},
         lifespan=server_lifespan,
@@ -86,9 +93,11 @@ def build_asgi(
     invocations.async_endpoints = asyncq.names  # InvokeEndpoint refuses these (a set kept current in place)
     routes = [
         Route("s3", is_s3, s3_app, protocols.REST_XML),  # first: a bucket may be called "endpoints"
-        Route("sts", is_sts, StsApp(settings.account_id), protocols.QUERY),
+        Route("iam", is_iam, IamApp(settings.role_name, settings.account_id), protocols.QUERY),
+        Route("sts", is_sts, StsApp(settings.account_id, settings.role_name), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
         Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
+        *([Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []),
         Route("api", anything, api, protocols.JSON),
     ]
     # Authenticate verifies signatures when a credentials file is configured (server/middleware/auth.py).

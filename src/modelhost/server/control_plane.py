@@ -17,6 +17,7 @@ from modelhost.control import autoscaling, logs_api
 from modelhost.control.context import ControlContext
 from modelhost.control.operations import SAGEMAKER_OPERATIONS, Operation
 from modelhost.errors import ApiError, InternalFailure, UnknownOperationException
+from modelhost.server import long_poll
 from modelhost.server.access import authorize
 from modelhost.server.asgi import request_id
 from modelhost.server.awsjson import decode_body, error_response, get_schema, json_response, parse_target
@@ -87,6 +88,12 @@ class ControlPlane:
             # so the resource's name is a well-formed string.
             authorize(request.scope, f"{schema_name}:{operation}", self.resource_arn(schema_name, operation, params))
             result = await run_in_threadpool(handler, self.control, params)
+            if long_poll.applies(operation, request.headers.get("user-agent"), result):  # a waiting client
+                result = await long_poll.until_changed(
+                    lambda: run_in_threadpool(handler, self.control, params),
+                    result,
+                    self.control.settings.describe_wait,
+                )
             return json_response(schema.output_to_json(operation, result), rid)
         except ApiError as err:  # AccessDenied included
             return error_response(err, rid)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from modelhost.server.asgi import ENDPOINT, ROUTE, ASGIApp, Receive, Scope, Send
+from modelhost.server.iam import is_iam_request
 from modelhost.server.s3 import is_s3_request
 from modelhost.server.sts import is_sts_request
 
@@ -62,6 +63,10 @@ def is_invoke_async(scope: Scope) -> bool:
 
 def is_sts(scope: Scope) -> bool:
     return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/" and is_sts_request(scope)
+
+
+def is_iam(scope: Scope) -> bool:
+    return scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/" and is_iam_request(scope)
 
 
 def is_s3(scope: Scope) -> bool:

@@ -11,8 +11,9 @@ import time
 
 import regex
 
-from modelhost.errors import ModelError, RuntimeApiError, ServiceUnavailable, ValidationError
+from modelhost.errors import ModelError, RuntimeApiError, ServiceUnavailable, ThrottlingException, ValidationError
 from modelhost.hosting.errors import (
+    ColdStartFailed,
     EndpointNotFound,
     EndpointNotInService,
     HostingError,
@@ -22,6 +23,8 @@ from modelhost.hosting.errors import (
     ModelTimedOut,
     NoCapacity,
     NotAsyncEndpoint,
+    PayloadTooLarge,
+    Throttled,
     VariantNotFound,
 )
 from modelhost.hosting.router import Router
@@ -113,6 +116,15 @@ def runtime_error(err: HostingError, account_id: str) -> RuntimeApiError:
         )
     if isinstance(err, InvalidOutputLocation):
         return ValidationError(f"The output location {err.uri} is not a valid object key: {err.reason}")
+    if isinstance(err, Throttled):
+        return ThrottlingException(
+            f"Rate exceeded: endpoint {err.endpoint} variant {err.variant} already has MaxConcurrency "
+            f"({err.limit}) requests in flight."
+        )
+    if isinstance(err, PayloadTooLarge):
+        return ValidationError(
+            f"Request body is {err.size} bytes; the maximum for a serverless endpoint is {err.limit} bytes (4 MB)."
+        )
     if isinstance(err, NoCapacity):
         return ServiceUnavailable(
             f"No healthy instance of variant {err.variant} of endpoint {err.endpoint} is available."
@@ -140,6 +152,8 @@ def original_message(err: ModelFailed) -> str:
         )
     if isinstance(err, ModelLost):
         return f"The container {err.container} failed: {err.message}."
+    if isinstance(err, ColdStartFailed):
+        return err.message
     return err.message
 
 

@@ -1,9 +1,12 @@
 """The one STS call SageMaker clients make: GetCallerIdentity (query protocol, XML).
 
 The sagemaker SDK asks for the account id to name its default bucket
-(``sagemaker-<region>-<account>``); we answer with the server's configured account, and, when
-requests are authenticated, the signing key's user (``arn:aws:iam::<account>:user/<section>``,
-UserId the access key id).
+(``sagemaker-<region>-<account>``) and, in ``get_execution_role()``, for an assumed-role ARN it turns
+into the role's (anything else is "not a role"). So the caller is a session of the server's role
+(``arn:aws:sts::<account>:assumed-role/<MODELHOST_ROLE_NAME>/modelhost``) when requests are not
+authenticated; when they are, the signing key's user (``arn:aws:iam::<account>:user/<section>``,
+UserId the access key id), or a session of the key's ``role`` when its section names one.
+Unsigned IAM calls (``Version=2010-05-08``) come this way too and are answered by server/iam.py.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
+from modelhost.server import iam
 from modelhost.server.asgi import CALLER, BodyTooLarge, Receive, Scope, Send, read_body, request_id
 
 NS = "https://sts.amazonaws.com/doc/2011-06-15/"
 MAX_BODY = 64 * 1024
+SESSION = "modelhost"  # the role session name of unauthenticated callers
 
 
 def is_sts_request(scope: Scope) -> bool:
@@ -46,8 +51,9 @@ async def send_xml(send: Send, status: int, data: bytes) -> None:
 
 
 class StsApp:
-    def __init__(self, account_id: str) -> None:
+    def __init__(self, account_id: str, role_name: str = "modelhost") -> None:
         self.account_id = account_id
+        self.role = iam.Role(role_name, account_id)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         rid = request_id(scope)
@@ -58,17 +64,19 @@ class StsApp:
             return
         params = parse_qs(body.decode() + "&" + scope.get("query_string", b"").decode())
         action = (params.get("Action") or [""])[0]
+        if (params.get("Version") or [""])[0] == iam.VERSION:  # an unsigned IAM call
+            await send_xml(send, *iam.answer(self.role, scope, params, rid))
+            return
         if action == "GetCallerIdentity":  # always allowed: it names the verified key's user
             caller = scope.get(CALLER)
             key = getattr(caller, "key", None)
             if key is not None:
-                arn, user_id, account = key.arn, key.access_key, key.account
-            else:  # requests are not authenticated
-                arn, user_id, account = (
-                    f"arn:aws:iam::{self.account_id}:user/modelhost",
-                    "AIDAMODELHOST",
-                    self.account_id,
-                )
+                arn, user_id, account = key.identity_arn, key.access_key, key.account
+                if key.role:
+                    user_id = f"{iam.Role(key.role, key.account).role_id}:{key.name}"
+            else:  # requests are not authenticated: a session of the server's role
+                arn = f"arn:aws:sts::{self.account_id}:assumed-role/{self.role.name}/{SESSION}"
+                user_id, account = f"{self.role.role_id}:{SESSION}", self.account_id
             xml = (
                 f'<GetCallerIdentityResponse xmlns="{NS}"><GetCallerIdentityResult>'
                 f"<Arn>{escape(arn)}</Arn><UserId>{escape(user_id)}</UserId>"

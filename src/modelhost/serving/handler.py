@@ -173,6 +173,10 @@ class Handler:
             raise ModelLoadError(f"model_fn raised {type(e).__name__}: {e}") from e
 
     def _build_transform(self, fns: dict[str, Any]) -> Transform:
+        if self.user_module is not None and self.runtime.user_transform is not None:
+            own = self.runtime.user_transform(self.user_module)  # e.g. TF Serving's input_handler/output_handler
+            if own is not None:
+                return own
         transform_fn = fns.get("transform_fn")
         if transform_fn is not None:
             if _takes_context(transform_fn, 4, "transform_fn"):

@@ -20,6 +20,7 @@ MODELHOST_IMAGES: dict[str, str] = {
     "modelhost/xgboost": "xgboost",
     "modelhost/python": "python",
     "modelhost/huggingface": "huggingface",
+    "modelhost/lambda": "lambda",  # Lambda functions (serving/lambda_runtime.py), made by the Lambda API
 }
 
 
@@ -37,7 +38,7 @@ AWS_REPOSITORIES.update(
         "pytorch-serving": "pytorch",
         "pytorch-training": "pytorch",
         "huggingface-pytorch-training": "huggingface",
-        # TensorFlow Serving DLCs (and the Hugging Face TensorFlow ones): need TensorFlow, see runtimes/tensorflow.py.
+        # TensorFlow Serving DLCs: need TensorFlow, see runtimes/tensorflow.py.
         "tensorflow-inference": "tensorflow",
         "tensorflow-inference-graviton": "tensorflow",
         "tensorflow-inference-arm64": "tensorflow",
@@ -46,8 +47,11 @@ AWS_REPOSITORIES.update(
         "sagemaker-tensorflow-serving-eia": "tensorflow",
         "sagemaker-tensorflow": "tensorflow",
         "tensorflow-training": "tensorflow",
-        "huggingface-tensorflow-inference": "tensorflow",
-        "huggingface-tensorflow-training": "tensorflow",
+        # The Hugging Face TensorFlow DLCs run the HF inference toolkit (HF_TASK, inference.py) over
+        # TensorFlow pipelines, not TF Serving: the same contract here, on transformers 5 (no TensorFlow in it),
+        # so from PyTorch/safetensors weights; a tf_model.h5-only model fails naming the file.
+        "huggingface-tensorflow-inference": "huggingface",
+        "huggingface-tensorflow-training": "huggingface",
         # ONNX: there is no AWS ONNX DLC; these are the repository names modelhost takes for an ONNX Runtime image.
         "onnx-inference": "onnx",
         "onnxruntime-inference": "onnx",

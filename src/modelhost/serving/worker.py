@@ -181,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", required=True, type=Path, help="extracted model artifact (/opt/ml/model)")
     args = parser.parse_args(argv)
     _exit_with_parent()
+    if os.environ.get("MODELHOST_RUNTIME") == "lambda":  # a Lambda function: serving/lambda_runtime.py
+        from modelhost.serving import lambda_runtime
+
+        return lambda_runtime.main(argv)
     logging.basicConfig(stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":  # the multi-model container contract
         from modelhost.serving import multimodel

@@ -49,3 +49,17 @@ class JobLog(EndpointLog):
         self.path = job_log_path(logs_dir, job)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: TextIO = open_private(self.path)
+
+
+def function_log_path(logs_dir: Path, function: str) -> Path:
+    return logs_dir / "lambda" / f"{function}.log"
+
+
+class FunctionLog(EndpointLog):
+    """A Lambda function's log (CloudWatch's ``/aws/lambda/<name>``): its instances' output, with the
+    START / END / REPORT lines of every invocation, and the platform's lines."""
+
+    def __init__(self, logs_dir: Path, function: str) -> None:  # noqa: D107 - same format as endpoint logs
+        self.path = function_log_path(logs_dir, function)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: TextIO = open_private(self.path)

@@ -139,3 +139,29 @@ transform_job_objects = Table(
     Column("output_uri", Text),
     Column("reason", Text),
 )
+
+# Lambda functions (issue 11): the function's configuration as GetFunctionConfiguration answers it
+# (`spec`), and Event invocations queued durably until they have run once.
+lambda_functions = Table(
+    "lambda_functions",
+    metadata,
+    Column("name_key", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("arn", String(256), nullable=False),
+    Column("creation_time", Float, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("reserved_concurrency", Integer),
+)
+
+lambda_events = Table(
+    "lambda_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("function", String(64), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("received_time", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("payload", Text, nullable=False),
+    Column("outcome", Text),
+)

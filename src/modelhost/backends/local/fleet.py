@@ -238,7 +238,7 @@ class Fleet:
         except RequestTimeout as exc:
             raise ReplicaTimeout(str(exc)) from None
         except ConnectionLost as exc:
-            raise ReplicaLost(str(exc)) from None
+            raise ReplicaLost(cast(Instance, replica).exit_reason or str(exc)) from None
         return ReplicaResponse(resp.status, resp.headers, resp.body)
 
     async def invoke_stream(

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.handle import ReplicaFailed
+from modelhost.backends.local import memory
 from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, UnixHttpPool
+from modelhost.backends.local.templates import Process, Template, TemplateFailed
 from modelhost.store.logs import EndpointLog
 
 PING_TIMEOUT = 2.0  # seconds, as SageMaker's health check
@@ -70,6 +72,9 @@ class InstanceSpec:
     stop_grace: float = 30.0
     python: str = field(default_factory=lambda: sys.executable)
     user: InstanceUser | None = None
+    # Serverless: fork from this pre-imported template when the environment allows, and stay under this memory.
+    template: Template | None = None
+    memory_limit_mb: int | None = None
 
     def instance(self, index: int, run_dir: Path, log: EndpointLog) -> Instance:
         """A new instance of this spec (pipeline and multi-model specs make their own kinds)."""
@@ -84,7 +89,8 @@ class Instance:
         self.socket_path = run_dir / f"{os.getpid()}-{id(self):x}.sock"
         self.error_file = self.socket_path.with_suffix(".err")
         self.log = log
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: Process | None = None
+        self.exit_reason: str | None = None  # why the platform stopped it (e.g. the memory limit)
         self.client: UnixHttpPool | None = None
         self.healthy = False
         self.outstanding = 0
@@ -92,6 +98,7 @@ class Instance:
         self.restarts = 0
         self.last_output: collections.deque[str] = collections.deque(maxlen=20)
         self._pump: asyncio.Task[None] | None = None
+        self._memory: asyncio.Task[None] | None = None
 
     @property
     def available(self) -> bool:
@@ -126,15 +133,15 @@ class Instance:
             env.update({"HOME": str(user.home), "USER": user.name, "LOGNAME": user.name})
             # subprocess's user=/group=/extra_groups=[] done in the child (uvloop accepts only preexec_fn).
             as_user = {"preexec_fn": _become(user.uid, user.gid), "cwd": str(user.home)}
+        self.exit_reason = None
+        argv = ["--uds", str(self.socket_path), "--model-dir", str(self.spec.model_dir)]
+        forked = await self._fork(argv, env) if user is None else None
         try:
-            self.proc = await asyncio.create_subprocess_exec(
+            self.proc = forked or await asyncio.create_subprocess_exec(
                 self.spec.python,
                 "-m",
                 "modelhost.serving.worker",
-                "--uds",
-                str(self.socket_path),
-                "--model-dir",
-                str(self.spec.model_dir),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -147,10 +154,30 @@ class Instance:
             raise InstanceFailed(
                 f"The instance process could not be started{who}: {self.spec.python}: {exc.strerror or exc}."
             ) from None
-        self.log.write(self.name, f"instance started (pid {self.proc.pid})")
+        how = f" from the {self.spec.runtime} template" if forked else ""
+        self.log.write(self.name, f"instance started (pid {self.proc.pid}){how}")
         self._pump = asyncio.create_task(self._pump_output(self.proc))
+        if self.spec.memory_limit_mb:
+            self._memory = asyncio.create_task(
+                memory.watch(self.proc.pid, self.spec.memory_limit_mb, self._stopped_because)
+            )
 
-    async def _pump_output(self, proc: asyncio.subprocess.Process) -> None:
+    async def _fork(self, argv: list[str], env: dict[str, str]) -> Process | None:
+        template = self.spec.template
+        if template is None or not template.suits(env):
+            return None
+        try:
+            return await template.spawn("modelhost.serving.worker", argv, env, None)
+        except TemplateFailed as exc:
+            self.log.write(self.name, f"{exc}; starting the instance without it")
+            return None
+
+    def _stopped_because(self, reason: str) -> None:
+        self.exit_reason = reason
+        self.healthy = False
+        self.log.write(self.name, reason)
+
+    async def _pump_output(self, proc: Process) -> None:
         assert proc.stdout is not None
         while line := await proc.stdout.readline():
             text = line.decode("utf-8", "replace").rstrip()
@@ -172,6 +199,8 @@ class Instance:
         return response.status == 200
 
     def failure_reason(self) -> str:
+        if self.exit_reason:
+            return self.exit_reason
         try:
             reason = self.error_file.read_text().strip()
         except FileNotFoundError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import sys
 
 from modelhost.backends.handle import DeploymentFailed
 from modelhost.backends.local.instances import InstanceSpec, InstanceUser
@@ -192,5 +193,5 @@ async def container_spec(
         startup_timeout=startup_timeout if startup_timeout is not None else settings.default_startup_timeout,
         stop_grace=settings.stop_grace,
         user=user,
-        **({"python": settings.python} if settings.python else {}),
+        python=settings.python or sys.executable,
     )

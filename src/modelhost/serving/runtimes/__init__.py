@@ -24,6 +24,9 @@ class Runtime:
     # Maps any exception of the request chain (user code included) to the one the worker answers with; None keeps
     # the generic behaviour (ModelServerError keeps its status, anything else is a 500). The HF toolkit: all 400.
     map_error: Callable[[Exception], Exception] | None = None
+    # A container's own user-code contract besides model_fn/input_fn/...: (user module) -> transform or None
+    # (None: the module does not use it). TF Serving's input_handler/output_handler (runtimes/tfs_handlers.py).
+    user_transform: Callable[[Any], Callable[..., Any] | None] | None = None
 
 
 # Runtime name -> module defining RUNTIME. Imported lazily so e.g. the python runtime never imports xgboost.

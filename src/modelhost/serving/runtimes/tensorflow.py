@@ -24,7 +24,7 @@ import numpy as np
 
 from modelhost.serving import codecs
 from modelhost.serving.errors import BadRequest, ModelLoadError, UnsupportedContentType
-from modelhost.serving.runtimes import Runtime
+from modelhost.serving.runtimes import Runtime, tfs_handlers
 
 NOT_INSTALLED = (
     "TensorFlow Serving images need TensorFlow, which is not installed in modelhost's Python environment "
@@ -147,4 +147,29 @@ def output_fn(prediction: Any, accept: str) -> tuple[bytes, str]:
     return codecs.encode(np.asarray(next(iter(prediction.values()))), accept)
 
 
-RUNTIME = Runtime(name="tensorflow", model_fn=model_fn, input_fn=input_fn, predict_fn=predict_fn, output_fn=output_fn)
+def rest_predict(model: Any, request: str | bytes) -> tfs_handlers.TfsResponse:
+    """TF Serving's REST ``predict``: the request JSON in, ``{"predictions": ...}`` or ``{"error": ...}`` out."""
+    try:
+        body, _ = codecs.encode(predict_fn(input_fn(request, codecs.JSON), model), codecs.JSON)
+    except BadRequest as e:
+        return tfs_handlers.TfsResponse(400, json.dumps({"error": str(e)}).encode())
+    return tfs_handlers.TfsResponse(200, body)
+
+
+def identity(model_dir: str) -> tuple[str, str]:
+    """(model name, version) as TF Serving names the SavedModel it serves."""
+    found = find_saved_model(Path(model_dir))
+    if found.name.isdigit():
+        default = found.parent.name if found.parent != Path(model_dir) else "model"
+        return tfs_handlers.model_name(default), found.name
+    return tfs_handlers.model_name("model"), "1"
+
+
+RUNTIME = Runtime(
+    name="tensorflow",
+    model_fn=model_fn,
+    input_fn=input_fn,
+    predict_fn=predict_fn,
+    output_fn=output_fn,
+    user_transform=tfs_handlers.make_user_transform(rest_predict, identity),
+)

@@ -1,5 +1,5 @@
 """Pipelines the HF DLCs have (transformers 4.x) that transformers 5 removed: question-answering, summarization,
-translation(_xx_to_yy) and text2text-generation.
+translation(_xx_to_yy), text2text-generation and conversational.
 
 Request and response shapes follow the transformers 4.x pipelines the SageMaker toolkit called:
 
@@ -8,6 +8,11 @@ Request and response shapes follow the transformers 4.x pipelines the SageMaker 
 * text2text-generation / summarization / translation: ``str`` or a list of ``str`` -> ``[{"generated_text" |
   "summary_text" | "translation_text": ...}]``; generation parameters (``max_new_tokens``, ``num_beams``, ...)
   go to ``model.generate``; a T5-style ``prefix`` from ``config.task_specific_params`` is prepended.
+* conversational: the toolkit's ``{"text": ..., "past_user_inputs": [...], "generated_responses": [...]}`` ->
+  ``{"generated_text": reply, "conversation": {"past_user_inputs": [...], "generated_responses": [...]}}``
+  (transformers 4.x ``Conversation`` semantics); a list of chat messages ``[{"role", "content"}]`` is accepted
+  too and answered the same way plus ``"messages"`` (the list with the assistant's reply appended). The prompt
+  is the tokenizer's chat template when it has one, else the turns joined by the EOS token (as 4.x did).
 
 They are plain callables with ``model``, ``tokenizer``, ``task`` and ``device`` attributes, like a pipeline.
 """
@@ -19,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-COMPAT_TASKS = ("question-answering", "summarization", "translation", "text2text-generation")
+COMPAT_TASKS = ("question-answering", "summarization", "translation", "text2text-generation", "conversational")
 
 
 def is_compat_task(task: str) -> bool:
@@ -173,10 +178,89 @@ class TranslationPipeline(Text2TextGenerationPipeline):
     return_name = "translation"
 
 
+class ConversationalPipeline:
+    """A chat turn with a decoder-only (``AutoModelForCausalLM``) or encoder-decoder model."""
+
+    task = "conversational"
+
+    def __init__(self, model: Any, tokenizer: Any, device: torch.device) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+
+    @staticmethod
+    def _messages(inputs: Any) -> tuple[list[dict[str, str]], bool]:
+        """(chat messages, whether the request was a message list)."""
+        if isinstance(inputs, str):
+            return [{"role": "user", "content": inputs}], False
+        if isinstance(inputs, dict) and isinstance(inputs.get("text"), str):
+            users = list(inputs.get("past_user_inputs") or [])
+            replies = list(inputs.get("generated_responses") or [])
+            if len(replies) > len(users) or not all(isinstance(t, str) for t in users + replies):
+                raise ValueError(
+                    "past_user_inputs and generated_responses must be lists of strings, one reply per input"
+                )
+            messages: list[dict[str, str]] = []
+            for i, text in enumerate(users):
+                messages.append({"role": "user", "content": text})
+                if i < len(replies):
+                    messages.append({"role": "assistant", "content": replies[i]})
+            return [*messages, {"role": "user", "content": inputs["text"]}], False
+        if (
+            isinstance(inputs, list)
+            and inputs
+            and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in inputs)
+        ):
+            return [{"role": str(m.get("role", "user")), "content": m["content"]} for m in inputs], True
+        raise ValueError(
+            'conversational inputs must be {"text": ..., "past_user_inputs": [...], "generated_responses": [...]}, '
+            'a string, or a list of {"role", "content"} messages'
+        )
+
+    def _prompt_ids(self, messages: list[dict[str, str]]) -> Any:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+            return ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+        eos = tok.eos_token or ""
+        text = "".join(m["content"] + eos for m in messages)
+        return tok(text, return_tensors="pt")["input_ids"]
+
+    def __call__(self, inputs: Any = None, **kwargs: Any) -> Any:
+        if inputs is None:
+            inputs = kwargs.pop("conversations", None)
+        messages, as_messages = self._messages(inputs)
+        ids = self._prompt_ids(messages).to(self.device)
+        generate_kwargs = {"max_new_tokens": 32, **kwargs}
+        if self.tokenizer.pad_token_id is None and self.tokenizer.eos_token_id is not None:
+            generate_kwargs.setdefault("pad_token_id", self.tokenizer.eos_token_id)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **generate_kwargs)
+        new = out[0] if self.seq2seq else out[0, ids.shape[1] :]
+        reply = self.tokenizer.decode(new, skip_special_tokens=True)
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        replies = [m["content"] for m in messages if m["role"] == "assistant"] + [reply]
+        result: dict[str, Any] = {
+            "generated_text": reply,
+            "conversation": {"past_user_inputs": users, "generated_responses": replies},
+        }
+        if as_messages:
+            result["messages"] = [*messages, {"role": "assistant", "content": reply}]
+        return result
+
+
 def load_compat_pipeline(task: str, model_dir: str, device: torch.device, trust_remote_code: bool) -> Any:
     from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+    if task == "conversational":
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
+        auto: Any = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+        chat = auto.from_pretrained(model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32).to(device)
+        return ConversationalPipeline(chat, tokenizer, device)
     if task == "question-answering":
         model = AutoModelForQuestionAnswering.from_pretrained(
             model_dir, trust_remote_code=trust_remote_code, dtype=torch.float32
