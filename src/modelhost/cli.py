@@ -22,11 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from modelhost import cli_cluster as cluster
+from modelhost.cli_env import register as register_env
 from modelhost.client import DEFAULT_URL, boto_session, clients, signed_get
 from modelhost.export.cli import register as register_export
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
 register_export(app)  # inspect, export, serve-model (modelhost/export/cli.py)
+register_env(app)  # env (modelhost/cli_env.py)
 err = Console(stderr=True)
 out = Console()
 
@@ -467,32 +469,6 @@ def transform(
         reason = f": {desc['FailureReason']}" if desc.get("FailureReason") else ""
         fail(f"transform job {job_name}: {status}{reason}")
     out.print(f"transform job {job_name}: Completed; output under {output_uri}", highlight=False, soft_wrap=True)
-
-
-# --- modelhost env (issue 14): the environment that points unmodified AWS code at the server ---------
-
-
-@app.command("env")
-def client_env(
-    url: UrlOption = DEFAULT_URL,
-    shell: Annotated[str, typer.Option(help="Output syntax: sh, fish, powershell or dotenv.")] = "sh",
-    dotenv: Annotated[bool, typer.Option("--dotenv", help="Same as --shell dotenv (a .env file).")] = False,
-) -> None:
-    """Print the environment that makes boto3, the AWS CLI and the sagemaker SDK use this server
-    unchanged: eval "$(modelhost env)"."""
-    from modelhost import client_env as ce
-
-    chosen = "dotenv" if dotenv else shell
-    if chosen not in ce.SHELLS:
-        fail(f"--shell must be one of {', '.join(ce.SHELLS)}, not {chosen!r}")
-    try:
-        info = ce.server_info(url)
-    except (OSError, ValueError, KeyError) as exc:
-        fail(f"cannot read the client configuration of {url}: {exc}")
-    env, warning = ce.variables(url, info, ce.local_sdk_config(url, info))
-    if warning:
-        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-    sys.stdout.write(ce.render(env, chosen))
 
 
 def main() -> None:

@@ -52,12 +52,12 @@ class FleetRequest:
     startup_timeout: float | None = None
     download_timeout: float = 3600.0
     volume_size_gb: int | None = None  # the variant's VolumeSizeInGB (bounds extracted model data)
-    instance_type: str | None = None  # the variant's InstanceType (a multi-model instance's memory budget)
+    # The variant's InstanceType: a multi-model instance's memory budget; the Ray backend sizes replicas from it.
+    instance_type: str = ""
     events: MultiModelEvents | None = None  # where a multi-model fleet reports loads, hits and evictions
     # Serverless (endpoint variant or Lambda function): instances come and go with demand, start from
     # a pre-imported template where the backend has one, and are held to the memory size.
     serverless: ServerlessConfig | None = None
-    instance_type: str = ""  # the variant's InstanceType (the Ray backend sizes replicas from it)
 
 
 @dataclass

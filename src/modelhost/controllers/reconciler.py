@@ -151,7 +151,6 @@ class Reconciler:
             startup_timeout=float(startup) if startup is not None else None,
             download_timeout=float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT)),
             volume_size_gb=variant.get("VolumeSizeInGB"),
-            instance_type=variant.get("InstanceType"),
             events=MultiModelMetrics(endpoint, name) if multi else None,
             serverless=ServerlessConfig.from_variant(variant["ServerlessConfig"])
             if "ServerlessConfig" in variant
