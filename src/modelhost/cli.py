@@ -22,13 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from modelhost import cli_cluster as cluster
-from modelhost import cli_env
+from modelhost.cli_env import register as register_env
 from modelhost.client import DEFAULT_URL, boto_session, clients, signed_get
 from modelhost.export.cli import register as register_export
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="SageMaker-compatible model hosting.")
 register_export(app)  # inspect, export, serve-model (modelhost/export/cli.py)
-cli_env.register(app)  # env (modelhost/cli_env.py)
+register_env(app)  # env (modelhost/cli_env.py)
 err = Console(stderr=True)
 out = Console()
 
@@ -99,7 +99,13 @@ def serve(
 
         deploy_example_in_background(settings)
     err.print(f"modelhost listening on http://{host}:{port} (data in {settings.data_dir})", highlight=False)
-    err.print(cli_env.serve_hint(host, port), highlight=False, soft_wrap=True)  # issue 14
+    # issue 14: the one line that points unmodified AWS code here (a wildcard bind is reached on loopback)
+    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
+    err.print(
+        f'modelhost: for unmodified AWS code: eval "$(modelhost env --url http://{reach}:{port})"',
+        highlight=False,
+        soft_wrap=True,
+    )
     run_server(settings)
 
 

@@ -1,5 +1,4 @@
-"""``modelhost env`` (the environment that points unmodified AWS code at a server; client_env.py does
-the work) and the start-up hint ``modelhost serve`` prints, kept out of cli.py."""
+"""`modelhost env`: the environment that points unmodified boto3, AWS CLI and sagemaker SDK code at a server."""
 
 from __future__ import annotations
 
@@ -14,15 +13,13 @@ from modelhost.client import DEFAULT_URL
 err = Console(stderr=True)
 
 
-def serve_hint(host: str, port: int) -> str:
-    """The one line that points unmodified AWS code at a server started on host:port (a wildcard bind is
-    reached on loopback)."""
-    reach = "127.0.0.1" if host in ("0.0.0.0", "::", "") else f"[{host}]" if ":" in host else host
-    return f'modelhost: for unmodified AWS code: eval "$(modelhost env --url http://{reach}:{port})"'
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``env`` to ``app`` (the main CLI)."""
+    """Add the `env` command to the CLI."""
 
     @app.command("env")
     def client_env(
@@ -36,17 +33,12 @@ def register(app: typer.Typer) -> None:
 
         chosen = "dotenv" if dotenv else shell
         if chosen not in ce.SHELLS:
-            _fail(f"--shell must be one of {', '.join(ce.SHELLS)}, not {chosen!r}")
+            fail(f"--shell must be one of {', '.join(ce.SHELLS)}, not {chosen!r}")
         try:
             info = ce.server_info(url)
         except (OSError, ValueError, KeyError) as exc:
-            _fail(f"cannot read the client configuration of {url}: {exc}")
+            fail(f"cannot read the client configuration of {url}: {exc}")
         env, warning = ce.variables(url, info, ce.local_sdk_config(url, info))
         if warning:
             err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
         sys.stdout.write(ce.render(env, chosen))
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from modelhost.backends.multimodel import MultiModelEvents
 from modelhost.resources.serverless import ServerlessConfig
 from modelhost.resources.stats import FleetStats
 from modelhost.store.logs import EndpointLog
@@ -51,10 +52,12 @@ class FleetRequest:
     startup_timeout: float | None = None
     download_timeout: float = 3600.0
     volume_size_gb: int | None = None  # the variant's VolumeSizeInGB (bounds extracted model data)
+    # The variant's InstanceType: a multi-model instance's memory budget; the Ray backend sizes replicas from it.
+    instance_type: str = ""
+    events: MultiModelEvents | None = None  # where a multi-model fleet reports loads, hits and evictions
     # Serverless (endpoint variant or Lambda function): instances come and go with demand, start from
     # a pre-imported template where the backend has one, and are held to the memory size.
     serverless: ServerlessConfig | None = None
-    instance_type: str = ""  # the variant's InstanceType (the Ray backend sizes replicas from it)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from modelhost.control import listing, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ValidationException
+from modelhost.resources.containers import ContainerRuleViolation, check_model
 from modelhost.store import tables
 from modelhost.store.artifacts import location_refusal, submit_dir_refusal
 
@@ -43,10 +44,11 @@ def _check_locations(allowed: tuple[Path, ...], container: dict) -> None:
 
 
 def _check_containers(req: Request, allowed: tuple[Path, ...]) -> None:
-    has_primary, has_list = "PrimaryContainer" in req, "Containers" in req
-    if has_primary == has_list:
-        raise ValidationException("Exactly one of PrimaryContainer or Containers must be specified.")
-    containers = [req["PrimaryContainer"]] if has_primary else req["Containers"]
+    try:
+        check_model(req)
+    except ContainerRuleViolation as exc:
+        raise ValidationException(str(exc)) from None
+    containers = [req["PrimaryContainer"]] if "PrimaryContainer" in req else req["Containers"]
     total_env = 0
     for c in containers:
         env = c.get("Environment") or {}
@@ -58,15 +60,6 @@ def _check_containers(req: Request, allowed: tuple[Path, ...]) -> None:
         raise ValidationException(
             f"The total size of the environment variables of the model exceeds {MAX_ENVIRONMENT_BYTES} bytes."
         )
-    if has_list:
-        hostnames = [c.get("ContainerHostname") for c in containers]
-        named = [h for h in hostnames if h]
-        if named and len(named) != len(hostnames):
-            raise ValidationException(
-                "ContainerHostname must be specified for every container in Containers, or for none of them."
-            )
-        if len(set(named)) != len(named):
-            raise ValidationException("ContainerHostname values must be unique within a model.")
 
 
 def create_model(ctx: ControlContext, req: Request) -> Response:

@@ -21,8 +21,12 @@ from modelhost.config import Settings
 from modelhost.control import tags
 from modelhost.controllers.bluegreen import BlueGreen
 from modelhost.controllers.running import Running, RunningEndpoints
+from modelhost.hosting.affinity import ModelAffinity
 from modelhost.hosting.metrics import VariantMetrics
+from modelhost.hosting.multimodel import MultiModelMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
+from modelhost.hosting.targets import VariantTargets
+from modelhost.resources.containers import model_definition
 from modelhost.resources.endpoint import EndpointRecord, EndpointStatus, Snapshot
 from modelhost.resources.serverless import ServerlessConfig
 from modelhost.store import endpoints as rows
@@ -134,10 +138,12 @@ class Reconciler:
     def _fleet_request(self, endpoint: str, snap: Snapshot, variant: dict[str, Any]) -> FleetRequest:
         name = variant["VariantName"]
         startup = variant.get("ContainerStartupHealthCheckTimeoutInSeconds")
+        model = snap.models[variant["ModelName"]]
+        multi = model_definition(model).multi_model
         return FleetRequest(
             owner=endpoint,
             variant=name,
-            model=snap.models[variant["ModelName"]],
+            model=model,
             count=snap.desired(variant).count,
             log=self.log(endpoint),
             label=f"Variant {name}",
@@ -145,6 +151,7 @@ class Reconciler:
             startup_timeout=float(startup) if startup is not None else None,
             download_timeout=float(variant.get("ModelDataDownloadTimeoutInSeconds", DEFAULT_DOWNLOAD_TIMEOUT)),
             volume_size_gb=variant.get("VolumeSizeInGB"),
+            events=MultiModelMetrics(endpoint, name) if multi else None,
             serverless=ServerlessConfig.from_variant(variant["ServerlessConfig"])
             if "ServerlessConfig" in variant
             else None,
@@ -166,6 +173,7 @@ class Reconciler:
         self, endpoint: str, snap: Snapshot, v: dict[str, Any], fleets: dict[str, FleetHandle]
     ) -> VariantRoute:
         model = snap.models[v["ModelName"]]
+        definition = model_definition(model)
         container = model.get("PrimaryContainer") or model["Containers"][0]
         env = container.get("Environment") or {}
         timeout = float(
@@ -183,6 +191,8 @@ class Reconciler:
                 f"/aws/sagemaker/Endpoints/{endpoint}"
             ),
             metrics=VariantMetrics.for_variant(endpoint, v["VariantName"]),
+            targets=VariantTargets.of(definition),
+            affinity=ModelAffinity() if definition.multi_model else None,
         )
 
     def publish(self, running: Running, route: EndpointRoute) -> None:

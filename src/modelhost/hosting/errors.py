@@ -38,8 +38,11 @@ class NoCapacity(HostingError):
 class ModelFailed(HostingError):
     """The model answered with an error status (``status``, its body as ``message``)."""
 
-    def __init__(self, endpoint: str, variant: str, status: int, message: str, log_stream_arn: str) -> None:
+    def __init__(
+        self, endpoint: str, variant: str, status: int, message: str, log_stream_arn: str, container: str = "primary"
+    ) -> None:
         super().__init__(f"model of variant {variant} of endpoint {endpoint} failed ({status}): {message}")
+        self.container = container  # the pipeline container that answered the error, else "primary"
         self.endpoint = endpoint
         self.variant = variant
         self.status = status
@@ -121,3 +124,66 @@ class ColdStartFailed(ModelFailed):
 
     def __init__(self, endpoint: str, variant: str, reason: str, log_stream_arn: str) -> None:
         super().__init__(endpoint, variant, 0, reason, log_stream_arn)
+
+
+# --- inference pipelines and multi-model endpoints (hosting/targets.py, hosting/affinity.py)
+
+
+class TargetModelNotSupported(HostingError):
+    """TargetModel on an endpoint that is not a multi-model endpoint."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(f"{endpoint} is not a multi-model endpoint")
+        self.endpoint = endpoint
+
+
+class TargetModelRequired(HostingError):
+    """A multi-model endpoint invoked without TargetModel."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(f"{endpoint} is a multi-model endpoint: TargetModel is required")
+        self.endpoint = endpoint
+
+
+class TargetModelNotFound(HostingError):
+    """No object at the multi-model prefix + TargetModel."""
+
+    def __init__(self, endpoint: str, bucket: str, key: str) -> None:
+        super().__init__(f"no model data at s3://{bucket}/{key}")
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.key = key
+
+
+class ModelNotReady(HostingError):
+    """The target model is still loading after the wait budget (its load goes on)."""
+
+    def __init__(self, endpoint: str, target_model: str, waited: float) -> None:
+        super().__init__(f"model {target_model} of {endpoint} still loading after {waited:g}s")
+        self.endpoint = endpoint
+        self.target_model = target_model
+        self.waited = waited
+
+
+class TargetContainerNotSupported(HostingError):
+    """TargetContainerHostname on an endpoint whose model is not a Direct inference pipeline."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(f"{endpoint} does not use direct invocation")
+        self.endpoint = endpoint
+
+
+class TargetContainerRequired(HostingError):
+    """A Direct pipeline invoked without TargetContainerHostname."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(f"{endpoint} uses direct invocation: TargetContainerHostname is required")
+        self.endpoint = endpoint
+
+
+class TargetContainerUnknown(HostingError):
+    def __init__(self, endpoint: str, hostname: str, valid: tuple[str, ...]) -> None:
+        super().__init__(f"{endpoint} has no container {hostname}")
+        self.endpoint = endpoint
+        self.hostname = hostname
+        self.valid = valid

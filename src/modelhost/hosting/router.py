@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from modelhost.backends.handle import FleetHandle, ReplicaLost, ReplicaTimeout, ReplicaUnreachable
+from modelhost.backends.multimodel import MultiModelRefusal
+from modelhost.hosting.affinity import ModelAffinity
 from modelhost.hosting.capture import DataCapture
 from modelhost.hosting.errors import (
     EndpointNotFound,
@@ -24,6 +26,8 @@ from modelhost.hosting.errors import (
     VariantNotFound,
 )
 from modelhost.hosting.metrics import VariantMetrics
+from modelhost.hosting.multimodel import after_answer, multi_model_error
+from modelhost.hosting.targets import PLAIN, VariantTargets, check_targets, find_targets
 
 SHADOW_MAX_IN_FLIGHT = 64  # shadow copies beyond this are dropped (counted), never queued
 
@@ -36,6 +40,8 @@ class VariantRoute:
     timeout: float  # SAGEMAKER_MODEL_SERVER_TIMEOUT of the variant's model, default 60 s
     log_stream_arn: str
     metrics: VariantMetrics
+    targets: VariantTargets = PLAIN  # multi-model / pipeline addressing (hosting/targets.py)
+    affinity: ModelAffinity | None = None  # multi-model endpoints: a model's requests to its instance
 
 
 @dataclass
@@ -108,7 +114,10 @@ class Router:
     ) -> InvokeResult:
         """Send one request; ``headers`` are the ones forwarded to the container (lower-case)."""
         live, variant = self.select(endpoint, target_variant)
-        result = await self._invoke_variant(endpoint, variant, body, headers)
+        target_model, target_container = find_targets(headers)
+        if target_model is not None or target_container is not None or not variant.targets.plain:
+            check_targets(endpoint, variant.targets, target_model, target_container)
+        result = await self._invoke_variant(endpoint, variant, body, headers, target_model)
         if self.capture is not None:
             self.capture.offer(endpoint, variant.name, body, headers, result.body, result.content_type)
         shadow = live.shadow
@@ -142,13 +151,18 @@ class Router:
         return live, variant
 
     async def _invoke_variant(
-        self, endpoint: str, variant: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        endpoint: str,
+        variant: VariantRoute,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        target_model: str | None = None,
     ) -> InvokeResult:
         variant.metrics.invocations.inc()
         stats = variant.fleet.stats
         stats.requests += 1
         try:
-            return await self._send(endpoint, variant, body, headers)
+            return await self._send(endpoint, variant, body, headers, target_model)
         except ModelFailed as exc:
             # CloudWatch counts by the model's own status: 4xx from the model vs 5xx (or no answer).
             if 400 <= exc.status < 500:
@@ -174,12 +188,20 @@ class Router:
             self.shadow_in_flight -= 1
 
     async def _send(
-        self, endpoint: str, variant: VariantRoute, body: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        endpoint: str,
+        variant: VariantRoute,
+        body: bytes,
+        headers: list[tuple[bytes, bytes]],
+        target_model: str | None = None,
     ) -> InvokeResult:
         fleet = variant.fleet
         tried = 0
+        affinity = variant.affinity if target_model is not None else None
         while True:
-            inst = fleet.acquire_now() or await fleet.acquire(self.instance_wait)
+            inst = (affinity.pick(fleet, target_model) if affinity is not None and target_model else None) or (
+                fleet.acquire_now() or await fleet.acquire(self.instance_wait)
+            )
             if inst is None:
                 raise NoCapacity(endpoint, variant.name)
             started = time.perf_counter()
@@ -197,14 +219,26 @@ class Router:
                 raise ModelTimedOut(endpoint, variant.name, variant.timeout, variant.log_stream_arn) from None
             except ReplicaLost as exc:
                 raise ModelLost(endpoint, variant.name, str(exc), variant.log_stream_arn) from None
+            except MultiModelRefusal as exc:
+                raise multi_model_error(endpoint, exc) from None
             finally:
                 fleet.release(inst)
             latency_us = (time.perf_counter() - started) * 1e6
             variant.metrics.model_latency.observe(latency_us)
             fleet.stats.observe(latency_us)
+            container = "primary"
+            if not variant.targets.plain:
+                container = after_answer(
+                    endpoint, variant.name, variant.targets, variant.affinity, inst, resp.headers, target_model
+                )
             if resp.status >= 300:
                 raise ModelFailed(
-                    endpoint, variant.name, resp.status, resp.body.decode("utf-8", "replace"), variant.log_stream_arn
+                    endpoint,
+                    variant.name,
+                    resp.status,
+                    resp.body.decode("utf-8", "replace"),
+                    variant.log_stream_arn,
+                    container,
                 )
             custom = resp.headers.get(b"x-amzn-sagemaker-custom-attributes")
             return InvokeResult(

@@ -30,16 +30,13 @@ from modelhost.hosting.errors import (
 from modelhost.hosting.router import Router
 from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Disconnected, Receive, Scope, Send, read_body, request_id
 from modelhost.server.awsjson import runtime_error_response
+from modelhost.server.runtime_targets import check_target_header, target_error
 
 MAX_BODY = 6 * 1024 * 1024  # 6291456 bytes, InvokeEndpoint's request limit
 NAME = regex.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
 VISIBLE_ASCII = regex.compile(r"[\x20-\x7e]*")
 PRINTABLE_ID = regex.compile(r"\S[\x20-\x7e]*")
-UNSUPPORTED = {
-    b"x-amzn-sagemaker-target-model": "TargetModel",
-    b"x-amzn-sagemaker-target-container-hostname": "TargetContainerHostname",
-}
 
 
 def constraint_error(value: str, member: str, constraint: str) -> ValidationError:
@@ -90,16 +87,17 @@ def _forwarded_headers(scope: Scope) -> tuple[list[tuple[bytes, bytes]], str | N
                 raise constraint_error(
                     target_variant, "targetVariant", f"satisfy regular expression pattern: {NAME_PATTERN}"
                 )
-        elif name in UNSUPPORTED:
-            raise ValidationError(
-                f"{UNSUPPORTED[name]} is not supported by this endpoint: it does not host multiple models "
-                "or containers."
-            )
+        elif name == b"x-amzn-sagemaker-target-model" or name == b"x-amzn-sagemaker-target-container-hostname":
+            check_target_header(name, value.decode("latin-1"))  # the router checks it fits the endpoint
+            forwarded.append((name, value))
     return forwarded, target_variant, length
 
 
 def runtime_error(err: HostingError, account_id: str) -> RuntimeApiError:
     """The sagemaker-runtime error (code, status and message as the service words them) for a domain error."""
+    targeted = target_error(err, account_id)
+    if targeted is not None:
+        return targeted
     if isinstance(err, EndpointNotFound):
         return ValidationError(f"Endpoint {err.endpoint} of account {account_id} not found.")
     if isinstance(err, VariantNotFound):
@@ -135,7 +133,7 @@ def runtime_error(err: HostingError, account_id: str) -> RuntimeApiError:
         message = original_message(err)
         kind = "client" if 400 <= err.status < 500 else "server"
         return ModelError(
-            f'Received {kind} error ({err.status}) from primary with message "{message}". '
+            f'Received {kind} error ({err.status}) from {err.container} with message "{message}". '
             f"See the endpoint's logs (modelhost logs {err.endpoint}) for more information.",
             original_status_code=err.status,
             original_message=message,
@@ -148,12 +146,12 @@ def original_message(err: ModelFailed) -> str:
     """OriginalMessage: the model's own body, or the service's words for no answer / a lost connection."""
     if isinstance(err, ModelTimedOut):
         return (
-            "Your invocation timed out while waiting for a response from container primary. "
+            f"Your invocation timed out while waiting for a response from container {err.container}. "
             "Review the latency metrics for each container in Amazon CloudWatch, resolve the issue, "
             f"and try again. (timeout: {err.timeout:g}s)"
         )
     if isinstance(err, ModelLost):
-        return f"The container primary failed: {err.message}."
+        return f"The container {err.container} failed: {err.message}."
     if isinstance(err, ColdStartFailed):
         return err.message
     return err.message

@@ -208,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return lambda_runtime.main(argv)
     logging.basicConfig(stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":  # the multi-model container contract
+        from modelhost.serving import multimodel
+
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        return multimodel.serve(args.uds, KEEP_ALIVE_SECONDS)
 
     # Load first: the socket only exists once the model is ready, so /ping == loaded.
     try:

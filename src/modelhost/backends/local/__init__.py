@@ -42,6 +42,8 @@ class LocalBackend:
             startup_timeout=request.startup_timeout,
             download_timeout=request.download_timeout,
             volume_size_gb=request.volume_size_gb,
+            instance_type=request.instance_type,
+            events=request.events,
         )
         if request.serverless is not None:
             template = self.templates.for_runtime(spec.runtime, self._template_env())

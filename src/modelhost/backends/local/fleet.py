@@ -25,6 +25,7 @@ from modelhost.backends.handle import (
 )
 from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, StreamedResponse, stream_request
 from modelhost.backends.local.instances import RESTART_BACKOFF, Instance, InstanceFailed, InstanceSpec
+from modelhost.backends.local.pipeline import PipelineInstance
 from modelhost.resources.stats import FleetStats
 from modelhost.store.logs import EndpointLog
 
@@ -43,7 +44,7 @@ class Fleet:
         self.run_dir = run_dir
         self.log = log
         self.ping_interval = ping_interval
-        self.instances = [Instance(spec, i, run_dir, log) for i in range(count)]
+        self.instances = [spec.instance(i, run_dir, log) for i in range(count)]
         self._next_index = count
         self._available = asyncio.Event()
         self._supervisors: dict[Instance, asyncio.Task[None]] = {}
@@ -92,7 +93,7 @@ class Fleet:
             current = len(self.instances)
             if count > current:
                 fresh = [
-                    Instance(self.spec, self._next_index + i, self.run_dir, self.log) for i in range(count - current)
+                    self.spec.instance(self._next_index + i, self.run_dir, self.log) for i in range(count - current)
                 ]
                 self._next_index += len(fresh)
                 results = await asyncio.gather(*(i.start() for i in fresh), return_exceptions=True)
@@ -245,6 +246,8 @@ class Fleet:
     ) -> StreamedReply:
         path = str(cast(Instance, replica).socket_path)
         try:
+            if isinstance(replica, PipelineInstance):  # the chain, streamed at both ends
+                return _Reply(await replica.invoke_stream(headers, size, chunks))
             return _Reply(await stream_request(path, b"POST", b"/invocations", headers, size, chunks))
         except ConnectError as exc:
             raise ReplicaUnreachable(str(exc)) from None

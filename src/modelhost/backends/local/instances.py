@@ -76,6 +76,10 @@ class InstanceSpec:
     template: Template | None = None
     memory_limit_mb: int | None = None
 
+    def instance(self, index: int, run_dir: Path, log: EndpointLog) -> Instance:
+        """A new instance of this spec (pipeline and multi-model specs make their own kinds)."""
+        return Instance(self, index, run_dir, log)
+
 
 class Instance:
     def __init__(self, spec: InstanceSpec, index: int, run_dir: Path, log: EndpointLog) -> None:

@@ -12,21 +12,15 @@ import sys
 
 from modelhost.backends.handle import DeploymentFailed
 from modelhost.backends.local.instances import InstanceSpec, InstanceUser
+from modelhost.backends.local.multimodel import multi_model_spec
+from modelhost.backends.local.pipeline import pipeline_spec
+from modelhost.backends.multimodel import MultiModelEvents
 from modelhost.config import Settings
+from modelhost.resources.containers import model_definition
 from modelhost.serving.images import runtime_for_image, unsupported_image_reason
 from modelhost.store.artifacts import ArtifactCache, ArtifactError, max_artifact_bytes, submit_dir_refusal
 
 DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
-
-
-def single_container(model: dict, label: str) -> dict:
-    containers = [model["PrimaryContainer"]] if "PrimaryContainer" in model else model.get("Containers", [])
-    if len(containers) != 1:
-        raise DeploymentFailed(
-            f"{label}: the model has {len(containers)} containers; inference pipelines are not supported by "
-            "modelhost yet."
-        )
-    return containers[0]
 
 
 def instance_user(settings: Settings) -> InstanceUser | None:
@@ -82,26 +76,78 @@ async def instance_spec(
     startup_timeout: float | None = None,
     download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
     volume_size_gb: int | None = None,
+    instance_type: str | None = None,
+    events: MultiModelEvents | None = None,
+) -> InstanceSpec:
+    """What one replica of the model runs: one container's instance, an inference pipeline's
+    containers (backends/local/pipeline.py) or a multi-model container (backends/local/multimodel.py)."""
+    definition = model_definition(model)
+    if not definition.containers:
+        raise DeploymentFailed(f"{label}: the model has no containers.")
+
+    async def one(container: dict, what: str) -> InstanceSpec:
+        return await container_spec(
+            settings,
+            artifacts,
+            owner=owner,
+            variant=variant,
+            container=container,
+            label=what,
+            extra_env=extra_env,
+            startup_timeout=startup_timeout,
+            download_timeout=download_timeout,
+            volume_size_gb=volume_size_gb,
+        )
+
+    if definition.is_pipeline:
+        if any(c.multi_model for c in definition.containers):
+            raise DeploymentFailed(f"{label}: a multi-model container inside an inference pipeline is not supported.")
+        specs = [await one(dict(c.raw), f"{label}: container {c.hostname}") for c in definition.containers]
+        return pipeline_spec(specs, definition)
+    spec = await one(dict(definition.containers[0].raw), label)
+    if definition.multi_model:
+        return multi_model_spec(
+            spec,
+            definition.containers[0],
+            settings,
+            artifacts,
+            instance_type=instance_type,
+            volume_size_gb=volume_size_gb,
+            events=events,
+        )
+    return spec
+
+
+async def container_spec(
+    settings: Settings,
+    artifacts: ArtifactCache,
+    *,
+    owner: str,
+    variant: str,
+    container: dict,
+    label: str,
+    extra_env: dict[str, str] | None = None,
+    startup_timeout: float | None = None,
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    volume_size_gb: int | None = None,
 ) -> InstanceSpec:
     """Resolve the image to a runtime, materialise the artifact (and an SDK ``sourcedir.tar.gz``),
     and build the environment. ``owner`` names the endpoint or job whose log the instance writes to;
     ``label`` prefixes failure reasons (e.g. "Variant AllTraffic")."""
-    container = single_container(model, label)
     image = container.get("Image", "")
     runtime = runtime_for_image(image)
     if runtime is None:
         raise DeploymentFailed(f"{label}: {unsupported_image_reason(image)}")
-    if container.get("Mode") == "MultiModel":
-        raise DeploymentFailed(f"{label}: multi-model containers are not supported by modelhost yet.")
     user = instance_user(settings)
     gid = user.gid if user is not None else None
     limit = max_artifact_bytes(settings.max_artifact_bytes, volume_size_gb)
+    # A multi-model container's ModelDataUrl is a prefix: its models are fetched per TargetModel.
+    multi = container.get("Mode") == "MultiModel"
+    url = None if multi else container.get("ModelDataUrl")
     try:
         model_dir = await asyncio.wait_for(
             asyncio.to_thread(
-                lambda: artifacts.materialize(
-                    container.get("ModelDataUrl"), container.get("ModelDataSource"), max_bytes=limit, share_gid=gid
-                )
+                lambda: artifacts.materialize(url, container.get("ModelDataSource"), max_bytes=limit, share_gid=gid)
             ),
             download_timeout,
         )
