@@ -259,7 +259,17 @@ async_config = AsyncInferenceConfig(output_path=f"s3://{{sess.default_bucket()}}
 predictor = huggingface_model.deploy(
     initial_instance_count=1, instance_type="ml.m5.xlarge", async_inference_config=async_config)
 response = predictor.predict_async(data={{"inputs": "this movie is amazing"}})
-report(output_path=response.output_path, result=response.get_result())
+from sagemaker.exceptions import ObjectNotExistedError
+
+# get_result() without a WaiterConfig looks once; with one, the SDK also waits on the failure path in a
+# thread that keeps the process alive for max_attempts x delay after the result came (as against AWS).
+for _ in range(240):
+    try:
+        result = response.get_result()
+        break
+    except ObjectNotExistedError:
+        time.sleep(0.5)
+report(output_path=response.output_path, result=result)
 predictor.delete_endpoint()
 """
 
