@@ -71,6 +71,7 @@ class RayBackend:
     async def create_fleet(self, request: FleetRequest) -> FleetHandle:
         # The same resolution as the local backend (image -> runtime, artifact checked and unpacked,
         # environment), so a model that fails there fails here with the same FailureReason.
+        single_container(request.model, request.label)  # pipelines and multi-model: local backend only
         spec = await instance_spec(
             self.settings,
             self.artifacts,
