@@ -15,11 +15,12 @@ import re
 import uuid
 
 from modelhost.backends.handle import DeploymentFailed, FleetHandle, FleetRequest
-from modelhost.backends.local.specs import instance_spec, single_container
+from modelhost.backends.local.specs import container_spec
 from modelhost.backends.ray.fleet import RayFleet, ServeApp
 from modelhost.backends.ray.replica import ArtifactSource
 from modelhost.backends.ray.sizing import resources_for
 from modelhost.config import Settings
+from modelhost.resources.containers import model_definition
 from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
 
 HUNG_AFTER = 120.0  # seconds a request may run before its replica's health check fails
@@ -71,12 +72,21 @@ class RayBackend:
     async def create_fleet(self, request: FleetRequest) -> FleetHandle:
         # The same resolution as the local backend (image -> runtime, artifact checked and unpacked,
         # environment), so a model that fails there fails here with the same FailureReason.
-        spec = await instance_spec(
+        definition = model_definition(request.model)
+        if not definition.containers:
+            raise DeploymentFailed(f"{request.label}: the model has no containers.")
+        if definition.is_pipeline or definition.multi_model:
+            kind = "multi-model containers" if definition.multi_model else "inference pipelines"
+            raise DeploymentFailed(
+                f"{request.label}: {kind} are not supported by the Ray backend yet (use --backend local)."
+            )
+        container = dict(definition.containers[0].raw)
+        spec = await container_spec(
             self.settings,
             self.artifacts,
             owner=request.owner,
             variant=request.variant,
-            model=request.model,
+            container=container,
             label=request.label,
             extra_env=request.extra_env,
             startup_timeout=request.startup_timeout,
@@ -92,7 +102,6 @@ class RayBackend:
         }
         artifact = None
         if self.settings.s3_endpoint_url:
-            container = single_container(request.model, request.label)
             env.update({k: os.environ[k] for k in _AWS_ENV if k in os.environ})
             artifact = ArtifactSource(
                 model_data_url=container.get("ModelDataUrl"),
