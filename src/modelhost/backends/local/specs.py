@@ -23,6 +23,22 @@ from modelhost.store.artifacts import ArtifactCache, ArtifactError, max_artifact
 DEFAULT_DOWNLOAD_TIMEOUT = 3600.0
 
 
+def single_container(model: dict, label: str) -> dict:
+    """The model's one container, for a backend that runs only single-container, single-model models
+    (the Ray backend): inference pipelines and multi-model containers are refused there."""
+    definition = model_definition(model)
+    if not definition.containers:
+        raise DeploymentFailed(f"{label}: the model has no containers.")
+    if definition.is_pipeline:
+        raise DeploymentFailed(
+            f"{label}: the model is an inference pipeline of {len(definition.containers)} containers, which this "
+            "backend does not run; use the local backend."
+        )
+    if definition.multi_model:
+        raise DeploymentFailed(f"{label}: multi-model containers are not run by this backend; use the local backend.")
+    return dict(definition.containers[0].raw)
+
+
 def instance_user(settings: Settings) -> InstanceUser | None:
     """MODELHOST_INSTANCE_USER, checked, with the data dir opened to its group just enough: the data dir
     0710 and the model cache 0750 (root:<its group>), the requirements and Hugging Face caches 2770, and

@@ -15,7 +15,7 @@ import re
 import uuid
 
 from modelhost.backends.handle import DeploymentFailed, FleetHandle, FleetRequest
-from modelhost.backends.local.specs import instance_spec, single_container
+from modelhost.backends.local.specs import container_spec, single_container
 from modelhost.backends.ray.fleet import RayFleet, ServeApp
 from modelhost.backends.ray.replica import ArtifactSource
 from modelhost.backends.ray.sizing import resources_for
@@ -71,12 +71,13 @@ class RayBackend:
     async def create_fleet(self, request: FleetRequest) -> FleetHandle:
         # The same resolution as the local backend (image -> runtime, artifact checked and unpacked,
         # environment), so a model that fails there fails here with the same FailureReason.
-        spec = await instance_spec(
+        container = single_container(request.model, request.label)  # pipelines and MME: local backend only
+        spec = await container_spec(
             self.settings,
             self.artifacts,
             owner=request.owner,
             variant=request.variant,
-            model=request.model,
+            container=container,
             label=request.label,
             extra_env=request.extra_env,
             startup_timeout=request.startup_timeout,
@@ -92,7 +93,6 @@ class RayBackend:
         }
         artifact = None
         if self.settings.s3_endpoint_url:
-            container = single_container(request.model, request.label)
             env.update({k: os.environ[k] for k in _AWS_ENV if k in os.environ})
             artifact = ArtifactSource(
                 model_data_url=container.get("ModelDataUrl"),
