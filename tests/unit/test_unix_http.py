@@ -309,7 +309,7 @@ def test_fleet_maps_not_delivered_to_unreachable_and_a_loss_to_lost(run: Run, so
     async def main() -> None:
         server, pool = await _setup(sock_dir)
         fleet, log = _fleet(sock_dir)
-        replica: Any = SimpleNamespace(name="v/0", client=pool, outstanding=0)
+        replica: Any = SimpleNamespace(name="v/0", client=pool, outstanding=0, exit_reason=None)
         server.on_request = "drop"
         with pytest.raises(ReplicaLost, match="the instance closed the connection"):
             await fleet.invoke(replica, [], b"x", TIMEOUT)
