@@ -147,8 +147,11 @@ def test_kill9_of_one_instance_under_load(server: Server, sm: Any, sk_model: Any
     wrong: list[str] = []
     statuses: list[str] = []
 
+    # Clients are made before the load starts: building them in the threads takes seconds on a busy machine.
+    runtimes = [server.clients(read_timeout=30)[1] for _ in range(threads_n)]
+
     def client_loop(seed: int) -> None:
-        rt = server.clients(read_timeout=30)[1]
+        rt = runtimes[seed // 5]
         i = seed
         while not stop.is_set():
             i += 1
@@ -179,7 +182,8 @@ def test_kill9_of_one_instance_under_load(server: Server, sm: Any, sk_model: Any
         t.start()
     victim = sorted(pids)[0]
     try:
-        time.sleep(1.5)
+        # Load is flowing (more than 10 answers) before the kill.
+        wait_until(lambda: sum(o[2] == "ok" for o in list(outcomes)) > 10, 30, "answers before the kill")
         killed_at = time.monotonic()
         os.kill(victim, signal.SIGKILL)
         time.sleep(4.5)
