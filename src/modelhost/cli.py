@@ -351,14 +351,16 @@ def delete(
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Endpoint name.")],
+    name: Annotated[str, typer.Argument(help="Endpoint name (or function name with --function).")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    function: Annotated[bool, typer.Option("--function", help="NAME is a Lambda function.")] = False,
     url: UrlOption = DEFAULT_URL,
 ) -> None:
-    """Print an endpoint's logs: its instances' output and the platform's lifecycle lines."""
+    """Print an endpoint's (or a Lambda function's) logs: its instances' output and the platform's lines."""
     offset = 0
+    kind = "functions" if function else "endpoints"
     while True:
-        target = f"{url.rstrip('/')}/modelhost/endpoints/{urllib.parse.quote(name)}/logs?offset={offset}"
+        target = f"{url.rstrip('/')}/modelhost/{kind}/{urllib.parse.quote(name)}/logs?offset={offset}"
         try:
             with urllib.request.urlopen(signed_get(target), timeout=10) as resp:
                 data = resp.read()

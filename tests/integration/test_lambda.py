@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -269,6 +270,25 @@ def test_logs_in_cloudwatch_group(server: Server, lam: Any, tools: str) -> None:
     assert 'seen {"logged": true}' in messages
     with pytest.raises(logs.exceptions.ResourceNotFoundException):
         logs.describe_log_streams(logGroupName="/aws/lambda/nope")
+
+
+def test_modelhost_logs_of_a_function(server: Server, lam: Any, tools: str) -> None:
+    invoke(lam, "ctx", {"cli": True})
+    exe = str(Path(sys.executable).parent / "modelhost")
+    proc = subprocess.run(
+        [exe, "logs", "--function", "ctx", "--url", server.url], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert 'seen {"cli": true}' in proc.stdout
+    assert "REPORT RequestId: " in proc.stdout
+    missing = subprocess.run(
+        [exe, "logs", "--function", "nope", "--url", server.url], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1 and "No logs for function nope." in missing.stderr
+    bad = subprocess.run(
+        [exe, "logs", "--function", "no.dots", "--url", server.url], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and "functionName" in bad.stderr
 
 
 def test_function_error_is_200_unhandled(lam: Any, tools: str) -> None:

@@ -47,6 +47,7 @@ TARGET_SERVICES = {
     "Logs_20140328": "logs",
 }
 LOGS_PREFIX = "/modelhost/endpoints/"
+FUNCTION_LOGS_PREFIX = "/modelhost/functions/"
 CONSOLE_ROUTE = "console"  # the front door's route name of the web console (server/build.py)
 LOGS_SUFFIX = "/logs"
 
@@ -412,6 +413,9 @@ class Authenticate:
                 name = path[len(LOGS_PREFIX) : -len(LOGS_SUFFIX)]
                 group = f"arn:aws:logs:{region}:{account}:log-group:/aws/sagemaker/Endpoints/{name}"
                 authorize(scope, "logs:GetLogEvents", group)
+            elif path.startswith(FUNCTION_LOGS_PREFIX) and path.endswith(LOGS_SUFFIX):
+                name = path[len(FUNCTION_LOGS_PREFIX) : -len(LOGS_SUFFIX)]
+                authorize(scope, "logs:GetLogEvents", f"arn:aws:logs:{region}:{account}:log-group:/aws/lambda/{name}")
 
     def _audit(self, scope: Scope, status: int) -> None:
         assert self.security is not None and self.security.audit is not None
