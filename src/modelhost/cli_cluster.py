@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -59,10 +60,14 @@ def options(fn: Callable[..., None]) -> Callable[..., None]:
                 os.environ[variable] = value
         fn(*args, **kwargs)
 
+    # The command's own annotations resolved here (they are strings under `from __future__ import annotations`,
+    # which typer would otherwise evaluate in this module and lose their Option metadata, envvars included).
+    hints = typing.get_type_hints(fn, include_extras=True)
     sig = inspect.signature(fn)
+    own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()]
     extra = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
         for name, (_, annotation, default) in OPTIONS.items()
     ]
-    command.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+    command.__signature__ = sig.replace(parameters=[*own, *extra], return_annotation=None)  # type: ignore[attr-defined]
     return command

@@ -45,3 +45,17 @@ def test_bad_database_url_is_a_clear_error() -> None:
     with pytest.raises(DatabaseUnavailable) as err:
         MetadataStore("nosuchdb://user:secret@host/db")
     assert "--database-url" in str(err.value) and "secret" not in str(err.value)
+
+
+def test_serve_keeps_its_own_options_environment_variables() -> None:
+    # The cluster options decorator must not drop the command's own Option metadata (a lost
+    # MODELHOST_CREDENTIALS_FILE would start a server that authenticates nobody).
+    import typer.main
+
+    from modelhost import cli
+
+    serve = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    envvars = {p.name: p.envvar for p in serve.params}
+    assert envvars["credentials_file"] == "MODELHOST_CREDENTIALS_FILE"
+    assert envvars["allowed_hosts"] == "MODELHOST_ALLOWED_HOSTS"
+    assert envvars["database_url"] == "MODELHOST_DB_URL"
