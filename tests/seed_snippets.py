@@ -263,7 +263,7 @@ from sagemaker.exceptions import ObjectNotExistedError
 
 # get_result() without a WaiterConfig looks once; with one, the SDK also waits on the failure path in a
 # thread that keeps the process alive for max_attempts x delay after the result came (as against AWS).
-for _ in range(240):
+for _ in range(600):  # up to 5 minutes: CI runs these scripts side by side on 2 cores
     try:
         result = response.get_result()
         break
