@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from modelhost.control import listing, tags
+from modelhost.control import jobs, listing, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ResourceInUse, ValidationException
 from modelhost.store import tables
@@ -174,17 +174,4 @@ def list_processing_jobs(ctx: ControlContext, req: Request) -> Response:
 
 
 def stop_processing_job(ctx: ControlContext, req: Request) -> Response:
-    name = req["ProcessingJobName"]
-    with ctx.store.begin() as conn:
-        row = ctx.store.get(conn, tables.processing_jobs, name)
-        if row is None:
-            raise not_found(name)
-        if row["status"] == "Stopping":
-            return {}
-        if row["status"] != "InProgress":
-            raise ValidationException(
-                f"The processing job {row['name']} is not in progress (status {row['status']}) and cannot be stopped."
-            )
-        ctx.store.update(conn, tables.processing_jobs, name, {"status": "Stopping", "last_modified_time": ctx.now()})
-    ctx.wake()
-    return {}
+    return jobs.request_stop(ctx, tables.processing_jobs, req["ProcessingJobName"], "processing job", not_found)

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from modelhost.control import listing, models, tags
+from modelhost.control import jobs, listing, models, tags
 from modelhost.control.context import ControlContext, Request, Response
 from modelhost.errors import ResourceInUse, ValidationException
 from modelhost.resources.transform import PROCESSABLE_TYPES, check_path, media_type
@@ -189,17 +189,4 @@ def list_transform_jobs(ctx: ControlContext, req: Request) -> Response:
 
 
 def stop_transform_job(ctx: ControlContext, req: Request) -> Response:
-    name = req["TransformJobName"]
-    with ctx.store.begin() as conn:
-        row = ctx.store.get(conn, tables.transform_jobs, name)
-        if row is None:
-            raise not_found(name)
-        if row["status"] == "Stopping":
-            return {}
-        if row["status"] != "InProgress":
-            raise ValidationException(
-                f"The transform job {row['name']} is not in progress (status {row['status']}) and cannot be stopped."
-            )
-        ctx.store.update(conn, tables.transform_jobs, name, {"status": "Stopping", "last_modified_time": ctx.now()})
-    ctx.wake()
-    return {}
+    return jobs.request_stop(ctx, tables.transform_jobs, req["TransformJobName"], "transform job", not_found)

@@ -8,6 +8,7 @@ domain errors (hosting/errors.py) become the service's errors and messages here.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import regex
 
@@ -157,6 +158,37 @@ def original_message(err: ModelFailed) -> str:
     return err.message
 
 
+Forwarded = Callable[[Scope], tuple[list[tuple[bytes, bytes]], str | None, int | None]]
+
+
+async def checked_request(
+    scope: Scope,
+    receive: Receive,
+    account_id: str,
+    async_endpoints: set[str] | frozenset[str],
+    operation: str,
+    forwarded: Forwarded,
+) -> tuple[list[tuple[bytes, bytes]], str | None, bytes]:
+    """(forwarded headers, TargetVariant, body) of an invocation on ``scope[ENDPOINT]``, checked as both
+    InvokeEndpoint and InvokeEndpointWithResponseStream check it (ValidationError)."""
+    name: str = scope[ENDPOINT]
+    if not NAME.fullmatch(name):
+        raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+    if name in async_endpoints:
+        raise ValidationError(
+            f"Endpoint {name} of account {account_id} is an asynchronous inference endpoint: "
+            f"{operation} is not supported for it. Use InvokeEndpointAsync."
+        )
+    headers, target_variant, length = forwarded(scope)
+    if length is not None and length > MAX_BODY:
+        raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")
+    try:
+        body = await read_body(receive, MAX_BODY)
+    except BodyTooLarge:
+        raise ValidationError(f"Request body exceeds the maximum of {MAX_BODY} bytes (6 MB).") from None
+    return headers, target_variant, body
+
+
 class Invocations:
     """POST /endpoints/{name}/invocations as a raw ASGI app; the front door puts the name in
     ``scope[ENDPOINT]``."""
@@ -171,20 +203,9 @@ class Invocations:
         started = time.perf_counter()
         name: str = scope[ENDPOINT]
         try:
-            if not NAME.fullmatch(name):
-                raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
-            if name in self.async_endpoints:
-                raise ValidationError(
-                    f"Endpoint {name} of account {self.account_id} is an asynchronous inference endpoint: "
-                    "InvokeEndpoint is not supported for it. Use InvokeEndpointAsync."
-                )
-            headers, target_variant, length = _forwarded_headers(scope)
-            if length is not None and length > MAX_BODY:
-                raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")
-            try:
-                body = await read_body(receive, MAX_BODY)
-            except BodyTooLarge:
-                raise ValidationError(f"Request body exceeds the maximum of {MAX_BODY} bytes (6 MB).") from None
+            headers, target_variant, body = await checked_request(
+                scope, receive, self.account_id, self.async_endpoints, "InvokeEndpoint", _forwarded_headers
+            )
             try:
                 result = await self.router.invoke(name, body, headers, target_variant)
             except HostingError as exc:

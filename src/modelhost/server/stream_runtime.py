@@ -15,14 +15,14 @@ from modelhost.errors import RuntimeApiError, ValidationError
 from modelhost.hosting.errors import HostingError
 from modelhost.hosting.router import Router
 from modelhost.hosting.streaming import ResponseStream, open_stream
-from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Disconnected, Receive, Scope, Send, read_body, request_id
+from modelhost.server.asgi import ENDPOINT, Disconnected, Receive, Scope, Send, request_id
 from modelhost.server.awsjson import runtime_error_response
 from modelhost.server.runtime import (
-    MAX_BODY,
     NAME,
     NAME_PATTERN,
     check_custom_attributes,
     check_inference_id,
+    checked_request,
     constraint_error,
     runtime_error,
 )
@@ -70,20 +70,14 @@ class StreamInvocations:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         name: str = scope[ENDPOINT]
         try:
-            if not NAME.fullmatch(name):
-                raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
-            if name in self.async_endpoints:
-                raise ValidationError(
-                    f"Endpoint {name} of account {self.account_id} is an asynchronous inference endpoint: "
-                    "InvokeEndpointWithResponseStream is not supported for it. Use InvokeEndpointAsync."
-                )
-            headers, target_variant, length = _forwarded_headers(scope)
-            if length is not None and length > MAX_BODY:
-                raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")
-            try:
-                body = await read_body(receive, MAX_BODY)
-            except BodyTooLarge:
-                raise ValidationError(f"Request body exceeds the maximum of {MAX_BODY} bytes (6 MB).") from None
+            headers, target_variant, body = await checked_request(
+                scope,
+                receive,
+                self.account_id,
+                self.async_endpoints,
+                "InvokeEndpointWithResponseStream",
+                _forwarded_headers,
+            )
             try:
                 stream = await open_stream(self.router, name, body, headers, target_variant)
             except HostingError as exc:
