@@ -14,9 +14,8 @@ import contextlib
 import logging
 import time
 
-from sqlalchemy import select
-
 from modelhost.config import Settings
+from modelhost.controllers import job_rows
 from modelhost.jobs.processing.runner import ProcessingRunner
 from modelhost.store import tables
 from modelhost.store.blobs import BlobStore
@@ -36,15 +35,10 @@ class ProcessingSupervisor:
         self.running: dict[str, asyncio.Task[None]] = {}
 
     def _active_rows(self) -> list[dict]:
-        t = tables.processing_jobs
-        with self.store.begin() as conn:
-            rows = conn.execute(select(t).where(t.c.status.in_(ACTIVE))).all()
-        return [self.store.decode(r) for r in rows]
+        return job_rows.active_rows(self.store, tables.processing_jobs, ACTIVE)
 
     def _set(self, name: str, **values: object) -> None:
-        values.setdefault("last_modified_time", round(time.time(), 3))
-        with self.store.begin() as conn:
-            self.store.update(conn, tables.processing_jobs, name, values)
+        job_rows.set_row(self.store, tables.processing_jobs, name, values)
 
     def _claim(self, row: dict, values: dict[str, object]) -> bool:
         """Take the job for a run, if it is still InProgress with the attempts we read: the rows were read

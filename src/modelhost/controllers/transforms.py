@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import select
-
 from modelhost.config import Settings
+from modelhost.controllers import job_rows
 from modelhost.jobs.runner import TransformRunner
 from modelhost.store import tables
 from modelhost.store.artifacts import ArtifactCache
@@ -44,15 +43,10 @@ class TransformSupervisor:
         self.run_dir = Path(tempfile.mkdtemp(prefix="mht-"))  # unix socket paths must stay short
 
     def _active_rows(self) -> list[dict]:
-        t = tables.transform_jobs
-        with self.store.begin() as conn:
-            rows = conn.execute(select(t).where(t.c.status.in_(ACTIVE))).all()
-        return [self.store.decode(r) for r in rows]
+        return job_rows.active_rows(self.store, tables.transform_jobs, ACTIVE)
 
     def _set(self, name: str, **values: object) -> None:
-        values.setdefault("last_modified_time", round(time.time(), 3))
-        with self.store.begin() as conn:
-            self.store.update(conn, tables.transform_jobs, name, values)
+        job_rows.set_row(self.store, tables.transform_jobs, name, values)
 
     async def scan(self) -> None:
         rows = await asyncio.to_thread(self._active_rows)
