@@ -95,6 +95,12 @@ def test_weight_change_in_the_page_shows_in_describe_endpoint(page: Any, server:
     page.locator(".flash.ok").wait_for()
     variant = sm.describe_endpoint(EndpointName="console-ep")["ProductionVariants"][0]
     assert variant["DesiredWeight"] == 0.25
+    # the update puts the endpoint in Updating (as AWS), and the page offers the form again only once it is InService
+    deadline = time.monotonic() + 90
+    while sm.describe_endpoint(EndpointName="console-ep")["EndpointStatus"] != "InService":
+        assert time.monotonic() < deadline, "the weight update never finished"
+        time.sleep(0.2)
+    page.goto(f"{server.url}/console/endpoints/console-ep")
     page.fill('input[name="weight:AllTraffic"]', "-1")  # a bad value: the API's own validation error
     page.click("text=Update weights and capacities")
     assert "ValidationException" in page.locator(".flash.bad").inner_text()
