@@ -227,3 +227,13 @@ lambda_events = Table(
     Column("payload", Text, nullable=False),
     Column("outcome", Text),
 )
+
+# --- front doors (several servers on one database): the leader's published routes (resources/front_doors.py)
+front_door_routes = Table(
+    "front_door_routes",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("version", Integer, nullable=False),  # bumped on every change: followers rebuild only what changed
+    Column("route", Text, nullable=False),  # a PublishedRoute as JSON
+    Column("updated", Float, nullable=False),
+)

@@ -70,7 +70,8 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        if self._task is None:  # a follower front door starts it before it is promoted (controllers/async_sharing.py)
+            self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
         deadline = time.monotonic() + 10
