@@ -55,6 +55,8 @@ def exit_with_parent() -> None:
 
 
 def _run_worker(run: Callable[[], None], index: int) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's handlers are not the worker's (uvicorn sets its own)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.environ["MODELHOST_WORKER_INDEX"] = str(index)
     exit_with_parent()
     run()

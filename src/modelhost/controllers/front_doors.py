@@ -71,8 +71,13 @@ class FrontDoors:
         LEADER.set(0)
 
     async def start(self) -> None:
-        """Take the lease if free (the first front door leads from its first pass), then share routes."""
-        await self.lead()
+        """Take the lease if free (the first front door leads from its first pass), then share routes.
+        A follower reads the routes before it answers its first request (this runs in the lifespan)."""
+        if not await self.lead():
+            try:
+                await self.refresher.refresh()
+            except Exception:
+                log.exception("could not read the published routes")
         self._share = asyncio.create_task(self._share_routes())
 
     async def lead(self) -> bool:
