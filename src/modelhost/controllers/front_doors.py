@@ -68,6 +68,7 @@ class FrontDoors:
         self.leader = False
         self._share: asyncio.Task[None] | None = None
         self._kept: list[EndpointRoute] = []  # the old leader's routes, until this one's replace them
+        self._switch = asyncio.Lock()  # a refresh in progress finishes before a promotion starts
         LEADER.set(0)
 
     async def start(self) -> None:
@@ -95,7 +96,8 @@ class FrontDoors:
             log.exception("could not try the leader's %s", self.lease.description)
             return False
         if got:
-            await self._promote()
+            async with self._switch:
+                await self._promote()
         return got
 
     async def _promote(self) -> None:
@@ -141,7 +143,9 @@ class FrontDoors:
                 if self.leader:
                     await self.publisher.sync()
                 else:
-                    await self.refresher.refresh()
+                    async with self._switch:
+                        if not self.leader:
+                            await self.refresher.refresh()
             except Exception:  # a database hiccup: the next round retries
                 log.exception("route sharing failed")
             await asyncio.sleep(self.interval)

@@ -78,7 +78,7 @@ class RoutePublisher:
         t = tables.front_door_routes
         stamp = time.time()
         with self.store.begin() as conn:
-            versions = dict(conn.execute(select(t.c.name_key, t.c.version)).tuples().all())
+            versions = {key: version for key, version in conn.execute(select(t.c.name_key, t.c.version))}
             if first:
                 live = {row[0] for row in conn.execute(select(tables.endpoints.c.name_key))}
                 gone = gone | (set(versions) - live)
@@ -118,7 +118,7 @@ class RouteRefresher:
     def _read(self) -> dict[str, str]:
         t = tables.front_door_routes
         with self.store.begin() as conn:
-            return dict(conn.execute(select(t.c.name_key, t.c.route)).tuples().all())
+            return {key: route for key, route in conn.execute(select(t.c.name_key, t.c.route))}
 
     async def refresh(self) -> None:
         rows = await asyncio.to_thread(self._read)
