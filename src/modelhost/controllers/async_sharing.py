@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 from sqlalchemy import func, select
 
@@ -21,6 +22,7 @@ from modelhost.resources.endpoint import EndpointRecord
 from modelhost.store import tables
 
 T = tables.async_requests
+SETTLE = 1.0  # seconds: a row younger than this may be this leader's own submission, not yet in its heap
 
 
 class AsyncSharing:
@@ -45,7 +47,7 @@ class AsyncSharing:
         table.orphans.clear()
 
     async def leader_pass(self, _records: list[EndpointRecord]) -> None:
-        """Queue the Pending rows other front doors accepted since the last pass."""
+        """Queue the Pending rows other front doors accepted since the last pass (a second the oldest)."""
         rows = await asyncio.to_thread(self._pending_after, self.watermark)
         if not rows:
             return
@@ -53,8 +55,11 @@ class AsyncSharing:
         known = {item.seq for ep in table.endpoints.values() for item in ep.heap}
         known.update(seq for ep in table.endpoints.values() for seq in ep.in_flight)
         known.update(item.seq for items in table.orphans.values() for item in items)
+        young = time.time() - SETTLE
         for row in rows:
-            self.watermark = max(self.watermark, row["seq"])
+            if row["received_time"] > young:
+                break  # maybe this door's own, being queued right now: the next pass looks again
+            self.watermark = row["seq"]
             if row["seq"] in known:
                 continue
             spec = json.loads(row["spec"])
