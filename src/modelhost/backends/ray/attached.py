@@ -9,6 +9,7 @@ application's handle with ``serve.get_app_handle``. Requests then take the path 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -38,6 +39,7 @@ class RayAttachment:
         )
 
     def _connect(self) -> None:
+        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")  # as the leader's driver (backends/ray/__init__)
         import ray
 
         if not ray.is_initialized():
