@@ -31,7 +31,7 @@ from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, free
 from bench.realtime import wait_http  # noqa: E402
 
 CONCURRENCY = 16
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
 def wrk(url: str, body: str, seconds: float, script_dir: Path) -> dict:
@@ -49,7 +49,7 @@ def wrk(url: str, body: str, seconds: float, script_dir: Path) -> dict:
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = {q: float(v) * UNITS[u] for q, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)$", out, re.M)}
+    latency = {q: float(v) * UNITS[u] for q, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)}
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": rps,
