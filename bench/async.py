@@ -58,6 +58,10 @@ def output_fn(prediction, accept):
 BUCKET = "bench-async"
 
 
+def cpus(spec: str) -> list[int]:
+    return [int(c) for c in spec.split(",")]
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -234,12 +238,21 @@ def main() -> None:
     ap.add_argument("--large-mb", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance")
     ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument(
+        "--server-cpus", default="0", help="CPUs the server and its instances are pinned to ('' = unpinned)"
+    )
+    ap.add_argument("--client-cpus", default="1", help="CPUs this load generator is pinned to ('' = unpinned)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
     args = ap.parse_args()
+    if args.client_cpus:
+        psutil.Process().cpu_affinity(cpus(args.client_cpus))
 
     tmp = Path(tempfile.mkdtemp(prefix="mh-bench-async-"))
     server = Server(tmp / "data", env={"MODELHOST_STOP_GRACE": "5"}).start()
     try:
+        if args.server_cpus:  # before any instance starts: they inherit it
+            assert server.proc is not None
+            psutil.Process(server.proc.pid).cpu_affinity(cpus(args.server_cpus))
         server.put_object("s3://models/bench/model.tar.gz", tarball({"code/inference.py": MODEL}))
         sm, rt = server.clients(read_timeout=600)
         s3 = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1").client(
@@ -279,7 +292,10 @@ def main() -> None:
         for name in ("bench-async", "bench-sync"):
             assert wait_status(sm, name, ("InService", "Failed"))["EndpointStatus"] == "InService"
         body = b"x" * args.small_bytes
-        results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "args": dict(vars(args))}
+        results: dict = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()},
+            "args": dict(vars(args)),
+        }
         results["args"]["out"] = str(args.out)
         asyncio.run(sync_small(server.url, 200, 8, body))  # warm-up
         results["small_sync"] = asyncio.run(sync_small(server.url, args.small, args.clients, body))
@@ -304,6 +320,13 @@ def main() -> None:
         f"{'async':<8}{a['rps']:>9.0f}{a['queue_p50_ms']:>10.1f}{a['queue_p99_ms']:>10.1f}{a['errors']:>8}   "
         f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
         f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s"
+    )
+    results["drain_over_sync"] = a["rps"] / s["rps"]
+    print(
+        f"accept {a['submit_rps']:.0f} req/s, drain {a['rps']:.0f} req/s, sync {s['rps']:.0f} req/s, "
+        f"drain/sync {results['drain_over_sync']:.2f}; load average {os.getloadavg()[0]:.2f} "
+        f"(at start {results['machine']['loadavg'][0]:.2f}); server on CPU {args.server_cpus or 'any'}, "
+        f"load generator on CPU {args.client_cpus or 'any'}"
     )
     if "large_async" in results:
         g = results["large_async"]

@@ -183,12 +183,9 @@ class AsyncInference:
             "error_topic": topics.get("ErrorTopic"),
             "include": topics.get("IncludeInferenceResponseIn") or [],
         }
-        if body is not None:
-            path = self.inputs_dir / uuid.uuid4().hex
-            await asyncio.to_thread(path.write_bytes, body)
-            spec["inline"] = str(path)
         received = round(time.time(), 3)
-        seq = await self.rows.insert(inference_id, ep.name, received, spec)
+        # The inline body goes into the row: the 202 waits for one group commit, no file write.
+        seq = await self.rows.insert(inference_id, ep.name, received, spec, body)
         heapq.heappush(ep.heap, Item(seq, inference_id, ep.name, received, 0, spec, body))
         self.dispatcher.wake()
         out = {"InferenceId": inference_id, "OutputLocation": output}
