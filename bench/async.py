@@ -58,6 +58,25 @@ def output_fn(prediction, accept):
 BUCKET = "bench-async"
 
 
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the server and of its instances so far."""
+    out = {"server": 0.0, "server_system": 0.0, "instances": 0.0}
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            out["server" if p.pid == pid else "instances"] += t.user + t.system
+            if p.pid == pid:
+                out["server_system"] += t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def per_request_ms(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) / n * 1000 for k in before}
+
+
 def cpus(spec: str) -> list[int]:
     return [int(c) for c in spec.split(",")]
 
@@ -298,10 +317,17 @@ def main() -> None:
         }
         results["args"]["out"] = str(args.out)
         asyncio.run(sync_small(server.url, 200, 8, body))  # warm-up
+        pid = server.proc.pid if server.proc is not None else 0
+        cpu0 = tree_cpu(pid)
         results["small_sync"] = asyncio.run(sync_small(server.url, args.small, args.clients, body))
+        cpu1 = tree_cpu(pid)
         out_dir = server.data_dir / "buckets" / BUCKET / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
         results["small_async"] = asyncio.run(async_small(server.url, args.small, args.clients, body, out_dir))
+        cpu2 = tree_cpu(pid)
+        # server-side CPU per request (the server and its instances): load-independent, unlike req/s
+        results["small_sync"]["cpu_ms"] = per_request_ms(cpu0, cpu1, args.small)
+        results["small_async"]["cpu_ms"] = per_request_ms(cpu1, cpu2, args.small)
         if args.large:
             results["large_async"] = large(server, rt, args.large, args.large_mb)
     finally:
@@ -322,6 +348,12 @@ def main() -> None:
         f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s"
     )
     results["drain_over_sync"] = a["rps"] / s["rps"]
+    for mode, r in (("sync", s), ("async", a)):
+        print(
+            f"CPU per request, {mode}: server {r['cpu_ms']['server']:.2f} ms "
+            f"(system {r['cpu_ms']['server_system']:.2f} ms), "
+            f"instances {r['cpu_ms']['instances']:.2f} ms"
+        )
     print(
         f"accept {a['submit_rps']:.0f} req/s, drain {a['rps']:.0f} req/s, sync {s['rps']:.0f} req/s, "
         f"drain/sync {results['drain_over_sync']:.2f}; load average {os.getloadavg()[0]:.2f} "

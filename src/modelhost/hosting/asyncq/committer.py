@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modelhost.hosting.asyncq.batches import ThreadBatches
 from modelhost.hosting.asyncq.exchange import Success
 from modelhost.hosting.asyncq.items import CHUNK, EMBED_LIMIT, Item, Tasks
 from modelhost.hosting.asyncq.metrics import QueueMetrics
@@ -70,6 +71,8 @@ class Committer:
         self.notifier = notifier
         self.region = region
         self.tasks = tasks
+        # the object writes (step 2): one thread hop and one metadata transaction per batch
+        self.batches = ThreadBatches(blobs.batch)
 
     def notification(self, item: Item, outcome: dict[str, Any]) -> dict[str, Any] | None:
         return notification(item, outcome, self.region)
@@ -197,7 +200,7 @@ class Committer:
             _unlink(inline)
 
         try:
-            await asyncio.to_thread(install_and_drop_input)
+            await self.batches.run(install_and_drop_input)
             if outcome["status"] == "Completed":
                 m.response_upload_latency.observe((time.perf_counter() - started) * 1e6)
         except STORE_ERRORS as exc:

@@ -82,6 +82,7 @@ class AsyncInference:
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.rows.start()
+        self.committer.batches.start()
         if endpoints is None:
             endpoints = await asyncio.to_thread(self._read_endpoints)
         self._apply(endpoints, initial=True)
@@ -95,6 +96,7 @@ class AsyncInference:
             task.cancel()
         await asyncio.gather(*self._main, return_exceptions=True)
         await self.tasks.cancel_all()
+        await self.committer.batches.stop()
         await self.rows.stop()  # hands this run's in-flight claims back, uncounted
 
     def wake(self) -> None:
