@@ -23,7 +23,7 @@ from typing import Any
 from modelhost.backends.handle import DeploymentFailed, FleetRequest
 from modelhost.backends.local.specs import single_container
 from modelhost.backends.ray.replica import LOAD_FAILED, container_execution_parameters, worker_threads
-from modelhost.backends.ray.setup import ReplicaSetup, init_ray, node_cache_dir, replica_setup
+from modelhost.backends.ray.setup import ReplicaSetup, aws_env, init_ray, node_cache_dir, replica_setup
 from modelhost.config import Settings
 from modelhost.jobs.errors import OBJECT_ERRORS
 from modelhost.jobs.executor import JobSink, TransformPlan
@@ -106,7 +106,19 @@ class RayDataExecutor:
     async def run(self, pending: deque[InputObject], sink: JobSink) -> None:
         objects = list(pending)
         pending.clear()
-        self._consumer = asyncio.ensure_future(asyncio.to_thread(self._consume, objects, sink))
+        # Its own thread, not the loop's default executor: a job holds it from start to end.
+        loop = asyncio.get_running_loop()
+        self._consumer = consumer = loop.create_future()
+
+        def consume() -> None:
+            try:
+                self._consume(objects, sink)
+            except BaseException as exc:  # handed to the awaiting task
+                loop.call_soon_threadsafe(_settle, consumer, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, consumer, None)
+
+        threading.Thread(target=consume, name=f"ray-data-{self.plan.name}", daemon=True).start()
         try:
             await asyncio.shield(self._consumer)
         except asyncio.CancelledError:
@@ -132,7 +144,7 @@ class RayDataExecutor:
             read_object,  # type: ignore[arg-type]  # its keyword arguments come from fn_kwargs
             fn_kwargs={"store": store, "spec": self.plan.spec, "params": params, "processing": sink.processing},
             num_cpus=READ_CPUS,
-            runtime_env=runtime_env,
+            runtime_env={"env_vars": aws_env()},
         )
         options = setup.actor_options
         ds = ds.map_batches(
@@ -211,6 +223,15 @@ class RayDataExecutor:
         if done.last and not state.failed:
             assert state.output is not None
             sink.object_completed(state.obj, state.records, state.output, "Ray Data")
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
 
 
 class _Failed(Exception):

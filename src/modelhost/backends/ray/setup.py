@@ -6,6 +6,7 @@ S3 the process fetches the artifact on its own node (never from the head node's 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
 
 # Passed to Ray processes (they fetch artifacts and job data from the configured S3 themselves).
 AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
+_INIT = threading.Lock()  # the Serve backend and several jobs connect from threads at once
 
 
 @dataclass(frozen=True)
@@ -86,5 +88,7 @@ def init_ray(settings: Settings) -> None:
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
     import ray
 
-    if not ray.is_initialized():
+    with _INIT:
+        if ray.is_initialized():
+            return
         ray.init(address=settings.ray_address, log_to_driver=False, namespace="modelhost", configure_logging=False)
