@@ -278,22 +278,24 @@ def test_job_survives_the_loss_of_a_model_actor(env: Env) -> None:
 
 
 def test_stop_on_ray_removes_the_output(env: Env) -> None:
-    slow_inputs(env, "in/stop", objects=3, records=150)
+    """StopTransformJob mid-job: the pipeline ends, the object already written is removed, Stopped."""
+    env.put("in/stop/a.txt", b"".join(b"quick %d\n" % i for i in range(5)))
+    for k in (1, 2):
+        env.put(f"in/stop/slow-{k}.txt", b"".join(b"SLOW %d\n" % i for i in range(40)))
     sm, _ = env.server.clients()
     job(
         sm,
         "stopped",
-        "slow",
+        "echo",
         prefix_uri("in/stop/"),
         prefix_uri("out-ray/stopped"),
         wait=False,
         tin={"ContentType": "text/plain", "SplitType": "Line"},
         tout={"AssembleWith": "Line"},
         BatchStrategy="SingleRecord",
+        MaxConcurrentTransforms=1,
     )
-    from modelhost.jobs.progress import describe_with_progress
-
-    wait_for(lambda: describe_with_progress(sm, "stopped")[1].get("ObjectsCompleted", 0) >= 1, 120, "one object")
+    wait_for(lambda: "a.txt.out" in env.outputs("out-ray/stopped"), 120, "the first object's output")
     sm.stop_transform_job(TransformJobName="stopped")
     desc = job_result(sm, "stopped")
     assert desc["TransformJobStatus"] == "Stopped"

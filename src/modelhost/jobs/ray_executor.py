@@ -32,6 +32,7 @@ from modelhost.jobs.invoke import request_headers
 from modelhost.jobs.output import ObjectOutput
 from modelhost.jobs.params import ExecutionParameters, batch_env, needs_container, resolve
 from modelhost.jobs.ray_stages import Answered, RemoteStore, TransformActor, read_object
+from modelhost.jobs.reader import CHUNK_BYTES
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.logs import PLATFORM
 
@@ -171,6 +172,9 @@ class RayDataExecutor:
         )
         ctx = ds.context
         ctx.execution_options.preserve_order = True  # answers in input order, object after object
+        # About a chunk per block: chunks stream to the actors (and answers back) one by one, so the
+        # actors share a large object, progress is live and Stop takes effect at once.
+        ctx.target_max_block_size = CHUNK_BYTES
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         ctx.wait_for_min_actors_s = int(setup.startup_timeout)

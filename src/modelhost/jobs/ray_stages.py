@@ -17,6 +17,7 @@ import asyncio
 import functools
 import pickle
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,11 +96,10 @@ def read_object(
     spec: dict[str, Any],
     params: ExecutionParameters,
     processing: DataProcessing | None,
-) -> list[dict[str, Any]]:
-    """flat_map: one input object -> its chunks of requests (the last one marked)."""
+) -> Iterator[dict[str, Any]]:
+    """flat_map: one input object -> its chunks of requests (the last one marked), streamed."""
     index = int(row["obj"])
     obj = InputObject(str(row["uri"]), str(row["rel"]), int(row["size"]))
-    out: list[dict[str, Any]] = []
     chunk = Chunk(index, 0, False)
     size = 0
     try:
@@ -107,14 +107,13 @@ def read_object(
             chunk.requests.append(batch)
             size += len(batch.body)
             if len(chunk.requests) >= CHUNK_ITEMS or size >= CHUNK_BYTES:
-                out.append(_row(chunk))
+                yield _row(chunk)
                 chunk, size = Chunk(index, chunk.seq + 1, False), 0
     except OBJECT_ERRORS as exc:
         chunk.requests.clear()
         chunk.error = str(exc) or type(exc).__name__
     chunk.last = True
-    out.append(_row(chunk))
-    return out
+    yield _row(chunk)
 
 
 class TransformActor:
