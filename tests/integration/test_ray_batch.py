@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from modelhost.jobs.splitters import recordio_frame, tfrecord_frame
+from modelhost.jobs.splitters import recordio_frame
 from tests.helpers import (
     PYTHON_IMAGE,
     ROLE,
@@ -111,18 +111,18 @@ def prefix_uri(key: str) -> str:
 
 
 def make_inputs(env: Env) -> dict[str, dict[str, Any]]:
-    """Jobs over the same inputs: every SplitType, both strategies, both assemble modes, gzip, a
-    manifest, payload limits, filters and joins (CSV and JSON), and a failing object."""
+    """Jobs over the same inputs: SplitType Line, RecordIO and None (TFRecord shares RecordIO's path
+    here), both strategies, both assemble modes, gzip, a manifest, payload limits, filters and joins
+    (CSV and JSON), and a failing object."""
     x, _ = diabetes()
     rows = [csv_row(r) for r in x[:150]]
     env.put("in/csv/a.csv", ("\n".join(rows[:100]) + "\n").encode())
     env.put("in/csv/sub/b.csv", ("\r\n".join(rows[100:]) + "\r\n").encode())
-    env.put("in/ids/d.csv", "".join(f"id-{i},{r}\n" for i, r in enumerate(rows[:40])).encode())
+    env.put("in/ids/d.csv.gz", gzip.compress("".join(f"id-{i},{r}\n" for i, r in enumerate(rows[:40])).encode()))
+    env.put("in/ids/manifest.json", json.dumps([{"prefix": prefix_uri("in/ids/")}, "d.csv.gz"]).encode())
     features = [{"id": i, "features": [[float(v) for v in r.split(",")]]} for i, r in enumerate(rows[:25])]
-    env.put("in/json/d.jsonl.gz", gzip.compress("".join(json.dumps(f) + "\n" for f in features).encode()))
-    env.put("in/json/manifest.json", json.dumps([{"prefix": prefix_uri("in/json/")}, "d.jsonl.gz"]).encode())
+    env.put("in/json/d.jsonl", "".join(json.dumps(f) + "\n" for f in features).encode())
     env.put("in/rio/r.rec", b"".join(recordio_frame(f"record {i} ".encode() * (i % 7 + 1)) for i in range(300)))
-    env.put("in/tfr/t.tfrecord", b"".join(tfrecord_frame(f"tf {i}".encode()) for i in range(40)))
     env.put("in/bad/ok.txt", b"fine\nalso fine\n")
     env.put("in/bad/zz.txt", b"fine\nFAIL here\n")
     return {
@@ -137,21 +137,21 @@ def make_inputs(env: Env) -> dict[str, dict[str, Any]]:
             "instances": 2,
             "MaxConcurrentTransforms": 2,
         },
-        # SingleRecord with InputFilter, JoinSource=Input and OutputFilter on CSV
+        # a manifest of a gzipped object; SingleRecord with InputFilter, JoinSource=Input, OutputFilter on CSV
         "csv-join": {
             "model": "skl",
-            "uri": "in/ids/",
-            "tin": CSV_IN,
+            "uri": "in/ids/manifest.json",
+            "data_type": "ManifestFile",
+            "tin": {**CSV_IN, "CompressionType": "Gzip"},
             "tout": CSV_OUT,
             "BatchStrategy": "SingleRecord",
             "DataProcessing": {"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
         },
-        # a manifest of a gzipped JSON Lines object, joined and filtered as JSON
+        # JSON Lines joined and filtered as JSON
         "json-join": {
             "model": "skl",
-            "uri": "in/json/manifest.json",
-            "data_type": "ManifestFile",
-            "tin": {"ContentType": "application/json", "SplitType": "Line", "CompressionType": "Gzip"},
+            "uri": "in/json/",
+            "tin": {"ContentType": "application/json", "SplitType": "Line"},
             "tout": {"Accept": "application/json", "AssembleWith": "Line"},
             "BatchStrategy": "SingleRecord",
             "DataProcessing": {
@@ -167,13 +167,6 @@ def make_inputs(env: Env) -> dict[str, dict[str, Any]]:
             "tout": {"AssembleWith": "Line"},
             "BatchStrategy": "MultiRecord",
             "MaxPayloadInMB": 1,
-        },
-        "tfrecord": {
-            "model": "echo",
-            "uri": "in/tfr/",
-            "tin": {"ContentType": "application/x-tfrecord", "SplitType": "TFRecord"},
-            "tout": {"AssembleWith": "None"},
-            "BatchStrategy": "SingleRecord",
         },
         # SplitType None (each object one request); one object fails after its retry
         "failing": {

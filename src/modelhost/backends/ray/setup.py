@@ -70,13 +70,15 @@ async def replica_setup(settings: Settings, artifacts: ArtifactCache, request: F
             cache_dir=node_cache_dir(),
             max_bytes=max_artifact_bytes(settings.max_artifact_bytes, request.volume_size_gb),
         )
+    options = resources_for(request.instance_type).actor_options(settings.ray_cpus_per_vcpu, settings.ray_memory_share)
+    if request.serverless is not None and settings.ray_memory_share > 0:
+        # A serverless variant has no InstanceType: it reserves its MemorySizeInMB.
+        options["memory"] = float(int(request.serverless.memory_mb * 1024 * 1024 * settings.ray_memory_share))
     return ReplicaSetup(
         model_dir=str(spec.model_dir),
         artifact=artifact,
         env=env,
-        actor_options=resources_for(request.instance_type).actor_options(
-            settings.ray_cpus_per_vcpu, settings.ray_memory_share
-        ),
+        actor_options=options,
         startup_timeout=spec.startup_timeout,
     )
 
