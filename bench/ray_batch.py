@@ -18,6 +18,7 @@ and the load average before and after each target.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import ROLE, SKLEARN_IMAGE, Server, diabetes, moto_s3, moto_server, sklearn_model  # noqa: E402
-from tests.raycluster import ray_cluster  # noqa: E402
+from tests.raycluster import RayCluster, ray_cluster  # noqa: E402
 
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 BUCKET = "bench-batch"
@@ -99,6 +101,11 @@ def measure(label: str, srv: Server, s3: Any, args: argparse.Namespace, records:
         r["load_before"], r["load_after"] = before, os.getloadavg()[0]
         runs.append(r)
     best = min(runs, key=lambda r: r["total_s"])
+    print(
+        f"{label}: total {[round(r['total_s'], 2) for r in runs]} s, work {[round(r['work_s'], 2) for r in runs]} s"
+        f", load {[round(r['load_before'], 1) for r in runs]}",
+        flush=True,
+    )
     return {
         "instances": instances,
         "records": records,
@@ -131,6 +138,20 @@ def with_model(srv: Server) -> Server:
     return srv
 
 
+@contextlib.contextmanager
+def started_cluster(head_cpus: int, worker_cpus: int) -> Iterator[RayCluster]:
+    """A Ray cluster; one more try when a node times out starting (a busy machine)."""
+    for attempt in (1, 2):
+        try:
+            with ray_cluster(head_cpus=head_cpus, worker_cpus=worker_cpus) as cluster:
+                yield cluster
+                return
+        except RuntimeError as exc:
+            if attempt == 2 or "ray start failed" not in str(exc):
+                raise
+            print("ray start failed; trying again", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=200_000)
@@ -159,7 +180,7 @@ def main() -> None:
             # 0: one node (3 CPUs: the actor's 2 and the read tasks); else a head without CPUs (the
             # driver only) and one 3-CPU worker node per actor
             head = 3 if workers == 0 else 0
-            with ray_cluster(head_cpus=head, worker_cpus=3 if workers else 0) as cluster:
+            with started_cluster(head, 3 if workers else 0) as cluster:
                 for _ in range(workers - 1):
                     cluster.add_node(3)
                 cluster.wait_nodes(1 + workers)

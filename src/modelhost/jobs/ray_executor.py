@@ -69,6 +69,7 @@ class RayDataExecutor:
         self.params: ExecutionParameters | None = None
         self.count = int(plan.spec["TransformResources"]["InstanceCount"])
         self._stop = threading.Event()
+        self._commit = threading.Lock()  # no object is committed once shutdown has returned
         self._consumer: asyncio.Future[None] | None = None
 
     async def start(self) -> ExecutionParameters:
@@ -123,13 +124,19 @@ class RayDataExecutor:
         try:
             await asyncio.shield(self._consumer)
         except asyncio.CancelledError:
-            self._stop.set()
+            self._stop.set()  # shutdown() follows and waits for the commit lock
             raise
 
     async def shutdown(self, fast: bool) -> None:
-        self._stop.set()
+        await asyncio.to_thread(self._halt)
         if self._consumer is not None:
-            await asyncio.wait([self._consumer], timeout=120)
+            # The consumer sees the stop at its next answer and ends the pipeline (its actors go);
+            # nothing it still receives is committed.
+            await asyncio.wait([self._consumer], timeout=10)
+
+    def _halt(self) -> None:
+        with self._commit:
+            self._stop.set()
 
     # --- the pipeline (blocking: in a thread)
 
@@ -226,7 +233,11 @@ class RayDataExecutor:
                 sink.object_failed(state.obj, str(exc) or type(exc).__name__, state.records)
         if done.last and not state.failed:
             assert state.output is not None
-            sink.object_completed(state.obj, state.records, state.output, "Ray Data")
+            with self._commit:
+                if self._stop.is_set():
+                    state.output.discard()
+                    return
+                sink.object_completed(state.obj, state.records, state.output, "Ray Data")
 
 
 def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
