@@ -17,6 +17,7 @@ import asyncio
 import json
 import pickle
 import threading
+import time
 from collections import deque
 from typing import Any
 
@@ -189,10 +190,14 @@ class RayDataExecutor:
 
     def _consume(self, objects: list[InputObject], sink: JobSink) -> None:
         open_objects: dict[int, _Object] = {}
+        began, answered = time.monotonic(), False
         try:
             for row in self._dataset(objects, sink).iter_rows():
                 if self._stop.is_set():
                     break
+                if not answered:  # the pipeline's start-up (actors starting, the model loading) is over
+                    answered = True
+                    self.plan.log.write(PLATFORM, f"Ray Data: first answers after {time.monotonic() - began:.2f}s")
                 done: Answered = pickle.loads(row["chunk"])
                 state = open_objects.get(done.obj)
                 if state is None:
