@@ -179,6 +179,7 @@ def make_inputs(env: Env) -> dict[str, dict[str, Any]]:
     }
 
 
+@pytest.mark.timeout(600)  # with the module's cluster start: five Ray Data pipelines start at once on 2 cores
 def test_batch_transform_on_ray_data_is_byte_identical_to_local(env: Env) -> None:
     cases = make_inputs(env)
     descs: dict[str, dict[str, dict[str, Any]]] = {"ray": {}, "local": {}}

@@ -153,6 +153,8 @@ class RayDataExecutor:
             read_object,  # type: ignore[arg-type]  # its keyword arguments come from fn_kwargs
             fn_kwargs={"store": store, "spec": self.plan.spec, "params": params, "processing": sink.processing},
             num_cpus=READ_CPUS,
+            # a few readers stay ahead of the actors (each reader is a worker process to start)
+            concurrency=max(1, min(self.count, len(objects))),
             runtime_env={"env_vars": aws_env()},
         )
         options = setup.actor_options
