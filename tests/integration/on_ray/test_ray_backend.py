@@ -32,7 +32,7 @@ from tests.helpers import (
     wait_status,
 )
 from tests.pgsql import postgres
-from tests.raycluster import RayCluster, ray_cluster
+from tests.raycluster import RayCluster
 
 pytestmark = pytest.mark.slow
 
@@ -76,9 +76,10 @@ def ray_env(cluster: RayCluster, pg_url: str, s3_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def env(tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("ray")
-    with ray_cluster(head_cpus=2, worker_cpus=1) as ray, postgres() as pg_url, moto_server(tmp / "moto.log") as s3:
+    ray = cluster
+    with postgres() as pg_url, moto_server(tmp / "moto.log") as s3:
         client = moto_s3(s3)
         client.create_bucket(Bucket="ray-models")
         client.put_object(Bucket="ray-models", Key="sklearn/model.tar.gz", Body=sklearn_model()[0])

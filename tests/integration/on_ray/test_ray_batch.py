@@ -30,9 +30,9 @@ from tests.helpers import (
     tarball,
     wait_status,
 )
+from tests.integration.on_ray.test_ray_backend import AWS_ENV, replica_pids, wait_for
 from tests.integration.test_batch import CSV_IN, CSV_OUT, ECHO_CODE, job
-from tests.integration.test_ray_backend import AWS_ENV, replica_pids, wait_for
-from tests.raycluster import RayCluster, ray_cluster
+from tests.raycluster import RayCluster
 
 pytestmark = pytest.mark.slow
 
@@ -64,9 +64,10 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(tmp_path_factory: pytest.TempPathFactory, cluster: RayCluster) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("raybatch")
-    with ray_cluster(head_cpus=2, worker_cpus=1) as ray, moto_server(tmp / "moto.log") as s3_url:
+    ray = cluster
+    with moto_server(tmp / "moto.log") as s3_url:
         s3 = moto_s3(s3_url)
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="models/skl.tar.gz", Body=sklearn_model()[0])
