@@ -9,9 +9,11 @@ Placement: every server process on CPU 0 (taskset, inherited by the instances it
 min-max over the rounds, the JSON every figure, with the load average before each round.
 
     apt-get install -y wrk          # the load generator (Debian package)
-    .venv/bin/python bench/hop.py [--seconds 5] [--rounds 2] [--src OTHER/src] [--out FILE]
+    .venv/bin/python bench/hop.py [--seconds 5] [--rounds 2] [--src OTHER/src ...] [--out FILE]
 
-``--src`` runs the modelhost server from another checkout's src/ (before/after in one sitting).
+``--src`` adds a modelhost server from another checkout's src/, measured in the same rounds (before
+and after in one sitting), e.g. ``git -C . archive <commit> src | tar -x -C /tmp/before`` then
+``--src /tmp/before/src``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import joblib
@@ -32,8 +33,9 @@ import joblib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.realtime import in_process, pin_process, wait_http  # noqa: E402
 from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, free_port, sklearn_model  # noqa: E402
+
+from bench.realtime import in_process, pin_process, wait_http  # noqa: E402
 
 SERVER_CPU = {0}
 LOAD_CPU = "1"
@@ -120,31 +122,57 @@ def span(values: list[float], fmt: str) -> str:
     return format(lo, fmt) if f"{lo:{fmt}}" == f"{hi:{fmt}}" else f"{lo:{fmt}}–{hi:{fmt}}"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each load phase")
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of every phase, targets interleaved")
-    ap.add_argument("--src", type=Path, default=None, help="run the modelhost server from this src/ directory")
-    ap.add_argument("--label", default=None, help="name of the modelhost row (default: its source)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hop.json")
-    args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        ap.error("wrk is not installed (Debian: apt-get install -y wrk)")
-    server_env: dict[str, str] = {}
-    if args.src is not None:
-        src = args.src.resolve()
+def source_env(src: Path | None) -> tuple[dict[str, str], str]:
+    """(the server's environment, where its modelhost comes from) for a src/ directory (None: this one)."""
+    env: dict[str, str] = {}
+    if src is not None:
+        src = src.resolve()
         if not (src / "modelhost" / "__init__.py").exists():
-            ap.error(f"{src} has no modelhost package")
-        server_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+            raise SystemExit(f"{src} has no modelhost package")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
     where = subprocess.run(
         [sys.executable, "-c", "import modelhost; print(modelhost.__file__)"],
-        env={**os.environ, **server_env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
     ).stdout.strip()
-    label = args.label or f"modelhost ({where.removesuffix('/modelhost/__init__.py')})"
-    print(f"modelhost server from {where}")
+    return env, where.removesuffix("/__init__.py").removesuffix("/modelhost")
+
+
+def start_modelhost(data_dir: Path, env: dict[str, str], tarball: bytes) -> Server:
+    """A modelhost server with the endpoint "bench" (one instance), every process of it on CPU 0."""
+    server = Server(data_dir, env=env)
+    server.start()
+    assert server.proc is not None
+    pin_process(server.proc.pid, SERVER_CPU)  # its instances start later and inherit CPU 0
+    server.put_object("s3://bench/model.tar.gz", tarball)
+    sm, _ = server.clients()
+    desc = deploy(sm, "bench", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"})
+    assert desc["EndpointStatus"] == "InService", desc
+    for pid in descendants(server.proc.pid):
+        pin_process(pid, SERVER_CPU)  # a fork server started before the pinning, too
+    return server
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="duration of each load phase")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of every phase, targets interleaved")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        default=[],
+        help="also run a modelhost server from this src/ directory (repeatable; before/after in one sitting)",
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hop.json")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        ap.error("wrk is not installed (Debian: apt-get install -y wrk)")
+    sources = [source_env(src) for src in [*args.src, None]]
+    for _, where in sources:
+        print(f"modelhost server from {where}")
 
     tarball, model = sklearn_model()
     x, _ = diabetes()
@@ -154,6 +182,7 @@ def main() -> None:
     pin_process(os.getpid(), {int(LOAD_CPU)})
 
     rounds: list[dict] = []
+    names = ["bare Starlette"] + [f"modelhost {where}" for _, where in sources]
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
@@ -163,57 +192,66 @@ def main() -> None:
         bare = subprocess.Popen(
             ["taskset", "-c", "0", sys.executable, str(ROOT / "bench" / "bare_app.py"), str(model_path), str(port)]
         )
-        server = Server(Path(tmp) / "data", env=server_env)
+        servers: list[Server] = []
         try:
             bare_url = f"http://127.0.0.1:{port}/invocations"
             wait_http(bare_url, timeout=120)
-            server.start()
-            assert server.proc is not None
-            pin_process(server.proc.pid, SERVER_CPU)  # its instances start later and inherit CPU 0
-            server.put_object("s3://bench/model.tar.gz", tarball)
-            sm, _ = server.clients()
-            desc = deploy(sm, "bench", {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"})
-            assert desc["EndpointStatus"] == "InService", desc
-            for pid in descendants(server.proc.pid):
-                pin_process(pid, SERVER_CPU)  # the fork server and templates started before pinning too
-            mh_url = f"{server.url}/endpoints/bench/invocations"
+            targets = [(names[0], bare_url, bare.pid)]
+            for i, (env, _) in enumerate(sources):
+                server = start_modelhost(Path(tmp) / f"data-{i}", env, tarball)
+                servers.append(server)
+                assert server.proc is not None
+                targets.append((names[i + 1], f"{server.url}/endpoints/bench/invocations", server.proc.pid))
             for i in range(args.rounds):
-                load_avg = os.getloadavg()
-                rounds.append(
-                    {
-                        "round": i + 1,
-                        "load_average": load_avg,
-                        "bare": measure(bare_url, bare.pid, row, script, args.seconds),
-                        "modelhost": measure(mh_url, server.proc.pid, row, script, args.seconds),
+                measured: dict = {"round": i + 1, "targets": {}}
+                for name, url, pid in targets:
+                    measured["targets"][name] = {
+                        "load_average": os.getloadavg(),
+                        **measure(url, pid, row, script, args.seconds),
                     }
-                )
+                rounds.append(measured)
         finally:
-            server.stop()
+            for server in servers:
+                server.stop()
             bare.terminate()
             bare.wait(10)
 
     def col(target: str, key: str) -> list[float]:
         out = []
         for r in rounds:
-            m = r[target]
+            m = r["targets"][target]
             out.append(m["c1"]["p50_ms"] if key == "p50" else m["c16"]["rps"] if key == "rps" else m[key])
         return out
 
-    ratio = [r["modelhost"]["c16"]["rps"] / r["bare"]["c16"]["rps"] for r in rounds]
-    extra = [r["modelhost"]["c1"]["p50_ms"] - r["bare"]["c1"]["p50_ms"] for r in rounds]
-    errors = sum(r[t][c]["non2xx"] + r[t][c]["socket_errors"] for r in rounds for t in ("bare", "modelhost") for c in ("c1", "c16"))
     print(
-        f"\nworkload A: LinearRegression(load_diabetes), 1 CSV row, 1 instance; wrk -t1 on CPU 1, servers on CPU 0; "
-        f"{args.rounds} rounds x {args.seconds:g} s; load average before each round: "
-        + ", ".join("/".join(f"{v:.2f}" for v in r["load_average"]) for r in rounds)
+        f"\nworkload A: LinearRegression(load_diabetes), 1 CSV row, 1 instance; wrk -t1 on CPU 1, "
+        f"every server process on CPU 0; {args.rounds} rounds x {args.seconds:g} s, targets interleaved"
     )
-    print(f"{'':<34}{'in-process limit':>18}{'bare Starlette':>18}{label[:40]:>42}")
-    print(f"{'c=1 p50 ms':<34}{limit['p50_ms']:>18.3f}{span(col('bare', 'p50'), '.3f'):>18}{span(col('modelhost', 'p50'), '.3f'):>42}")
-    print(f"{'c=16 req/s':<34}{limit['rps']:>18.0f}{span(col('bare', 'rps'), '.0f'):>18}{span(col('modelhost', 'rps'), '.0f'):>42}")
-    cpu_key = "cpu_ms_per_request_c16"
-    print(f"{'server CPU ms/request, c=16':<34}{'—':>18}{span(col('bare', cpu_key), '.3f'):>18}{span(col('modelhost', cpu_key), '.3f'):>42}")
-    print(f"\nc=16 throughput modelhost / bare: {span(ratio, '.2f')} (goal >= 0.8)")
-    print(f"c=1 p50 modelhost - bare: {span(extra, '.3f')} ms (goal <= 0.15)")
+    width = 24
+    print(f"{'':<30}{'in-process limit':>{width}}" + "".join(f"{n[-width + 1 :]:>{width}}" for n in names))
+    rows = [
+        ("c=1 p50 ms", f"{limit['p50_ms']:.3f}", "p50", ".3f"),
+        ("c=16 req/s", f"{limit['rps']:.0f}", "rps", ".0f"),
+        ("server CPU ms/request, c=16", "—", "cpu_ms_per_request_c16", ".3f"),
+    ]
+    for label, first, key, fmt in rows:
+        print(f"{label:<30}{first:>{width}}" + "".join(f"{span(col(n, key), fmt):>{width}}" for n in names))
+    print(
+        f"{'load average (1 min)':<30}{'':>{width}}"
+        + "".join(f"{span([r['targets'][n]['load_average'][0] for r in rounds], '.2f'):>{width}}" for n in names)
+    )
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for n in names[1:]:
+        ratio = [r["targets"][n]["c16"]["rps"] / r["targets"][names[0]]["c16"]["rps"] for r in rounds]
+        extra = [r["targets"][n]["c1"]["p50_ms"] - r["targets"][names[0]]["c1"]["p50_ms"] for r in rounds]
+        ratios[n] = {"throughput_ratio_c16": ratio, "p50_extra_ms_c1": extra}
+        print(
+            f"{n}: c=16 throughput / bare {span(ratio, '.2f')} (goal >= 0.8); "
+            f"c=1 p50 - bare {span(extra, '.3f')} ms (goal <= 0.15)"
+        )
+    errors = sum(
+        m[c]["non2xx"] + m[c]["socket_errors"] for r in rounds for m in r["targets"].values() for c in ("c1", "c16")
+    )
     print(f"errors (non-2xx + socket): {errors}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -223,12 +261,9 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "placement": "servers (and their instances) on CPU 0, wrk -t1 on CPU 1",
                 "seconds": args.seconds,
-                "server_source": where,
-                "label": label,
                 "in_process": limit,
                 "rounds": rounds,
-                "throughput_ratio_c16": ratio,
-                "p50_extra_ms_c1": extra,
+                "ratios": ratios,
             },
             indent=2,
         )

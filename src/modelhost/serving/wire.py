@@ -66,11 +66,13 @@ class Exchange:
         self.done = True
         self.conn.finished(self)
 
-    def asgi(self) -> tuple[Callable[[], Awaitable[MutableMapping[str, Any]]], Callable[[Any], Awaitable[None]]]:
-        """ASGI ``receive`` (the body, then ``http.disconnect`` once the peer hangs up) and ``send``
-        (a response without Content-Length goes out chunked)."""
+    def asgi(
+        self, body_taken: bool = False
+    ) -> tuple[Callable[[], Awaitable[MutableMapping[str, Any]]], Callable[[Any], Awaitable[None]]]:
+        """ASGI ``receive`` (the body unless ``body_taken``, then ``http.disconnect`` once the peer hangs
+        up) and ``send`` (a response without Content-Length goes out chunked)."""
         conn = self.conn
-        body_given = False
+        body_given = body_taken
         state: dict[str, Any] = {"chunked": False, "head": None}
 
         async def receive() -> MutableMapping[str, Any]:
@@ -119,7 +121,8 @@ class Exchange:
 
 
 class Connection(asyncio.Protocol):
-    """One router connection: requests answered in order, one at a time (reading pauses meanwhile)."""
+    """One router connection: requests answered in order, one at a time. Reading goes on while one
+    is answered, so a hang-up is seen at once (a streamed response stops its generator)."""
 
     def __init__(self, dispatch: Dispatch, server: InstanceServer) -> None:
         self.dispatch = dispatch
@@ -178,9 +181,7 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         path = self._url.partition(b"?")[0]
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        exchange = Exchange(
-            self, self.parser.get_method(), path, self._headers, body, self.parser.should_keep_alive()
-        )
+        exchange = Exchange(self, self.parser.get_method(), path, self._headers, body, self.parser.should_keep_alive())
         self._url, self._headers, self._body = b"", [], []
         if self.busy is not None:
             self.queued.append(exchange)  # pipelined: answered after the one in progress
@@ -190,8 +191,6 @@ class Connection(asyncio.Protocol):
     # answering
     def _start(self, exchange: Exchange) -> None:
         self.busy = exchange
-        if self.transport is not None:
-            self.transport.pause_reading()
         try:
             self.dispatch.handle(exchange)
         except Exception:
@@ -207,8 +206,6 @@ class Connection(asyncio.Protocol):
             return
         if self.queued:
             self._start(self.queued.popleft())
-        elif self.transport is not None and not self.closed:
-            self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:

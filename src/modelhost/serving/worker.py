@@ -4,7 +4,8 @@
 
 Env: MODELHOST_RUNTIME (a name of runtimes.RUNTIME_MODULES; guessed from the model files if unset),
 MODELHOST_ERROR_FILE (gets a one-line reason when loading fails; exit code 3), MODELHOST_WORKER_THREADS (model
-threads; unset: one, or the event loop itself once the model shows to be quick, see InlinePolicy), MODELHOST_REQUIREMENTS_DIR (where code/requirements.txt installs are cached, one directory
+threads; unset: one, or the event loop itself once the model shows to be quick, see InlinePolicy),
+MODELHOST_REQUIREMENTS_DIR (where code/requirements.txt installs are cached, one directory
 per content hash; see serving/requirements.py), plus the SageMaker container variables (SAGEMAKER_PROGRAM,
 SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, SAGEMAKER_CONTAINER_LOG_LEVEL,
 SAGEMAKER_TS_BATCH_SIZE / SAGEMAKER_TS_MAX_BATCH_DELAY for dynamic batching, see serving/batching.py) and the
@@ -189,7 +190,7 @@ class App:
 
     async def _stream(self, exchange: Exchange, invocation: Invocation) -> None:
         """InvokeEndpointWithResponseStream (serving/streaming.py), over the exchange's ASGI pair."""
-        receive, send = exchange.asgi()
+        receive, send = exchange.asgi(body_taken=True)  # the invocation holds the body
         try:
             await serve_stream(self.handler, invocation, self.executor, receive, send, _send_text)
         except Exception as e:
