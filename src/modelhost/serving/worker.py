@@ -28,14 +28,16 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelhost.serving.batching import Batcher, BatchSettings, Invocation, invoke_batch
 from modelhost.serving.errors import ModelLoadError, ModelServerError
 from modelhost.serving.handler import Handler
 from modelhost.serving.images import detect_runtime
 from modelhost.serving.streaming import STREAM_HEADER, serve_stream
-from modelhost.serving.wire import Exchange, InstanceServer
+
+if TYPE_CHECKING:  # imported when serving starts, after the model loaded (as uvicorn was)
+    from modelhost.serving.wire import Exchange
 
 LOAD_FAILED_EXIT_CODE = 3
 KEEP_ALIVE_SECONDS = 24 * 3600  # multi-model instances (uvicorn): idle connections stay open
@@ -297,6 +299,8 @@ def serve(app: App, uds: str) -> None:
     (return) cleanly, so the platform can tell a stop from a crash. Connections stay open while
     idle: the only client is the server's pool, which closes them when it stops the instance."""
     import uvloop
+
+    from modelhost.serving.wire import InstanceServer
 
     async def run() -> None:
         server = InstanceServer(app)
