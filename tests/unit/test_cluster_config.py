@@ -59,3 +59,18 @@ def test_serve_keeps_its_own_options_environment_variables() -> None:
     assert envvars["credentials_file"] == "MODELHOST_CREDENTIALS_FILE"
     assert envvars["allowed_hosts"] == "MODELHOST_ALLOWED_HOSTS"
     assert envvars["database_url"] == "MODELHOST_DB_URL"
+
+
+def test_serve_workers_option() -> None:
+    """--workers (MODELHOST_WORKERS): a count from 1 to 64; anything else a clear usage error naming it."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from modelhost import cli
+
+    serve = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    assert {p.name: p.envvar for p in serve.params}["workers"] == "MODELHOST_WORKERS"
+    for bad in ("0", "65", "two"):
+        result = CliRunner().invoke(cli.app, ["serve", "--workers", bad])
+        assert result.exit_code == 2, result.output
+        assert "--workers" in result.output
