@@ -149,11 +149,14 @@ def test_inline_policy_needs_a_streak_of_quick_small_calls_and_leaves_on_a_slow_
     policy = InlinePolicy()
     small, large = b"1,2,3", b"x" * (InlinePolicy.QUICK_BODY + 1)
     for _ in range(InlinePolicy.QUICK_STREAK - 1):
-        policy.observe(0.0001, small)
+        policy.observe(0.0001, 0.003, small)  # preempted for a while: still quick
     assert not policy.inline(small)
-    policy.observe(0.0001, small)
+    policy.observe(0.0001, 0.0001, small)
     assert policy.inline(small) and not policy.inline(large)
-    policy.observe(0.5, small)  # one slow call: back to the model thread
+    policy.observe(0.5, 0.5, small)  # one slow call: back to the model thread
+    assert not policy.inline(small)
+    policy.streak = InlinePolicy.QUICK_STREAK
+    policy.observe(0.0001, 0.2, small)  # little CPU but a long wait (I/O, sleep): not quick either
     assert not policy.inline(small)
 
 

@@ -66,11 +66,14 @@ class InlinePolicy:
     """Whether the next request runs on the event loop instead of the model thread.
 
     With the default ``MODELHOST_WORKER_THREADS`` (unset), a model that has answered
-    ``QUICK_STREAK`` requests in a row within ``QUICK_SECONDS`` (small bodies only) runs on the
-    loop: the thread hop costs more than such a model. Any slower call sends the next requests back
-    to the thread, so /ping never waits behind more than a quick call (or that one slow call)."""
+    ``QUICK_STREAK`` requests in a row within ``QUICK_CPU`` of CPU time and ``QUICK_WALL`` of wall
+    time (small bodies only) runs on the loop: the thread hop costs more than such a model. CPU time,
+    so a busy machine preempting the call does not make a quick model look slow; wall time, so a
+    call that waits (I/O, sleep) never does. Any slower call sends the next requests back to the
+    thread, so /ping never waits behind more than a quick call (or that one slow call)."""
 
-    QUICK_SECONDS = 0.001
+    QUICK_CPU = 0.001
+    QUICK_WALL = 0.010
     QUICK_STREAK = 64
     QUICK_BODY = 64 * 1024
 
@@ -82,8 +85,8 @@ class InlinePolicy:
     def inline(self, body: bytes) -> bool:
         return self.streak >= self.QUICK_STREAK and len(body) <= self.QUICK_BODY
 
-    def observe(self, seconds: float, body: bytes) -> None:
-        if seconds <= self.QUICK_SECONDS and len(body) <= self.QUICK_BODY:
+    def observe(self, cpu: float, wall: float, body: bytes) -> None:
+        if cpu <= self.QUICK_CPU and wall <= self.QUICK_WALL and len(body) <= self.QUICK_BODY:
             self.streak += 1
         else:
             self.streak = 0
@@ -155,7 +158,7 @@ class App:
             return
         policy = self.policy
         if self.inline or (policy is not None and policy.inline(body)):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             try:
                 answer = self.handler.invoke(body, content_type, accept, custom_attributes, inference_id)
             except Exception as e:
@@ -163,23 +166,32 @@ class App:
             else:
                 _respond_answer(exchange, answer)
             if policy is not None:
-                policy.observe(time.perf_counter() - started, body)
+                policy.observe(time.thread_time() - cpu, time.perf_counter() - started, body)
             return
         # On the model thread; the answer is written back on the loop (no task, no asyncio future).
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        future = self.executor.submit(self.handler.invoke, body, content_type, accept, custom_attributes, inference_id)
+        future = self.executor.submit(self._timed, body, content_type, accept, custom_attributes, inference_id)
 
-        def done(f: Future[Answer]) -> None:
-            if policy is not None:
-                policy.observe(time.perf_counter() - started, body)
+        def done(f: Future[tuple[Answer, float]]) -> None:
             exc = f.exception()
             if exc is not None:
+                if policy is not None:
+                    policy.streak = 0
                 _respond_error(exchange, exc)
-            else:
-                _respond_answer(exchange, f.result())
+                return
+            answer, cpu = f.result()
+            if policy is not None:
+                policy.observe(cpu, time.perf_counter() - started, body)
+            _respond_answer(exchange, answer)
 
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+
+    def _timed(self, *args: Any) -> tuple[Answer, float]:
+        """The answer and the CPU time the model thread spent on it."""
+        cpu = time.thread_time()
+        answer = self.handler.invoke(*args)
+        return answer, time.thread_time() - cpu
 
     async def _batched(self, exchange: Exchange, invocation: Invocation) -> None:
         assert self.batcher is not None
