@@ -357,26 +357,30 @@ def test_an_instance_marked_unreachable_that_still_answers_comes_back(run: Run, 
     run(main())
 
 
-def test_worker_keeps_idle_connections_open(monkeypatch: pytest.MonkeyPatch, sock_dir: Path) -> None:
-    """The instance side: uvicorn's idle keep-alive timeout (5 s by default) is what closed
-    connections under the pool; the worker configures it long (its only client is the server)."""
-    import uvicorn
+def test_worker_keeps_idle_connections_open(run: Run, sock_dir: Path) -> None:
+    """The instance side: an idle-connection timeout (uvicorn's is 5 s by default) is what closed
+    connections under the pool; the instance's own server (serving/wire.py) has none, and answers
+    on a connection that sat idle."""
+    from modelhost.serving.wire import Exchange, InstanceServer
 
-    from modelhost.serving import worker
+    class Echo:
+        def handle(self, exchange: Exchange) -> None:
+            exchange.respond(200, [(b"content-type", b"text/plain")], exchange.body)
 
-    configs: list[Any] = []
+    async def main() -> None:
+        server = InstanceServer(Echo())
+        path = str(sock_dir / "w.sock")
+        serving = asyncio.create_task(server.serve(path))
+        while not os.path.exists(path):
+            await asyncio.sleep(0.01)
+        pool = UnixHttpPool(path)
+        first = await pool.request(b"POST", b"/invocations", [], b"one", 5)
+        await asyncio.sleep(1.5)
+        second = await pool.request(b"POST", b"/invocations", [], b"two", 5)
+        assert (first.body, second.body) == (b"one", b"two")
+        assert len(pool._all) == 1  # the same connection both times
+        await pool.close()
+        await server.stop()
+        await serving
 
-    class FakeServer:
-        def __init__(self, config: Any) -> None:
-            configs.append(config)
-
-        def run(self) -> None:
-            pass
-
-    monkeypatch.setattr(worker, "load_handler", lambda model_dir: SimpleNamespace(runtime=SimpleNamespace(name="x")))
-    monkeypatch.setattr(worker, "_exit_with_parent", lambda: None)
-    monkeypatch.setattr(uvicorn, "Server", FakeServer)
-    monkeypatch.setattr(worker.signal, "signal", lambda *args: None)
-    assert worker.main(["--uds", str(sock_dir / "w.sock"), "--model-dir", str(sock_dir)]) == 0
-    (config,) = configs
-    assert config.timeout_keep_alive >= 3600
+    run(main())

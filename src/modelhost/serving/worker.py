@@ -4,7 +4,8 @@
 
 Env: MODELHOST_RUNTIME (a name of runtimes.RUNTIME_MODULES; guessed from the model files if unset),
 MODELHOST_ERROR_FILE (gets a one-line reason when loading fails; exit code 3), MODELHOST_WORKER_THREADS (model
-threads, default 1), MODELHOST_REQUIREMENTS_DIR (where code/requirements.txt installs are cached, one directory
+threads; unset: one, or the event loop itself once the model shows to be quick, see InlinePolicy),
+MODELHOST_REQUIREMENTS_DIR (where code/requirements.txt installs are cached, one directory
 per content hash; see serving/requirements.py), plus the SageMaker container variables (SAGEMAKER_PROGRAM,
 SAGEMAKER_SUBMIT_DIRECTORY, SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT, SAGEMAKER_CONTAINER_LOG_LEVEL,
 SAGEMAKER_TS_BATCH_SIZE / SAGEMAKER_TS_MAX_BATCH_DELAY for dynamic batching, see serving/batching.py) and the
@@ -24,10 +25,10 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modelhost.serving.batching import Batcher, BatchSettings, Invocation, invoke_batch
 from modelhost.serving.errors import ModelLoadError, ModelServerError
@@ -35,19 +36,17 @@ from modelhost.serving.handler import Handler
 from modelhost.serving.images import detect_runtime
 from modelhost.serving.streaming import STREAM_HEADER, serve_stream
 
+if TYPE_CHECKING:  # imported when serving starts, after the model loaded (as uvicorn was)
+    from modelhost.serving.wire import Exchange
+
 LOAD_FAILED_EXIT_CODE = 3
-KEEP_ALIVE_SECONDS = 24 * 3600  # idle connections stay open; the server closes them when it stops the instance
+KEEP_ALIVE_SECONDS = 24 * 3600  # multi-model instances (uvicorn): idle connections stay open
 
 log = logging.getLogger("modelhost.serving.worker")
 
-Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-# Prebuilt messages: the hot path only fills in what differs per response.
-_PING_START = {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]}
-_EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _TEXT = b"text/plain; charset=utf-8"
 
 
@@ -63,15 +62,47 @@ async def _send_text(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class App:
-    """Raw ASGI app: no routing framework on the per-request path."""
+class InlinePolicy:
+    """Whether the next request runs on the event loop instead of the model thread.
 
-    def __init__(self, handler: Handler, threads: int = 1, batching: BatchSettings | None = None) -> None:
+    With the default ``MODELHOST_WORKER_THREADS`` (unset), a model that has answered
+    ``QUICK_STREAK`` requests in a row within ``QUICK_CPU`` of CPU time and ``QUICK_WALL`` of wall
+    time (small bodies only) runs on the loop: the thread hop costs more than such a model. CPU time,
+    so a busy machine preempting the call does not make a quick model look slow; wall time, so a
+    call that waits (I/O, sleep) never does. Any slower call sends the next requests back to the
+    thread, so /ping never waits behind more than a quick call (or that one slow call)."""
+
+    QUICK_CPU = 0.001
+    QUICK_WALL = 0.010
+    QUICK_STREAK = 64
+    QUICK_BODY = 64 * 1024
+
+    __slots__ = ("streak",)
+
+    def __init__(self) -> None:
+        self.streak = 0
+
+    def inline(self, body: bytes) -> bool:
+        return self.streak >= self.QUICK_STREAK and len(body) <= self.QUICK_BODY
+
+    def observe(self, cpu: float, wall: float, body: bytes) -> None:
+        if cpu <= self.QUICK_CPU and wall <= self.QUICK_WALL and len(body) <= self.QUICK_BODY:
+            self.streak += 1
+        else:
+            self.streak = 0
+
+
+class App:
+    """The container contract on the instance's socket (serving/wire.py hands each request whole)."""
+
+    def __init__(self, handler: Handler, threads: int | None = 1, batching: BatchSettings | None = None) -> None:
         self.handler = handler
         # Model code runs off the event loop so /ping answers while a slow prediction runs;
-        # threads=0 runs it on the loop itself (no thread hop: faster for quick models).
+        # threads=0 runs it on the loop itself (no thread hop: faster for quick models);
+        # None (the default) runs it on the loop once it has shown to be quick (InlinePolicy).
         self.inline = threads == 0
-        self.threads = max(threads, 1)
+        self.policy = InlinePolicy() if threads is None else None
+        self.threads = max(threads or 1, 1)
         self.executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="model")
         # Dynamic batching (SAGEMAKER_TS_BATCH_SIZE): requests go through one queue in front of the model.
         self.batcher = (
@@ -79,23 +110,20 @@ class App:
             if batching is not None
             else None
         )
+        self._tasks: set[asyncio.Task[None]] = set()  # referenced until done (the loop keeps weak refs)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        path = scope["path"]
-        method = scope["method"]
-        if path == "/invocations" and method == "POST":
-            await self._invocations(scope, receive, send)
-        elif path == "/ping" and (method == "GET" or method == "HEAD"):
-            await send(_PING_START)
-            await send(_EMPTY_BODY)
-        elif path == "/execution-parameters" and method == "GET":
-            await self._execution_parameters(send)
+    def handle(self, exchange: Exchange) -> None:
+        path, method = exchange.path, exchange.method
+        if path == b"/invocations" and method == b"POST":
+            self._invocations(exchange)
+        elif path == b"/ping" and (method == b"GET" or method == b"HEAD"):
+            exchange.respond(200, [], b"")
+        elif path == b"/execution-parameters" and method == b"GET":
+            self._execution_parameters(exchange)
         else:
-            await _send_text(send, 404, f"{method} {path} not found")
+            _respond_text(exchange, 404, f"{method.decode('latin-1')} {path.decode('latin-1')} not found")
 
-    async def _execution_parameters(self, send: Send) -> None:
+    def _execution_parameters(self, exchange: Exchange) -> None:
         """Batch transform asks this when the job leaves values unset (as MMS answers it): two
         requests in flight per model thread keep the model busy while the next body arrives."""
         concurrent = 2 * self.threads
@@ -104,19 +132,12 @@ class App:
         body = json.dumps(
             {"MaxConcurrentTransforms": concurrent, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
         ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        exchange.respond(200, [(b"content-type", b"application/json")], body)
 
-    async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _invocations(self, exchange: Exchange) -> None:
         content_type = accept = custom_attributes = inference_id = None
         stream = False
-        for name, value in scope["headers"]:
+        for name, value in exchange.headers:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"accept":
@@ -127,49 +148,94 @@ class App:
                 inference_id = value.decode("latin-1")
             elif name == STREAM_HEADER:
                 stream = True
-
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if message.get("more_body"):
-            chunks = [body]
-            while message.get("more_body"):
-                message = await receive()
-                chunks.append(message.get("body", b""))
-            body = b"".join(chunks)
-        if stream:  # InvokeEndpointWithResponseStream (serving/streaming.py)
+        body = exchange.body
+        if stream or self.batcher is not None:  # these wait on the loop: a task of their own
             invocation = Invocation(body, content_type, accept, custom_attributes, inference_id)
-            await serve_stream(self.handler, invocation, self.executor, receive, send, _send_text)
+            work = self._stream(exchange, invocation) if stream else self._batched(exchange, invocation)
+            task = asyncio.get_running_loop().create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             return
-
-        try:
-            if self.batcher is not None:
-                invocation = Invocation(body, content_type, accept, custom_attributes, inference_id)
-                out, out_type, attrs = await self.batcher.submit(invocation)
-            elif self.inline:
-                out, out_type, attrs = self.handler.invoke(body, content_type, accept, custom_attributes, inference_id)
+        policy = self.policy
+        if self.inline or (policy is not None and policy.inline(body)):
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                answer = self.handler.invoke(body, content_type, accept, custom_attributes, inference_id)
+            except Exception as e:
+                _respond_error(exchange, e)
             else:
-                out, out_type, attrs = await asyncio.get_running_loop().run_in_executor(
-                    self.executor,
-                    self.handler.invoke,
-                    body,
-                    content_type,
-                    accept,
-                    custom_attributes,
-                    inference_id,
-                )
-        except ModelServerError as e:
-            await _send_text(send, e.status, e.message)
+                _respond_answer(exchange, answer)
+            if policy is not None:
+                policy.observe(time.thread_time() - cpu, time.perf_counter() - started, body)
             return
+        # On the model thread; the answer is written back on the loop (no task, no asyncio future).
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        future = self.executor.submit(self._timed, body, content_type, accept, custom_attributes, inference_id)
+
+        def done(f: Future[tuple[Answer, float]]) -> None:
+            exc = f.exception()
+            if exc is not None:
+                if policy is not None:
+                    policy.streak = 0
+                _respond_error(exchange, exc)
+                return
+            answer, cpu = f.result()
+            if policy is not None:
+                policy.observe(cpu, time.perf_counter() - started, body)
+            _respond_answer(exchange, answer)
+
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
+
+    def _timed(self, *args: Any) -> tuple[Answer, float]:
+        """The answer and the CPU time the model thread spent on it."""
+        cpu = time.thread_time()
+        answer = self.handler.invoke(*args)
+        return answer, time.thread_time() - cpu
+
+    async def _batched(self, exchange: Exchange, invocation: Invocation) -> None:
+        assert self.batcher is not None
+        try:
+            answer = await self.batcher.submit(invocation)
         except Exception as e:
-            tb = "".join(traceback.format_exception(e))
-            log.error("invocation failed:\n%s", tb)
-            await _send_text(send, 500, f"{type(e).__name__}: {e}\n{tb}")
-            return
-        headers = [(b"content-type", out_type.encode("latin-1")), (b"content-length", str(len(out)).encode())]
-        if attrs is not None:
-            headers.append((b"x-amzn-sagemaker-custom-attributes", attrs.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": out})
+            _respond_error(exchange, e)
+        else:
+            _respond_answer(exchange, answer)
+
+    async def _stream(self, exchange: Exchange, invocation: Invocation) -> None:
+        """InvokeEndpointWithResponseStream (serving/streaming.py), over the exchange's ASGI pair."""
+        receive, send = exchange.asgi(body_taken=True)  # the invocation holds the body
+        try:
+            await serve_stream(self.handler, invocation, self.executor, receive, send, _send_text)
+        except Exception as e:
+            if not exchange.done:
+                _respond_error(exchange, e)
+            else:
+                log.exception("streamed invocation failed")
+
+
+Answer = tuple[bytes, str, str | None]
+
+
+def _respond_answer(exchange: Exchange, answer: Answer) -> None:
+    out, out_type, attrs = answer
+    headers = [(b"content-type", out_type.encode("latin-1"))]
+    if attrs is not None:
+        headers.append((b"x-amzn-sagemaker-custom-attributes", attrs.encode("latin-1")))
+    exchange.respond(200, headers, out)
+
+
+def _respond_error(exchange: Exchange, e: BaseException) -> None:
+    if isinstance(e, ModelServerError):
+        _respond_text(exchange, e.status, e.message)
+        return
+    tb = "".join(traceback.format_exception(e))
+    log.error("invocation failed:\n%s", tb)
+    _respond_text(exchange, 500, f"{type(e).__name__}: {e}\n{tb}")
+
+
+def _respond_text(exchange: Exchange, status: int, text: str) -> None:
+    exchange.respond(status, [(b"content-type", _TEXT)], text.encode("utf-8"))
 
 
 def _log_level() -> int:
@@ -225,39 +291,37 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"Failed to load model: {type(e).__name__}: {e}")
         return LOAD_FAILED_EXIT_CODE
 
-    import uvicorn  # after loading: a failing model never pays for it
-
     if os.path.exists(args.uds):
         os.unlink(args.uds)  # stale socket from a previous run of this instance
-    app = App(handler, threads=int(os.environ.get("MODELHOST_WORKER_THREADS", "1")), batching=batching)
-    config = uvicorn.Config(
-        app,
-        uds=args.uds,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        # The only client is the router: no forwarded headers to trust, no Date/Server headers to build.
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        # The only client is the server's connection pool. uvicorn's default (5 s) closes idle
-        # connections under it, and one closed just as the pool reuses it loses that request.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+    threads = os.environ.get("MODELHOST_WORKER_THREADS", "").strip()
+    app = App(handler, threads=int(threads) if threads else None, batching=batching)
     print(
         f"modelhost worker pid {os.getpid()} serving {handler.runtime.name} model from {args.model_dir} on {args.uds}",
         flush=True,
     )
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the previous handler;
-    # make that a clean exit 0 so the platform can tell a stop from a crash.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        uvicorn.Server(config).run()
+        serve(app, args.uds)
     finally:
         app.executor.shutdown(wait=False, cancel_futures=True)
     return 0
+
+
+def serve(app: App, uds: str) -> None:
+    """Serve ``app`` on ``uds`` until SIGTERM/SIGINT, then finish the requests in flight and exit
+    (return) cleanly, so the platform can tell a stop from a crash. Connections stay open while
+    idle: the only client is the server's pool, which closes them when it stops the instance."""
+    import uvloop
+
+    from modelhost.serving.wire import InstanceServer
+
+    async def run() -> None:
+        server = InstanceServer(app)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: loop.create_task(server.stop()))
+        await server.serve(uds)
+
+    uvloop.run(run())
 
 
 def _exit_with_parent() -> None:

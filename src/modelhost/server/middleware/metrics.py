@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Counter
-
-from modelhost.hosting.metrics import REGISTRY
+from modelhost.hosting.metrics import LoopFamily
 from modelhost.server.asgi import ROUTE, ASGIApp, Message, Receive, Scope, Send
 
-REQUESTS = Counter(
-    "modelhost_http_requests",
-    "HTTP requests answered, by front-door route and status code.",
-    ["route", "code"],
-    registry=REGISTRY,
+REQUESTS = LoopFamily(
+    "modelhost_http_requests", "HTTP requests answered, by front-door route and status code.", None, ("route", "code")
 )
 
 
