@@ -270,7 +270,13 @@ def test_xgboost_batch(tmp_path: Path, diabetes: tuple[np.ndarray, np.ndarray]) 
     h = Handler(tmp_path, "xgboost")
     invocations = [Invocation(csv(x[i]), "text/csv", "text/csv") for i in range(4)]
     invocations.append(Invocation(json.dumps(x[5].tolist()).encode(), "application/json", "application/json"))
-    check_same_as_alone(h, invocations)
+    invocations.append(Invocation(b"1,2,nope", "text/csv", "text/csv"))  # its own 400
+    invocations.append(Invocation(csv(x[6]), "text/csv", "application/x-unknown"))  # its own 406
+    out = check_same_as_alone(h, invocations)
+    assert all(not isinstance(o, Exception) for o in out[:5])
+    assert isinstance(out[5], ModelServerError) and out[5].status == 400
+    assert isinstance(out[6], ModelServerError) and out[6].status == 406
+    assert out[4][1] == "application/json" and out[0][1] == "text/csv"  # type: ignore[index]
 
 
 def test_pytorch_batch(tmp_path: Path) -> None:
@@ -327,9 +333,11 @@ def test_user_predict_fn_taking_a_list(tmp_path: Path) -> None:
         )
     )
     h = Handler(tmp_path, "python")
-    invs = [Invocation(t.encode(), "text/csv", "text/plain") for t in ("a", "boom", "b", "c")]
+    invs = [Invocation(t.encode(), "text/csv", "text/plain") for t in ("a", "boom", "b")]
+    invs.append(Invocation(b"c", "text/csv", "text/x-other"))
     out = invoke_batch(h, invs)
     assert out[0] == (b"A", "text/plain", None) and out[2] == (b"B", "text/plain", None)
+    assert out[3] == (b"C", "text/x-other", None)  # its own Accept
     assert isinstance(out[1], ValueError)
     calls = h.user_module.CALLS  # type: ignore[union-attr]
     assert calls == [3]  # one call for the three that decoded
