@@ -134,8 +134,8 @@ class Batcher:
     are queued as were waiting plus just answered, or the batch is full, or ``max_delay`` has passed
     since the model became free, whichever comes first. Without that wait, closed-loop clients split
     into two groups that alternate (a batch of 1, then of n-1, forever), and a batch of one costs
-    nearly as much as a batch of eight. A request never waits longer than ``max_delay`` for company:
-    the clock starts at its arrival or, when it arrived while the model was busy, when the model frees.
+    nearly as much as a batch of eight. No request waits longer than ``max_delay`` for company, and
+    after a batch of one with nothing queued the next request runs at once (concurrency 1 pays nothing).
     """
 
     def __init__(
