@@ -129,6 +129,7 @@ def main() -> None:
     from tests.hf_models import dir_files, gpt2
 
     results: dict[str, dict[str, float]] = {}
+    load_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = gpt2(Path(tmp) / "gpt2")
         if args.pin:
@@ -175,7 +176,9 @@ def main() -> None:
         finally:
             server.stop()
     ttft_over = results["modelhost"]["ttft_p50_ms"] - results["in_process"]["ttft_p50_ms"]
+    load_end = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"\nstreaming {args.tokens} tokens, GPT-2 shaped random model; {os.cpu_count()} CPUs; pinned: {args.pin}")
+    print(f"load average {load_start} -> {load_end}")
     print(f"{'target':<26}{'TTFT p50 ms':>12}{'TTFT min ms':>12}{'tokens/s':>10}")
     for name, r in results.items():
         print(f"{name:<26}{r['ttft_p50_ms']:>12.2f}{r['ttft_min_ms']:>12.2f}{r['tokens_per_s']:>10.1f}")
@@ -189,6 +192,7 @@ def main() -> None:
                 "pinned": args.pin,
                 "results": results,
                 "ttft_over_in_process_ms": ttft_over,
+                "loadavg": [load_start, load_end],
             },
             indent=2,
         )

@@ -129,7 +129,12 @@ def endpoints(server, sm, tmp_path_factory):  # type: ignore[no-untyped-def]
     sm.create_endpoint_config(  # the batching model behind an asynchronous endpoint
         EndpointConfigName="bs-async",
         ProductionVariants=[
-            {"VariantName": "AllTraffic", "ModelName": "bs-batch", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "bs-batch",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
         ],
         AsyncInferenceConfig={
             "OutputConfig": {"S3OutputPath": "s3://bs-jobs/async-out"},

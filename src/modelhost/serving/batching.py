@@ -2,8 +2,8 @@
 
 ``SAGEMAKER_TS_BATCH_SIZE`` (most requests per batch; unset or 1: off, as in SageMaker) and
 ``SAGEMAKER_TS_MAX_BATCH_DELAY`` (ms, default 100 as TorchServe's ``max_batch_delay``). Requests queue;
-a batch closes when it is full or when the delay since its first request has passed, and a request
-that arrives while the model is idle runs at once (``Batcher`` says what idle means). Each request keeps its own decoding, error and
+a batch closes when it is full or when the delay has passed, and a request that arrives while the
+model is idle runs at once (``Batcher`` says when it waits). Each request keeps its own decoding, error and
 ``Accept``: only the prediction is shared (``invoke_batch``), through the runtime's ``predict_batch``
 or a user ``predict_fn`` whose first parameter is annotated as a list.
 """
