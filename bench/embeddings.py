@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import ROLE, Server, tarball, wait_status  # noqa: E402
 
-from bench.realtime import load, pin_process  # noqa: E402
+from bench.realtime import pin_process  # noqa: E402
 
 HF_IMAGE = (
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
@@ -61,6 +61,9 @@ GOALS = (  # (name, value's key, at least / at most, bound)
     ("c64 on / in-process batch 32", "c64_vs_batch32", ">=", 0.95),
     ("c16 on / in-process batch 8", "c16_vs_batch8", ">=", 0.95),
     ("c1 on / c1 off", "c1_on_vs_off", ">=", 0.95),
+    ("same from CPU/item: c64 / batch 32", "cpu_c64_vs_batch32", ">=", 0.95),
+    ("same from CPU/item: c16 / batch 8", "cpu_c16_vs_batch8", ">=", 0.95),
+    ("same from CPU/item: c1 on / off", "cpu_c1_on_vs_off", ">=", 0.95),
     ("HF path CPU ms/req over in-process", "hf_path_ms", "<=", 0.5),
 )
 
@@ -163,12 +166,57 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
     return used(proc), sum(used(c) for c in proc.children(recursive=True))
 
 
+async def closed_loop(url: str, body: bytes, conc: int, seconds: float, on_start: Callable[[], None]) -> dict:
+    """``conc`` clients, each sending its next request when the last is answered: 1 s of warm-up at the
+    same concurrency (connections open, batches in their steady state), then ``on_start()`` and the
+    measured ``seconds``."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        loop = asyncio.get_running_loop()
+        warm_until = loop.time() + 1.0
+        end = warm_until + seconds
+        started = asyncio.Event()
+
+        async def client() -> None:
+            nonlocal errors
+            while (now := loop.time()) < end:
+                if now >= warm_until and not started.is_set():
+                    on_start()
+                    started.set()
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as r:
+                    await r.read()
+                    ok = r.status == 200
+                if t0 >= warm_until_perf:
+                    latencies.append(time.perf_counter() - t0)
+                    errors += not ok
+
+        warm_until_perf = time.perf_counter() + 1.0
+        await asyncio.gather(*(client() for _ in range(conc)))
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": len(latencies) / seconds,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1e3,
+    }
+
+
 def measured(server: Server, url: str, body: bytes, conc: int, seconds: float) -> dict:
+    """The phase's figures and CPU per request of the front door and the instance, warm-up excluded
+    (it would add its requests' cost, at another concurrency, to the phase's)."""
     assert server.proc is not None
-    front0, inst0 = _cpu_seconds(server.proc.pid)
-    result: dict[str, Any] = asyncio.run(load(url, body, conc, seconds, content_type="application/json"))
-    front1, inst1 = _cpu_seconds(server.proc.pid)
-    n = max(result["requests"] + 50, 1)  # the 50 warm-up requests too
+    pid = server.proc.pid
+    start: list[tuple[float, float]] = []
+    result = asyncio.run(closed_loop(url, body, conc, seconds, lambda: start.append(_cpu_seconds(pid))))
+    front1, inst1 = _cpu_seconds(pid)
+    front0, inst0 = start[0]
+    n = max(result["requests"], 1)
     result["front_cpu_ms_per_req"] = (front1 - front0) * 1e3 / n
     result["instance_cpu_ms_per_req"] = (inst1 - inst0) * 1e3 / n
     result["cpu_ms_per_req"] = result["front_cpu_ms_per_req"] + result["instance_cpu_ms_per_req"]
@@ -200,6 +248,11 @@ def ratios(r: dict[str, dict]) -> dict[str, float]:
         "c16_vs_batch8": r["on_c16"]["rps"] / r["in_process_batch8"]["rps"],
         "c1_on_vs_off": r["on_c1"]["rps"] / r["off_c1"]["rps"],
         "c1_off_vs_batch1": r["off_c1"]["rps"] / r["in_process_batch1"]["rps"],
+        # the same ratios from CPU per item (what each would reach with the core to itself): steadier
+        # than items/s on a shared machine, where the load swings between one phase and the next
+        "cpu_c64_vs_batch32": r["in_process_batch32"]["cpu_ms_per_req"] / r["on_c64"]["cpu_ms_per_req"],
+        "cpu_c16_vs_batch8": r["in_process_batch8"]["cpu_ms_per_req"] / r["on_c16"]["cpu_ms_per_req"],
+        "cpu_c1_on_vs_off": r["off_c1"]["cpu_ms_per_req"] / r["on_c1"]["cpu_ms_per_req"],
         "hf_path_ms": r["hf_path"]["hf_path_ms"],
         "instance_cpu_over_in_process_ms": r["off_c1"]["instance_cpu_ms_per_req"]
         - r["in_process_batch1"]["cpu_ms_per_req"],
