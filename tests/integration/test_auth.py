@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import io
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,7 @@ def s3_error(data: bytes) -> tuple[str, str]:
             "UnrecognizedClientException",
         ),
         ("sts", lambda c: c.get_caller_identity(), "SignatureDoesNotMatch", "InvalidClientTokenId"),
+        ("lambda", lambda c: c.list_functions(), "InvalidSignatureException", "UnrecognizedClientException"),
         ("s3", lambda c: c.list_buckets(), "SignatureDoesNotMatch", "InvalidAccessKeyId"),
     ],
 )
@@ -184,6 +187,7 @@ def test_keys_per_service(server: Server, service: str, call: Any, bad_code: str
     expected = {
         "sagemaker": ("MissingAuthenticationTokenException", "Missing Authentication Token"),
         "application-autoscaling": ("MissingAuthenticationTokenException", "Missing Authentication Token"),
+        "lambda": ("MissingAuthenticationTokenException", "Missing Authentication Token"),
         "sts": ("MissingAuthenticationToken", "Request is missing Authentication Token"),
         "s3": ("AccessDenied", "Access Denied"),
     }[service]
@@ -507,3 +511,34 @@ def test_serve_refuses_a_public_host_without_credentials(tmp_path: Path) -> None
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     assert "requests are not authenticated" in err
+
+
+def test_lambda_functions_need_the_permission(server: Server) -> None:
+    code = io.BytesIO()
+    with zipfile.ZipFile(code, "w") as zf:
+        zf.writestr("app.py", "def handler(event, context):\n    return {'echo': event}\n")
+    admin = client(server, "lambda")
+    admin.create_function(
+        FunctionName="auth-fn",
+        Runtime="python3.12",
+        Role=ROLE,
+        Handler="app.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    admin.get_waiter("function_active_v2").wait(FunctionName="auth-fn", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    out = admin.invoke(FunctionName="auth-fn", Payload=b'{"x": 1}')
+    assert json.loads(out["Payload"].read()) == {"echo": {"x": 1}}
+    app = client(server, "lambda", APP)  # may invoke prod-* endpoints only
+    for call in (
+        lambda: app.invoke(FunctionName="auth-fn", Payload=b"{}"),
+        lambda: app.delete_function(FunctionName="auth-fn"),
+    ):
+        with pytest.raises(ClientError) as info:
+            call()
+        code_, status, message = error(info)
+        assert (code_, status) == ("AccessDeniedException", 403), message
+        assert f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:auth-fn" in message
+    with pytest.raises(ClientError) as info:
+        client(server, "lambda", (APP[0], "nope")).invoke(FunctionName="auth-fn", Payload=b"{}")
+    assert error(info)[:2] == ("InvalidSignatureException", 403)
+    admin.delete_function(FunctionName="auth-fn")

@@ -23,8 +23,9 @@ import pytest
 from botocore.config import Config
 
 from tests.helpers import ROLE, Server
-from tests.integration.test_runtimes import SPACY_ENTS, SPACY_IMAGE, SPACY_TEXT, spacy_pipeline_files
+from tests.integration.test_runtimes import OFFLINE_PIP, SPACY_ENTS, SPACY_IMAGE, SPACY_TEXT, spacy_pipeline_files
 from tests.integration.test_serverless import instance_pids, logged_pids, wait_until
+from tests.runtime_artifacts import make_wheel
 
 IDLE = 3
 
@@ -465,3 +466,51 @@ def test_functions_scale_to_zero(server: Server, lam: Any, tools: str) -> None:
 def _function_pids(server: Server, name: str) -> set[int]:
     log = server.data_dir / "logs" / "lambda" / f"{name}.log"
     return logged_pids(server, log.read_text() if log.exists() else "")
+
+
+def function_log(server: Server, name: str) -> str:
+    session = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret", region_name="us-east-1")
+    logs = session.client("logs", endpoint_url=server.url)
+    group = f"/aws/lambda/{name}"
+    streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    return "\n".join(
+        e["message"]
+        for s in streams
+        for e in logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"], startFromHead=True)["events"]
+    )
+
+
+REQS_APP = """
+import mhreqpkg
+
+
+def handler(event, context):
+    return {"greeting": mhreqpkg.GREETING, "where": mhreqpkg.__file__}
+"""
+
+
+def test_requirements_txt_in_the_zip_is_installed_once_per_content(server: Server, lam: Any, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "wheels", "mhreqpkg", "1.0", "GREETING = 'hello from a zipped wheel'\n")
+    code = zipped(
+        {"app.py": REQS_APP, "requirements.txt": f"wheels/{wheel.name}\n", f"wheels/{wheel.name}": wheel.read_bytes()}
+    )
+    env = {"Environment": {"Variables": OFFLINE_PIP}}
+    create(lam, "reqs-a", "app.handler", code, **env)
+    create(lam, "reqs-b", "app.handler", code, **env)
+    _, first = invoke(lam, "reqs-a", {})
+    assert first["greeting"] == "hello from a zipped wheel"
+    _, second = invoke(lam, "reqs-b", {})
+    # same requirements content: the second function's cold start reuses the first one's install
+    assert second == first
+    assert "installed 1 package(s)" in function_log(server, "reqs-a")
+    assert "reusing the packages" in function_log(server, "reqs-b")
+
+    broken = zipped({"app.py": REQS_APP, "requirements.txt": "no-such-package-xyz==9.9\n"})
+    create(lam, "reqs-broken", "app.handler", broken, **env)
+    resp, body = invoke(lam, "reqs-broken", {})
+    # as Lambda answers an init failure: 200, FunctionError Unhandled, the reason in errorMessage
+    assert (resp["StatusCode"], resp.get("FunctionError")) == (200, "Unhandled"), body
+    assert "Failed to install requirements.txt" in body["errorMessage"], body
+    assert "no-such-package-xyz==9.9" in body["errorMessage"], body
+    for name in ("reqs-a", "reqs-b", "reqs-broken"):
+        lam.delete_function(FunctionName=name)

@@ -103,13 +103,15 @@ def build_asgi(
     streams = StreamInvocations(router, settings.account_id)
     streams.async_endpoints = asyncq.names
     routes = [
+        *(
+            [Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []
+        ),  # before S3: unsigned date-like paths are Lambda's
         Route("s3", is_s3, s3_app, protocols.REST_XML),  # first: a bucket may be called "endpoints"
         Route("iam", is_iam, IamApp(settings.role_name, settings.account_id), protocols.QUERY),
         Route("sts", is_sts, StsApp(settings.account_id, settings.role_name), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
         Route("invoke-stream", is_invoke_stream, streams, protocols.REST_JSON),
         Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
-        *([Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []),
         Route("console", is_console, console_app(settings, api_plane, invocations, security), protocols.JSON),
         Route("api", anything, api, protocols.JSON),
     ]

@@ -19,13 +19,16 @@ from modelhost.security import AccessDenied
 from modelhost.server.access import authorize
 from modelhost.server.asgi import BodyTooLarge, Disconnected, Receive, Scope, Send, read_body, request_id
 from modelhost.server.lambda_api import shapes
+from modelhost.server.s3.routing import signed_for_s3
 
 MAX_CODE_BODY = 70 * 1024 * 1024  # a base64 zip of Lambda's 50 MB direct-upload limit
 CODE_OPERATIONS = ("CreateFunction", "UpdateFunctionCode")
 
 
 def is_lambda(scope: Scope) -> bool:
-    return scope["type"] == "http" and shapes.is_lambda_path(scope["path"])
+    """Lambda's ``/2015-03-31/functions...`` paths, unless signed for S3 (a bucket may be named like a date):
+    an unsigned request there is Lambda's, so it is refused or answered in Lambda's shape."""
+    return scope["type"] == "http" and shapes.is_lambda_path(scope["path"]) and signed_for_s3(scope) is not True
 
 
 class LambdaApi:
@@ -70,9 +73,8 @@ class LambdaApi:
         except Disconnected:
             return
         except (ApiError, AccessDenied) as err:
-            await _send(
-                send, err.status, [(b"x-amzn-errortype", err.code.encode())], json.dumps(err.body()).encode(), rid
-            )
+            status = 403 if isinstance(err, AccessDenied) else err.status  # Lambda's denial is a 403 (SageMaker's 400)
+            await _send(send, status, [(b"x-amzn-errortype", err.code.encode())], json.dumps(err.body()).encode(), rid)
             return
         await _send(send, status, out_headers, out, rid)
 

@@ -30,9 +30,8 @@ SUBRESOURCES = frozenset(
 NOT_ALLOWED = "The specified method is not allowed against this resource."
 
 
-def is_s3_request(scope: Scope) -> bool:
-    if scope.get("type") != "http":
-        return False
+def signed_for_s3(scope: Scope) -> bool | None:
+    """Whether the request's signature names S3; None when it is unsigned (the path must decide)."""
     for name, value in scope["headers"]:
         if name == b"authorization":
             if value.startswith(b"AWS4-"):
@@ -43,6 +42,15 @@ def is_s3_request(scope: Scope) -> bool:
         return b"%2Fs3%2Faws4_request" in qs or b"/s3/aws4_request" in qs
     if b"AWSAccessKeyId=" in qs:
         return True
+    return None
+
+
+def is_s3_request(scope: Scope) -> bool:
+    if scope.get("type") != "http":
+        return False
+    signed = signed_for_s3(scope)
+    if signed is not None:
+        return signed
     path: str = scope["path"]
     if path == "/" and scope["method"] == "POST":  # unsigned: the JSON API (X-Amz-Target) or STS (a form)
         return not any(
