@@ -166,10 +166,10 @@ def _cpu_seconds(pid: int) -> tuple[float, float]:
     return used(proc), sum(used(c) for c in proc.children(recursive=True))
 
 
-async def closed_loop(url: str, body: bytes, conc: int, seconds: float, on_start: Callable[[], None]) -> dict:
+async def closed_loop(url: str, body: bytes, conc: int, seconds: float, sample: Callable[[], None]) -> dict:
     """``conc`` clients, each sending its next request when the last is answered: 1 s of warm-up at the
-    same concurrency (connections open, batches in their steady state), then ``on_start()`` and the
-    measured ``seconds``."""
+    same concurrency (connections open, batches in their steady state), then the measured ``seconds``,
+    ``sample()`` called at its start and its end; the requests answered within it count."""
     import aiohttp
 
     latencies: list[float] = []
@@ -177,27 +177,27 @@ async def closed_loop(url: str, body: bytes, conc: int, seconds: float, on_start
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         loop = asyncio.get_running_loop()
-        warm_until = loop.time() + 1.0
-        end = warm_until + seconds
-        started = asyncio.Event()
+        start = loop.time() + 1.0
+        end = start + seconds
+        loop.call_at(start, sample)
+        loop.call_at(end, sample)
 
         async def client() -> None:
             nonlocal errors
-            while (now := loop.time()) < end:
-                if now >= warm_until and not started.is_set():
-                    on_start()
-                    started.set()
-                t0 = time.perf_counter()
+            while loop.time() < end:
+                t0 = loop.time()
                 async with session.post(url, data=body, headers=headers) as r:
                     await r.read()
                     ok = r.status == 200
-                if t0 >= warm_until_perf:
-                    latencies.append(time.perf_counter() - t0)
+                t1 = loop.time()
+                if start <= t1 < end:
+                    latencies.append(t1 - t0)
                     errors += not ok
 
-        warm_until_perf = time.perf_counter() + 1.0
         await asyncio.gather(*(client() for _ in range(conc)))
     latencies.sort()
+    if not latencies:
+        raise RuntimeError(f"no request answered within the {seconds:g} s measured at c={conc}")
     return {
         "requests": len(latencies),
         "errors": errors,
@@ -212,10 +212,9 @@ def measured(server: Server, url: str, body: bytes, conc: int, seconds: float) -
     (it would add its requests' cost, at another concurrency, to the phase's)."""
     assert server.proc is not None
     pid = server.proc.pid
-    start: list[tuple[float, float]] = []
-    result = asyncio.run(closed_loop(url, body, conc, seconds, lambda: start.append(_cpu_seconds(pid))))
-    front1, inst1 = _cpu_seconds(pid)
-    front0, inst0 = start[0]
+    samples: list[tuple[float, float]] = []
+    result = asyncio.run(closed_loop(url, body, conc, seconds, lambda: samples.append(_cpu_seconds(pid))))
+    (front0, inst0), (front1, inst1) = samples
     n = max(result["requests"], 1)
     result["front_cpu_ms_per_req"] = (front1 - front0) * 1e3 / n
     result["instance_cpu_ms_per_req"] = (inst1 - inst0) * 1e3 / n
