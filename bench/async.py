@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import threading
@@ -56,6 +57,29 @@ def output_fn(prediction, accept):
     return prediction, "application/octet-stream"
 """
 BUCKET = "bench-async"
+
+
+def tree_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of the server and of its instances so far."""
+    out = {"server": 0.0, "server_system": 0.0, "instances": 0.0}
+    root = psutil.Process(pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            out["server" if p.pid == pid else "instances"] += t.user + t.system
+            if p.pid == pid:
+                out["server_system"] += t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def per_request_ms(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) / n * 1000 for k in before}
+
+
+def cpus(spec: str) -> list[int]:
+    return [int(c) for c in spec.split(",")]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -152,14 +176,18 @@ async def sync_small(url: str, n: int, clients: int, body: bytes) -> dict:
             nonlocal errors
             for _ in it:
                 t0 = time.time()
-                async with session.post(
-                    f"{url}/endpoints/bench-sync/invocations",
-                    data=body,
-                    headers={"Content-Type": "application/octet-stream"},
-                ) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors += 1
+                try:
+                    async with session.post(
+                        f"{url}/endpoints/bench-sync/invocations",
+                        data=body,
+                        headers={"Content-Type": "application/octet-stream"},
+                    ) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors += 1
+                except aiohttp.ClientError:  # (counted, not fatal: an overloaded machine resets a few)
+                    errors += 1
+                    continue
                 lat.append(time.time() - t0)
 
         await asyncio.gather(*(client() for _ in range(clients)))
@@ -234,12 +262,21 @@ def main() -> None:
     ap.add_argument("--large-mb", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance")
     ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument(
+        "--server-cpus", default="0", help="CPUs the server and its instances are pinned to ('' = unpinned)"
+    )
+    ap.add_argument("--client-cpus", default="1", help="CPUs this load generator is pinned to ('' = unpinned)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
     args = ap.parse_args()
+    if args.client_cpus:
+        psutil.Process().cpu_affinity(cpus(args.client_cpus))
 
     tmp = Path(tempfile.mkdtemp(prefix="mh-bench-async-"))
     server = Server(tmp / "data", env={"MODELHOST_STOP_GRACE": "5"}).start()
     try:
+        if args.server_cpus:  # before any instance starts: they inherit it
+            assert server.proc is not None
+            psutil.Process(server.proc.pid).cpu_affinity(cpus(args.server_cpus))
         server.put_object("s3://models/bench/model.tar.gz", tarball({"code/inference.py": MODEL}))
         sm, rt = server.clients(read_timeout=600)
         s3 = boto3.Session(aws_access_key_id="a", aws_secret_access_key="b", region_name="us-east-1").client(
@@ -279,17 +316,28 @@ def main() -> None:
         for name in ("bench-async", "bench-sync"):
             assert wait_status(sm, name, ("InService", "Failed"))["EndpointStatus"] == "InService"
         body = b"x" * args.small_bytes
-        results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "args": dict(vars(args))}
+        results: dict = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()},
+            "args": dict(vars(args)),
+        }
         results["args"]["out"] = str(args.out)
         asyncio.run(sync_small(server.url, 200, 8, body))  # warm-up
+        pid = server.proc.pid if server.proc is not None else 0
+        cpu0 = tree_cpu(pid)
         results["small_sync"] = asyncio.run(sync_small(server.url, args.small, args.clients, body))
+        cpu1 = tree_cpu(pid)
         out_dir = server.data_dir / "buckets" / BUCKET / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
         results["small_async"] = asyncio.run(async_small(server.url, args.small, args.clients, body, out_dir))
+        cpu2 = tree_cpu(pid)
+        # server-side CPU per request (the server and its instances): load-independent, unlike req/s
+        results["small_sync"]["cpu_ms"] = per_request_ms(cpu0, cpu1, args.small)
+        results["small_async"]["cpu_ms"] = per_request_ms(cpu1, cpu2, args.small)
         if args.large:
             results["large_async"] = large(server, rt, args.large, args.large_mb)
     finally:
         server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     s, a = results["small_sync"], results["small_async"]
     print(
@@ -304,6 +352,19 @@ def main() -> None:
         f"{'async':<8}{a['rps']:>9.0f}{a['queue_p50_ms']:>10.1f}{a['queue_p99_ms']:>10.1f}{a['errors']:>8}   "
         f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
         f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s"
+    )
+    results["drain_over_sync"] = a["rps"] / s["rps"]
+    for mode, r in (("sync", s), ("async", a)):
+        print(
+            f"CPU per request, {mode}: server {r['cpu_ms']['server']:.2f} ms "
+            f"(system {r['cpu_ms']['server_system']:.2f} ms), "
+            f"instances {r['cpu_ms']['instances']:.2f} ms"
+        )
+    print(
+        f"accept {a['submit_rps']:.0f} req/s, drain {a['rps']:.0f} req/s, sync {s['rps']:.0f} req/s, "
+        f"drain/sync {results['drain_over_sync']:.2f}; load average {os.getloadavg()[0]:.2f} "
+        f"(at start {results['machine']['loadavg'][0]:.2f}); server on CPU {args.server_cpus or 'any'}, "
+        f"load generator on CPU {args.client_cpus or 'any'}"
     )
     if "large_async" in results:
         g = results["large_async"]

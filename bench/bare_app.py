@@ -6,7 +6,9 @@ Run by bench/realtime.py as: python bench/bare_app.py MODEL_JOBLIB PORT
 from __future__ import annotations
 
 import json
+import os
 import sys
+from typing import Any
 
 import joblib
 import numpy as np
@@ -17,15 +19,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 
+def create() -> Starlette:
+    """The app for ``uvicorn --factory bench.bare_app:create --workers N`` (bench/workers.py); the model
+    from MODELHOST_BENCH_MODEL."""
+    return _app(joblib.load(os.environ["MODELHOST_BENCH_MODEL"]))
+
+
 def main() -> None:
-    model = joblib.load(sys.argv[1])
-
-    async def invocations(request: Request) -> Response:
-        body = await request.body()
-        rows = np.array([[float(v) for v in line.split(",")] for line in body.decode().splitlines() if line])
-        return Response(json.dumps(model.predict(rows).tolist()), media_type="application/json")
-
-    app = Starlette(routes=[Route("/invocations", invocations, methods=["POST"])])
+    app = _app(joblib.load(sys.argv[1]))
     uvicorn.run(
         app,
         host="127.0.0.1",
@@ -35,6 +36,15 @@ def main() -> None:
         log_level="warning",
         access_log=False,
     )
+
+
+def _app(model: Any) -> Starlette:
+    async def invocations(request: Request) -> Response:
+        body = await request.body()
+        rows = np.array([[float(v) for v in line.split(",")] for line in body.decode().splitlines() if line])
+        return Response(json.dumps(model.predict(rows).tolist()), media_type="application/json")
+
+    return Starlette(routes=[Route("/invocations", invocations, methods=["POST"])])
 
 
 if __name__ == "__main__":

@@ -47,6 +47,14 @@ class RayCluster:
     def add_node(self, num_cpus: int = 1) -> None:
         _ray_start(self.temp_dir, self.env, ["--address", self.address, f"--num-cpus={num_cpus}"])
 
+    def wait_nodes(self, count: int, timeout: float = 60) -> None:
+        """Until ``count`` nodes are alive."""
+        deadline = time.monotonic() + timeout
+        while len(_alive_nodes(self)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} Ray nodes did not join")
+            time.sleep(0.5)
+
     def stop(self) -> None:
         procs = self.processes()
         for proc in procs:

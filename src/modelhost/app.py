@@ -10,16 +10,22 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
+from modelhost.backends.attachment import Attachment
 from modelhost.backends.handle import Backend
 from modelhost.backends.local import LocalBackend
+from modelhost.backends.local.attached import LocalAttachment
 from modelhost.config import Settings
 from modelhost.control.context import ControlContext
+from modelhost.controllers.async_sharing import AsyncSharing
 from modelhost.controllers.autoscaler import Autoscaler
+from modelhost.controllers.front_doors import FrontDoors
 from modelhost.controllers.functions import FunctionController
+from modelhost.controllers.leadership import lease_for
 from modelhost.controllers.loop import ControlLoop, Wakeup
 from modelhost.controllers.monitoring import MonitoringScheduler
 from modelhost.controllers.processing import ProcessingSupervisor
 from modelhost.controllers.reconciler import Reconciler
+from modelhost.controllers.route_sharing import RoutePublisher, RouteRefresher
 from modelhost.controllers.serverless import ServerlessScaler
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
@@ -48,6 +54,15 @@ def cluster_backend(settings: Settings, artifacts: ArtifactCache) -> Backend:
 
         return RayBackend(settings, artifacts)
     return LocalBackend(settings, artifacts)
+
+
+def attachment_for(settings: Settings) -> Attachment:
+    """How front doors of this backend reach the leader's replicas (backends/attachment.py)."""
+    if settings.backend == "ray":
+        from modelhost.backends.ray.attached import RayAttachment
+
+        return RayAttachment(settings)
+    return LocalAttachment(settings.data_dir)
 
 
 class Services:
@@ -98,6 +113,17 @@ class Services:
         self.autoscaler = Autoscaler(
             self.control, self.reconciler.running, settings.autoscale_window, backlog=self.asyncq.backlog
         )
+        # Front doors sharing this database (serve --workers, or servers on several machines): the one
+        # holding the lease runs the control loop; the others route to its replicas (controllers/front_doors.py).
+        self.async_sharing = AsyncSharing(self.asyncq)
+        attachment = attachment_for(settings)
+        self.doors = FrontDoors(
+            lease_for(settings.db_url),
+            RoutePublisher(self.store, self.router, attachment, self.reconciler.running),
+            RouteRefresher(self.store, self.router, attachment, self.reconciler.running, settings.logs_dir),
+            on_promote=(self.async_sharing.promote,),
+            follower_watchers=(self.async_sharing.follower_pass, self.capture.sync_endpoints),
+        )
         self.loop = ControlLoop(
             self.store,
             self.reconciler,
@@ -110,6 +136,8 @@ class Services:
                 self.serverless.on_pass,
                 self.function_controller.on_pass,
                 self.capture.sync_endpoints,
+                self.async_sharing.leader_pass,
+                self.doors.leader_pass,
             ),
             wakeup=wakeup,
             # Model Monitor: schedules start executions, which are processing jobs.
@@ -117,10 +145,11 @@ class Services:
                 MonitoringScheduler(self.control),
                 ProcessingSupervisor(settings, self.store, self.blobs),
             ),
+            doors=self.doors,
         )
 
     async def start(self) -> None:
-        await self.asyncq.start()
+        await self.async_sharing.start_accepting()  # the dispatcher starts when this front door leads
         await self.capture.start()
         await self.loop.start()
 
@@ -156,18 +185,35 @@ def create_app(settings: Settings) -> FrontDoor:
 
 
 def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.workers <= 1:
+        _serve_one(settings)
+        return
+    from modelhost.workers import Workers, reuse_port_socket
+
+    # Before the workers: the database reachable and migrated once, the port free (the workers bind it too).
+    try:
+        MetadataStore(settings.db_url).engine.dispose()
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    reuse_port_socket(settings.host, settings.port).close()
+    raise SystemExit(Workers(settings.workers, lambda: _serve_one(settings, reuse_port=True)).serve())
+
+
+def _serve_one(settings: Settings, reuse_port: bool = False) -> None:
     import uvicorn
 
     from modelhost.server.middleware.connections import guarded_protocol
     from modelhost.server.middleware.limits import Limits
+    from modelhost.workers import reuse_port_socket
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asgi = create_app(settings)
     except DatabaseUnavailable as exc:  # a bad or unreachable --database-url: one clear line, no traceback
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         asgi,
         host=settings.host,
         port=settings.port,
@@ -177,3 +223,5 @@ def serve(settings: Settings) -> None:
         access_log=False,
         lifespan="on",
     )
+    # --workers: each worker listens on its own SO_REUSEPORT socket of the address (modelhost/workers.py).
+    uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.port)] if reuse_port else None)

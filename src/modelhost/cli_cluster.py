@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 BACKENDS = ("local", "ray")
-OPTIONS: dict[str, tuple[str, Any, str]] = {  # parameter -> (variable, annotation, default)
+OPTIONS: dict[str, tuple[str, Any, Any]] = {  # parameter -> (variable, annotation, default)
     "database_url": (
         "MODELHOST_DB_URL",
         Annotated[
@@ -44,11 +44,22 @@ OPTIONS: dict[str, tuple[str, Any, str]] = {  # parameter -> (variable, annotati
         ],
         "",
     ),
+    "workers": (
+        "MODELHOST_WORKERS",
+        Annotated[
+            int,
+            typer.Option(
+                envvar="MODELHOST_WORKERS",
+                help="Front-door processes sharing the port, fed by one control loop (for machines with more cores).",
+            ),
+        ],
+        1,
+    ),
 }
 
 
 def options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Add --database-url, --backend and --s3-endpoint-url to a command."""
+    """Add --database-url, --backend, --s3-endpoint-url and --workers to a command."""
 
     @functools.wraps(fn)
     def command(*args: Any, **kwargs: Any) -> None:
@@ -56,8 +67,10 @@ def options(fn: Callable[..., None]) -> Callable[..., None]:
             value = kwargs.pop(name)
             if name == "backend" and value not in BACKENDS:
                 raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}, not {value!r}", param_hint="--backend")
+            if name == "workers" and not 1 <= value <= 64:
+                raise typer.BadParameter(f"must be between 1 and 64, not {value}", param_hint="--workers")
             if value:
-                os.environ[variable] = value
+                os.environ[variable] = str(value)
         fn(*args, **kwargs)
 
     # The command's own annotations resolved here (they are strings under `from __future__ import annotations`,

@@ -21,6 +21,8 @@ class Settings:
     port: int = field(default_factory=lambda: int(_env("PORT", "8080")))
     region: str = field(default_factory=lambda: _env("REGION", "us-east-1"))
     account_id: str = field(default_factory=lambda: _env("ACCOUNT_ID", "123456789012"))
+    # serve --workers: front-door processes on the one port (modelhost/workers.py).
+    workers: int = field(default_factory=lambda: int(_env("WORKERS", "1")))
     # How often the reconciler re-checks every endpoint even without an event (seconds).
     reconcile_interval: float = field(default_factory=lambda: float(_env("RECONCILE_INTERVAL", "2")))
     # How often instance health is probed with /ping (seconds).

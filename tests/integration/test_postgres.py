@@ -22,7 +22,7 @@ MODULE = "tests/integration/test_control_plane.py"
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    with postgres(("modelhost", "other")) as url:
+    with postgres(("modelhost", "other", "queue")) as url:
         yield url
 
 
@@ -63,3 +63,52 @@ def test_plain_postgresql_url_and_bad_urls(pg_url: str, tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done.stderr
         assert "error:" in done.stderr and words in done.stderr and "Traceback" not in done.stderr
+
+
+def test_async_queue_on_postgres(pg_url: str, tmp_path: Path) -> None:
+    """The async queue's statements (run on the driver's cursor, hosting/asyncq/sql.py) on psycopg:
+    accepts sharing transactions, bodies in the rows, claims and completions, all answered once."""
+    import asyncio
+
+    from modelhost.hosting.asyncq import AsyncInference
+    from modelhost.hosting.router import Router
+    from modelhost.store.db import MetadataStore
+    from tests.unit.stream_fakes import (
+        BUCKET,
+        StreamFleet,
+        StreamReplica,
+        async_config,
+        endpoint_record,
+        env,
+        insert_endpoint,
+        publish,
+    )
+
+    settings, _, _, blobs = env(tmp_path)
+    store = MetadataStore(pg_url.replace("/modelhost", "/queue"))  # (its own database)
+    insert_endpoint(store, endpoint_record("pg-ep", async_config("pg-ep", 4)))
+    inst = StreamReplica("v/0", delay=0)
+
+    async def main() -> None:
+        router = Router(1)
+        q = AsyncInference(settings, store, blobs, router)
+        await q.start()
+        try:
+            await asyncio.gather(*(q.submit("pg-ep", {"InferenceId": f"pg-{i}"}, b"pg-%d" % i) for i in range(40)))
+            publish(router, "pg-ep", StreamFleet([inst]))
+            q.dispatcher.wake()
+            for _ in range(1000):
+                if q.backlog("pg-ep") == 0:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await q.stop()
+
+    asyncio.run(main())
+    with store.begin() as conn:
+        rows = conn.exec_driver_sql("SELECT inference_id, status, body FROM async_requests ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == [f"pg-{i}" for i in range(40)]
+    assert {r[1] for r in rows} == {"Completed"} and all(r[2] is None for r in rows)
+    assert sorted(inst.seen) == sorted(b"pg-%d" % i for i in range(40))
+    for i in range(40):
+        assert (settings.buckets_dir / BUCKET / "pg-ep" / f"pg-{i}.out").read_bytes() == b"PG-%d" % i

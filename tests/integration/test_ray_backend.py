@@ -448,3 +448,41 @@ def test_async_on_ray_replicas_survives_kill9_of_the_front_door(env: Cluster) ->
 def _put(s3: Any, key: str, body: bytes) -> str:
     s3.put_object(Bucket="ray-async", Key=key, Body=body)
     return f"s3://ray-async/{key}"
+
+
+def test_two_front_doors_on_one_cluster_and_database(env: Cluster, tmp_path: Path) -> None:
+    """Issue 16: a second front door on the same PostgreSQL and Ray cluster follows — it answers through
+    the leader's Serve application, looked up by name; kill -9 the leader and it leads within 10 s,
+    restores the endpoint and keeps answering. (Last in the module: the module's server comes back
+    as the leader at the end.)"""
+    from tests.integration.test_front_doors import TAKEOVER, leads, wait_leader
+
+    follower = Server(tmp_path / "door-2", env=ray_env(env.ray, env.pg_url, env.s3_url)).start()
+    try:
+        assert leads(env.server) and not leads(follower)
+        sm, rt = env.server.clients()
+        create(
+            sm, "doors", [sklearn_variant("doors")], {"doors": {"Image": SKLEARN_IMAGE, "ModelDataUrl": SKLEARN_URL}}
+        )
+        assert wait_status(sm, "doors", ("InService", "Failed"), timeout=180)["EndpointStatus"] == "InService"
+        time.sleep(1.5)  # published every 0.5 s
+        x, _ = diabetes()
+        row = csv_row(x[0])
+        want = rt.invoke_endpoint(EndpointName="doors", ContentType="text/csv", Body=row)["Body"].read()
+        _, rt_f = follower.clients()
+        for _ in range(5):
+            assert rt_f.invoke_endpoint(EndpointName="doors", ContentType="text/csv", Body=row)["Body"].read() == want
+        env.server.kill9()
+        assert wait_leader(follower, TAKEOVER) < TAKEOVER
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                got = rt_f.invoke_endpoint(EndpointName="doors", ContentType="text/csv", Body=row)["Body"].read()
+                break
+            except ClientError:
+                assert time.monotonic() < deadline, follower.log_path.read_text()[-3000:]
+                time.sleep(0.5)
+        assert got == want
+    finally:
+        follower.stop()
+        env.server.start()

@@ -1,11 +1,19 @@
-"""Pure parts of the cluster support (issue 16): InstanceType sizing for Ray replicas, database URLs."""
+"""Pure parts of the cluster support (issue 16): InstanceType sizing for Ray replicas, database URLs,
+which transform jobs run on Ray Data."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from modelhost.backends.ray.replica import container_execution_parameters, worker_threads
 from modelhost.backends.ray.sizing import GIB, ReplicaResources, resources_for
+from modelhost.jobs.executor import TransformPlan
+from modelhost.jobs.ray_executor import runs_on_ray
 from modelhost.store.db import DatabaseUnavailable, MetadataStore, engine_url
+from modelhost.store.logs import JobLog
+from tests.unit.fakes import make_settings
 
 
 @pytest.mark.parametrize(
@@ -59,3 +67,44 @@ def test_serve_keeps_its_own_options_environment_variables() -> None:
     assert envvars["credentials_file"] == "MODELHOST_CREDENTIALS_FILE"
     assert envvars["allowed_hosts"] == "MODELHOST_ALLOWED_HOSTS"
     assert envvars["database_url"] == "MODELHOST_DB_URL"
+
+
+def test_serve_workers_option() -> None:
+    """--workers (MODELHOST_WORKERS): a count from 1 to 64; anything else a clear usage error naming it."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from modelhost import cli
+
+    serve = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    assert {p.name: p.envvar for p in serve.params}["workers"] == "MODELHOST_WORKERS"
+    for bad in ("0", "65", "two"):
+        result = CliRunner().invoke(cli.app, ["serve", "--workers", bad])
+        assert result.exit_code == 2, result.output
+        assert "--workers" in result.output
+
+
+def _plan(tmp_path: Path, model: dict) -> TransformPlan:
+    return TransformPlan("job", {}, model, "m", JobLog(tmp_path / "logs", "job"))
+
+
+def test_which_transform_jobs_run_on_ray_data(tmp_path: Path) -> None:
+    single = {"PrimaryContainer": {"Image": "modelhost/python:latest", "ModelDataUrl": "s3://b/m.tar.gz"}}
+    pipeline = {"Containers": [{"Image": "modelhost/python:latest"}, {"Image": "modelhost/python:latest"}]}
+    with_s3 = make_settings(tmp_path, backend="ray", s3_endpoint_url="http://127.0.0.1:9000")
+    assert runs_on_ray(with_s3, _plan(tmp_path, single)) is None
+    assert "inference pipeline of 2 containers" in (runs_on_ray(with_s3, _plan(tmp_path, pipeline)) or "")
+    no_s3 = make_settings(tmp_path, backend="ray")
+    assert "--s3-endpoint-url" in (runs_on_ray(no_s3, _plan(tmp_path, single)) or "")
+
+
+def test_batch_actors_answer_execution_parameters_as_the_worker() -> None:
+    assert container_execution_parameters(worker_threads({})) == {
+        "MaxConcurrentTransforms": 2,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
+    assert (
+        container_execution_parameters(worker_threads({"MODELHOST_WORKER_THREADS": "3"}))["MaxConcurrentTransforms"]
+        == 6
+    )

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from modelhost.controllers.autoscaler import Autoscaler
 from modelhost.controllers.reconciler import Reconciler
@@ -22,6 +22,9 @@ from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.resources.endpoint import EndpointRecord
 from modelhost.store import endpoints as rows
 from modelhost.store.db import MetadataStore
+
+if TYPE_CHECKING:
+    from modelhost.controllers.front_doors import FrontDoors
 
 log = logging.getLogger("modelhost.controllers")
 
@@ -62,7 +65,10 @@ class ControlLoop:
         endpoint_watchers: tuple[EndpointWatcher, ...] = (),
         wakeup: Wakeup | None = None,
         supervisors: tuple[JobSupervisor, ...] = (),
+        doors: FrontDoors | None = None,
     ) -> None:
+        # Front doors sharing one database (controllers/front_doors.py): only the leader runs the passes.
+        self.doors = doors
         self.supervisors = supervisors  # after the transform supervisor, in order
         self.store = store
         self.reconciler = reconciler
@@ -78,6 +84,8 @@ class ControlLoop:
     async def start(self) -> None:
         self.wake.loop = asyncio.get_running_loop()
         self._next_autoscale = time.monotonic() + self.autoscale_interval
+        if self.doors is not None:
+            await self.doors.start()
         self._main = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -94,6 +102,12 @@ class ControlLoop:
             return rows.load_all(self.store, conn)
 
     async def run_once(self) -> None:
+        if self.doors is not None and not await self.doors.lead():
+            try:
+                await self.doors.follow(await asyncio.to_thread(self._load))
+            except Exception:
+                log.exception("follower pass failed")
+            return
         try:
             records = await asyncio.to_thread(self._load)
             self.reconciler.sync(records)
@@ -122,7 +136,11 @@ class ControlLoop:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
+        if self.doors is not None:
+            await self.doors.stop_sharing()  # followers keep the last routes while this one stops
         await self.transforms.shutdown()
         for supervisor in self.supervisors:
             await supervisor.shutdown()
         await self.reconciler.shutdown()
+        if self.doors is not None:
+            await self.doors.shutdown()  # the lease last: a successor starts once this one's instances are gone

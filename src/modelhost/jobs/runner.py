@@ -1,16 +1,11 @@
-"""The job runner: one transform job from its instances' start to its final status.
+"""The job runner: one transform job from its start to its final status.
 
-Start ``InstanceCount`` instances of the model (the job's ``Environment`` over the model's, plus
-``SAGEMAKER_BATCH`` and the batch variables the user set), ask ``GET /execution-parameters`` for
-what the user left unset (``jobs/params.py``), then give each instance whole objects, one at a time,
-with ``MaxConcurrentTransforms`` requests in flight (``jobs/invoke.py``) and the responses written
-in input order. Reading, splitting and packing run in a thread per object that stays a few batches
-ahead (``jobs/reader.py``). Inputs and outputs go through the BlobStore (``jobs/inputs.py``,
-``jobs/assemble.py``), whatever serves ``s3://``.
-
-Every finished object is recorded in ``transform_job_objects`` (``jobs/state.py``); a job resumed
-after a server restart skips those. A failed object gets no output and is named in
-``FailureReason``; the others still complete.
+It lists the input objects (jobs/inputs.py), checks the output path, skips what a run before a
+server restart finished (every finished object is recorded in ``transform_job_objects``,
+jobs/state.py), and hands the rest to an executor (jobs/executor.py): local instance processes
+(jobs/local_executor.py), or on ``--backend ray`` a Ray Data pipeline (jobs/ray_executor.py). A
+failed object gets no output and is named in ``FailureReason``; the others still complete. Progress
+is written every second; Stop removes what the job wrote; capture manifests are written at the end.
 """
 
 from __future__ import annotations
@@ -20,24 +15,21 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelhost.backends.local.fleet import Fleet
-from modelhost.backends.local.http import HttpResponse
-from modelhost.backends.local.instances import Instance, InstanceFailed
-from modelhost.backends.local.specs import DeploymentFailed, instance_spec
+from modelhost.backends.handle import DeploymentFailed
+from modelhost.backends.local.instances import InstanceFailed
 from modelhost.config import Settings
-from modelhost.jobs.assemble import OutputWriter, delete_output, output_uri
-from modelhost.jobs.batching import Batch, batches
+from modelhost.jobs.assemble import delete_output
 from modelhost.jobs.capture import JobCapture, capture_job
-from modelhost.jobs.filters import DataProcessing, FilterError
-from modelhost.jobs.inputs import InputError, InputObject, list_inputs, open_input
-from modelhost.jobs.invoke import ObjectFailed, invoke, request_headers
-from modelhost.jobs.params import ExecutionParameters, batch_env, execution_parameters
-from modelhost.jobs.reader import Reader
-from modelhost.jobs.splitters import SplitError, split
+from modelhost.jobs.executor import TransformExecutor, TransformPlan
+from modelhost.jobs.filters import DataProcessing
+from modelhost.jobs.inputs import InputError, InputObject, list_inputs
+from modelhost.jobs.invoke import ObjectFailed
+from modelhost.jobs.local_executor import LocalExecutor
+from modelhost.jobs.output import ObjectOutput
+from modelhost.jobs.params import ExecutionParameters
 from modelhost.jobs.state import JobState, Progress
 from modelhost.store.artifacts import ArtifactCache
 from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
@@ -47,18 +39,21 @@ from modelhost.store.logs import PLATFORM, JobLog
 log = logging.getLogger("modelhost.jobs")
 
 PROGRESS_EVERY = 1.0  # seconds between progress writes
-# What fails one object (and not the job): its reasons are the FailureReason texts.
-OBJECT_ERRORS = (
-    ObjectFailed,
-    SplitError,
-    InputError,
-    FilterError,
-    BlobError,
-    BlobNotFound,
-    UnicodeDecodeError,
-    OSError,
-    EOFError,
-)
+
+
+def make_executor(
+    settings: Settings, artifacts: ArtifactCache, run_dir: Path, plan: TransformPlan
+) -> TransformExecutor:
+    """Ray Data on ``--backend ray`` (with a configured S3, which every node reads and writes), for
+    single-container models; local instances otherwise (pipelines and multi-model containers)."""
+    if settings.backend == "ray":
+        from modelhost.jobs.ray_executor import RayDataExecutor, runs_on_ray
+
+        why_not = runs_on_ray(settings, plan)
+        if why_not is None:
+            return RayDataExecutor(settings, artifacts, plan)
+        plan.log.write(PLATFORM, f"the job runs on local instances: {why_not}")
+    return LocalExecutor(settings, artifacts, run_dir, plan)
 
 
 class TransformRunner:
@@ -81,13 +76,12 @@ class TransformRunner:
         self.state = JobState(store, self.name)
         self.progress = Progress()
         self.stop_requested = False
-        self.fleet: Fleet | None = None
+        self.executor: TransformExecutor | None = None
         self.log = JobLog(settings.logs_dir, self.name)
         self.failures: list[tuple[str, str]] = []  # (object uri, reason)
         self.pending: deque[InputObject] = deque()
         self.params: ExecutionParameters | None = None
         self.processing: DataProcessing | None = None
-        self.headers = request_headers(self.spec)
 
     def _write_progress(self) -> None:
         self.state.write_progress(self.progress)
@@ -142,14 +136,9 @@ class TransformRunner:
                 await asyncio.to_thread(self._write_progress)
 
     async def _shutdown(self, fast: bool) -> None:
-        fleet, self.fleet = self.fleet, None
-        if fleet is None:
-            return
-        if fast:
-            fleet.stopping = True
-            for inst in fleet.instances:
-                inst.kill()
-        await fleet.stop(drain_timeout=0)
+        executor, self.executor = self.executor, None
+        if executor is not None:
+            await executor.shutdown(fast)
 
     async def finish_stopped(self) -> None:
         """End a stopped job: remove the outputs it wrote, then record ``Stopped``."""
@@ -191,12 +180,12 @@ class TransformRunner:
             + (f" ({len(found) - len(self.pending)} finished before the restart)" if done else ""),
         )
         if self.pending:
+            plan = TransformPlan(self.name, spec, self.row["deployment"]["model"], self.row["model_name"], self.log)
+            self.executor = make_executor(self.settings, self.artifacts, self.run_dir, plan)
             try:
-                await self._start_fleet()
+                self.params = await self.executor.start()
             except (DeploymentFailed, InstanceFailed) as exc:
                 return "Failed", f"ClientError: {exc}"
-            assert self.fleet is not None
-            self.params = await execution_parameters(spec, self.fleet.instances[0], self.log)
             self.log.write(PLATFORM, self.params.describe())
             capture = spec.get("DataCaptureConfig") or {}
             start = self.row.get("start_time") or time.time()
@@ -208,9 +197,10 @@ class TransformRunner:
                 generate_inference_id=bool(capture.get("GenerateInferenceId")),
                 job_start=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
             )
-            async with asyncio.TaskGroup() as group:
-                for inst in self.fleet.instances:
-                    group.create_task(self._worker(inst))
+            try:
+                await self.executor.run(self.pending, self)
+            except DeploymentFailed as exc:  # the model's copies failed once running (Ray: an actor's load)
+                return "Failed", f"ClientError: {exc}"
         if self.failures:
             uri, reason = self.failures[0]
             total = self.progress.objects_total
@@ -242,122 +232,23 @@ class TransformRunner:
         except (BlobError, BlobNotFound) as exc:
             raise ObjectFailed(f"S3OutputPath {path} cannot be written: {exc}") from None
 
-    async def _start_fleet(self) -> None:
-        ispec = await instance_spec(
-            self.settings,
-            self.artifacts,
-            owner=self.name,
-            variant="instance",
-            model=self.row["deployment"]["model"],
-            label=f"Transform job {self.name}",
-            extra_env=batch_env(self.spec),
-        )
-        count = int(self.spec["TransformResources"]["InstanceCount"])
-        self.fleet = Fleet(ispec, count, self.run_dir, self.log, self.settings.ping_interval)
-        self.log.write(PLATFORM, f"starting {count} instance(s) of model {self.row['model_name']}")
-        await self.fleet.start()
+    # --- the JobSink the executor reports to (blocking: called from threads)
 
-    # --- per instance: whole objects, in order
+    def open_output(self, obj: InputObject) -> ObjectOutput:
+        return ObjectOutput(self.blobs, self.spec, obj, self.processing)
 
-    async def _worker(self, inst: Instance) -> None:
-        while self.pending:
-            obj = self.pending.popleft()
-            await self._transform_object(inst, obj)
-
-    def _batches(self, obj: InputObject) -> Iterator[Batch]:
-        assert self.params is not None
-        tin = self.spec["TransformInput"]
-        split_type = tin.get("SplitType", "None")
-        stream = open_input(self.blobs, obj, tin.get("CompressionType"))
-        with stream:
-            yield from batches(
-                split(stream, split_type, self.params.limit),
-                self.params.strategy,
-                split_type,
-                self.params.limit,
-                self.processing,
-            )
-
-    async def _transform_object(self, inst: Instance, obj: InputObject) -> None:
-        assert self.params is not None
-        tout = self.spec["TransformOutput"]
-        out_uri = output_uri(tout["S3OutputPath"], obj.rel)
-        window: deque[tuple[asyncio.Task[HttpResponse], Batch]] = deque()
-        writer: OutputWriter | None = None
-        reader: Reader | None = None
-        records = 0
-        started = time.monotonic()
-        try:
-            writer = await asyncio.to_thread(
-                OutputWriter, self.blobs, out_uri, tout.get("AssembleWith", "None"), tout.get("Accept")
-            )
-            reader = Reader(lambda: self._batches(obj), ahead=max(2, self.params.concurrency))
-            async for chunk in reader.chunks():
-                for batch in chunk:
-                    while len(window) >= self.params.concurrency:
-                        records += await self._complete(window, writer)
-                    window.append((asyncio.create_task(self._invoke(inst, batch)), batch))
-            while window:
-                records += await self._complete(window, writer)
-            await asyncio.to_thread(writer.commit)
-            writer = None
-        except asyncio.CancelledError:
-            self._abandon(window, writer, reader)
-            raise
-        except OBJECT_ERRORS as exc:
-            self._abandon(window, writer, reader)
-            reason = str(exc) or type(exc).__name__
-            self.failures.append((obj.uri, reason))
-            self.progress.objects_failed += 1
-            self.log.write(PLATFORM, f"{obj.uri}: FAILED: {reason}")
-            await asyncio.to_thread(self.state.record_object, obj.uri, "Failed", records, None, reason[:1000])
-            return
+    def object_completed(self, obj: InputObject, records: int, output: ObjectOutput, where: str) -> None:
+        output.commit()
         self.progress.objects_completed += 1
         self.progress.bytes_done += max(obj.size, 0)
-        await asyncio.to_thread(self.state.record_object, obj.uri, "Completed", records, out_uri, None)
+        self.state.record_object(obj.uri, "Completed", records, output.uri, None)
         self.log.write(
-            PLATFORM, f"{obj.uri} -> {out_uri}: {records} records in {time.monotonic() - started:.2f}s ({inst.name})"
+            PLATFORM,
+            f"{obj.uri} -> {output.uri}: {records} records in {time.monotonic() - output.started:.2f}s ({where})",
         )
 
-    @staticmethod
-    def _abandon(window: deque, writer: OutputWriter | None, reader: Reader | None) -> None:
-        for task, _batch in window:
-            task.cancel()
-        window.clear()
-        if reader is not None:
-            reader.stop()
-        if writer is not None:
-            writer.discard()
-
-    async def _complete(self, window: deque, writer: OutputWriter) -> int:
-        task, batch = window.popleft()
-        response: HttpResponse = await task
-        processing = self.processing
-        if processing is not None and processing.active:
-            data = await asyncio.to_thread(self._process_output, batch, response)
-        else:
-            data = response.body
-        if len(data) > 256 * 1024:
-            await asyncio.to_thread(writer.write, data)
-        else:
-            writer.write(data)
-        self.progress.records += batch.count
-        return batch.count
-
-    def _process_output(self, batch: Batch, response: HttpResponse) -> bytes:
-        processing = self.processing
-        assert processing is not None
-        ctype = response.headers.get(b"content-type", b"").decode("latin-1") or None
-        try:
-            outputs = processing.output_records(response.body, batch.count, ctype)
-            originals = batch.originals or [None] * batch.count
-            lines = [processing.output_record(o, out, ctype) for o, out in zip(originals, outputs, strict=True)]
-        except (FilterError, ValueError, UnicodeDecodeError) as exc:
-            raise ObjectFailed(f"records {batch.first + 1}-{batch.first + batch.count}: {exc}") from None
-        if self.spec["TransformOutput"].get("AssembleWith", "None") == "Line":
-            return b"".join(line + b"\n" for line in lines)
-        return b"".join(lines)
-
-    async def _invoke(self, inst: Instance, batch: Batch) -> HttpResponse:
-        assert self.params is not None and self.fleet is not None
-        return await invoke(self.fleet, inst, batch, self.headers, self.params, self.log)
+    def object_failed(self, obj: InputObject, reason: str, records: int) -> None:
+        self.failures.append((obj.uri, reason))
+        self.progress.objects_failed += 1
+        self.log.write(PLATFORM, f"{obj.uri}: FAILED: {reason}")
+        self.state.record_object(obj.uri, "Failed", records, None, reason[:1000])

@@ -210,7 +210,13 @@ class ArtifactCache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                # Another process sharing this cache (Ray actors and replicas on one node) got there first.
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not target.is_dir():
+                    raise
             return target
 
     @staticmethod

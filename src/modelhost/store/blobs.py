@@ -10,6 +10,7 @@ store (``<data-dir>/buckets``) or a real S3-compatible service (``MODELHOST_S3_E
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -98,4 +99,9 @@ class BlobStore(Protocol):
 
     def delete(self, uri: str) -> None:
         """Remove an object; no error if it is not there."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Writes made inside (by this thread) share what they can: the local store's metadata
+        transaction; nothing for a remote store. Each object is still installed atomically."""
         ...

@@ -16,6 +16,7 @@ import shutil
 import stat as stat_mod
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -184,3 +185,6 @@ class FileBlobs:
     def delete(self, uri: str) -> None:
         with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
             self.path(uri).unlink()
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()

@@ -14,6 +14,7 @@ import io
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import cast
 
@@ -140,6 +141,9 @@ class BucketBlobs:
         s3 = S3Uri.parse(uri)
         with contextlib.suppress(S3StoreError):
             self.buckets.delete_object(s3.bucket, s3.key)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self.buckets.index.batch()
 
 
 class LocalBlobStore(SchemeBlobStore):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,9 @@ class S3Blobs:
                 raise self._failed(s3, exc) from None
         except BotoCoreError as exc:
             raise self._failed(s3, exc) from None
+
+    def batch(self) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 class RemoteBlobStore(SchemeBlobStore):

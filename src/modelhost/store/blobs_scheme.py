@@ -4,6 +4,7 @@ bucket store or a real S3 service), everything else to local files."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from modelhost.store.blobs import BlobError, BlobInfo, BlobReader, BlobStore, is_s3
@@ -51,3 +52,6 @@ class SchemeBlobStore:
 
     def delete(self, uri: str) -> None:
         self._part(uri).delete(uri)
+
+    def batch(self) -> AbstractContextManager[None]:
+        return self.s3.batch()  # (local files have no metadata to share)

@@ -5,7 +5,7 @@ Names are unique case-insensitively (`name_key` is the lower-cased name), as in 
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, Integer, LargeBinary, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -90,8 +90,10 @@ async_requests = Table(
     "async_requests",
     metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("inference_id", String(64), nullable=False, index=True),
-    Column("endpoint", String(63), nullable=False, index=True),
+    # (inference_id and endpoint lost their indexes in 0008_async_fast: no query uses them, every
+    # insert paid for them)
+    Column("inference_id", String(64), nullable=False),
+    Column("endpoint", String(63), nullable=False),
     Column("status", String(16), nullable=False, index=True),
     Column("received_time", Float, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -104,6 +106,9 @@ async_requests = Table(
     Column("outcome", Text),
     # the notification still to send (JSON {"topic", "message"}), NULL once sent or when none
     Column("notification", Text),
+    # the inline request body (0008_async_fast), written with the row so the 202 needs one write;
+    # NULL once the request is finished (or for an InputLocation)
+    Column("body", LargeBinary),
 )
 
 # Batch transform jobs (migration 0003_transform). `spec` is the request as given (less Tags),
@@ -226,4 +231,14 @@ lambda_events = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("payload", Text, nullable=False),
     Column("outcome", Text),
+)
+
+# --- front doors (several servers on one database): the leader's published routes (resources/front_doors.py)
+front_door_routes = Table(
+    "front_door_routes",
+    metadata,
+    Column("name_key", String(63), primary_key=True),
+    Column("version", Integer, nullable=False),  # bumped on every change: followers rebuild only what changed
+    Column("route", Text, nullable=False),  # a PublishedRoute as JSON
+    Column("updated", Float, nullable=False),
 )

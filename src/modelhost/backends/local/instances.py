@@ -189,6 +189,12 @@ class Instance:
             asyncio.get_running_loop().create_task(self.client.close())
         self.client = UnixHttpPool(str(self.socket_path))
 
+    def adopt(self, socket_path: Path) -> None:
+        """Reach an instance another front door runs (a follower's view of the leader's fleet): its
+        socket only, no process of ours to watch, kill or clean up."""
+        self.socket_path = socket_path
+        self._connect()
+
     async def ping(self) -> bool:
         if self.client is None:
             return False

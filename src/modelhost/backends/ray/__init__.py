@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import uuid
 
 from modelhost.backends.handle import DeploymentFailed, FleetHandle, FleetRequest
-from modelhost.backends.local.specs import container_spec, single_container
 from modelhost.backends.ray.fleet import RayFleet, ServeApp
-from modelhost.backends.ray.replica import ArtifactSource
-from modelhost.backends.ray.sizing import resources_for
+from modelhost.backends.ray.setup import init_ray, replica_setup
 from modelhost.config import Settings
-from modelhost.store.artifacts import ArtifactCache, max_artifact_bytes
+from modelhost.store.artifacts import ArtifactCache
 
 HUNG_AFTER = 120.0  # seconds a request may run before its replica's health check fails
-# Passed to replicas (they fetch artifacts from the configured S3 themselves).
-_AWS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION")
 
 
 class RayBackend:
@@ -39,19 +34,9 @@ class RayBackend:
         self._prefix = "mh-" + hashlib.sha256(settings.db_url.encode()).hexdigest()[:8] + "-"
 
     def _connect(self) -> None:
-        # Ray Serve's own low-overhead mode (handle router on the caller's loop, gRPC between handle and
-        # replica, no per-request log flush): about half the per-request latency here. Read at import.
-        os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-        import ray
+        init_ray(self.settings)
         from ray import serve
 
-        if not ray.is_initialized():
-            ray.init(
-                address=self.settings.ray_address,
-                log_to_driver=False,
-                namespace="modelhost",
-                configure_logging=False,
-            )
         serve.start(proxy_location="Disabled")
         for name in serve.status().applications:
             if name.startswith(self._prefix) and not name.startswith(self._prefix + self._run_id):
@@ -69,50 +54,17 @@ class RayBackend:
                 self._connected = True
 
     async def create_fleet(self, request: FleetRequest) -> FleetHandle:
-        # The same resolution as the local backend (image -> runtime, artifact checked and unpacked,
-        # environment), so a model that fails there fails here with the same FailureReason.
-        container = single_container(request.model, request.label)  # pipelines and MME: local backend only
-        spec = await container_spec(
-            self.settings,
-            self.artifacts,
-            owner=request.owner,
-            variant=request.variant,
-            container=container,
-            label=request.label,
-            extra_env=request.extra_env,
-            startup_timeout=request.startup_timeout,
-            download_timeout=request.download_timeout,
-            volume_size_gb=request.volume_size_gb,
-        )
+        setup = await replica_setup(self.settings, self.artifacts, request)
         await self.connect()
-        env = {
-            **spec.environment,
-            "MODELHOST_RUNTIME": spec.runtime,
-            "PYTHONUNBUFFERED": "1",
-            "RAY_SERVE_THROUGHPUT_OPTIMIZED": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1"),
-        }
-        artifact = None
-        if self.settings.s3_endpoint_url:
-            env.update({k: os.environ[k] for k in _AWS_ENV if k in os.environ})
-            artifact = ArtifactSource(
-                model_data_url=container.get("ModelDataUrl"),
-                model_data_source=container.get("ModelDataSource"),
-                s3_endpoint_url=self.settings.s3_endpoint_url,
-                region=self.settings.region,
-                cache_dir=os.path.join(os.environ.get("TMPDIR", "/tmp"), "modelhost-ray-node"),
-                max_bytes=max_artifact_bytes(self.settings.max_artifact_bytes, request.volume_size_gb),
-            )
         safe = re.sub(r"[^A-Za-z0-9-]", "-", f"{request.owner}--{request.variant}")
         app = ServeApp(
             name=f"{self._prefix}{self._run_id}-{safe}-{uuid.uuid4().hex[:6]}",
             deployment=re.sub(r"[^A-Za-z0-9-]", "-", request.variant),
-            model_dir=str(spec.model_dir),
-            artifact=artifact,
-            env=env,
-            actor_options=resources_for(request.instance_type).actor_options(
-                self.settings.ray_cpus_per_vcpu, self.settings.ray_memory_share
-            ),
-            startup_timeout=spec.startup_timeout,
+            model_dir=setup.model_dir,
+            artifact=setup.artifact,
+            env=setup.env,
+            actor_options=setup.actor_options,
+            startup_timeout=setup.startup_timeout,
             hung_after=HUNG_AFTER,
             drain_timeout=self.settings.stop_grace,
         )

@@ -259,6 +259,14 @@ class RayFleet:
         await asyncio.to_thread(self._delete)
         self._handle, self._running = None, 0
 
+    def adopt(self, handle: Any, count: int, running: int) -> None:
+        """Another front door's view of this application (backends/ray/attached.py): called through
+        ``handle``, ``count`` slots of which ``running`` are healthy; never deployed or deleted here."""
+        self._handle, self.desired, self._running = handle, count, running
+        if len(self.slots) != count:
+            self.slots = [Slot(self, i) for i in range(count)]
+        self._update_available()
+
     # -- requests --------------------------------------------------------------------------------
     def acquire_now(self) -> Slot | None:
         best: Slot | None = None

@@ -43,6 +43,15 @@ class ArtifactSource:
     max_bytes: int
 
 
+def container_execution_parameters(threads: int) -> dict[str, object]:
+    """What serving/worker.py answers on ``GET /execution-parameters`` for ``threads`` model threads."""
+    return {"MaxConcurrentTransforms": 2 * max(threads, 1), "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+
+
+def worker_threads(env: dict[str, str]) -> int:
+    return max(int(env.get("MODELHOST_WORKER_THREADS", "1") or 1), 1)
+
+
 class ReplicaLoadFailed(RuntimeError):
     pass
 
@@ -77,7 +86,7 @@ class ModelReplica:
             raise ReplicaLoadFailed(LOAD_FAILED + exc.reason) from None
         except Exception as exc:  # a bad artifact, user code raising in model_fn, ...
             raise ReplicaLoadFailed(f"{LOAD_FAILED}Failed to load model: {type(exc).__name__}: {exc}") from None
-        self.threads = max(int(os.environ.get("MODELHOST_WORKER_THREADS", "1")), 1)
+        self.threads = worker_threads(dict(os.environ))
         self.executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="model")
         self.hung_after = hung_after
         self._started: dict[int, float] = {}  # request -> monotonic start, for the hung-model health check
@@ -118,9 +127,7 @@ class ModelReplica:
 
     async def execution_parameters(self) -> bytes:
         """GET /execution-parameters, as the worker answers it (batch transform asks)."""
-        return json.dumps(
-            {"MaxConcurrentTransforms": 2 * self.threads, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
-        ).encode()
+        return json.dumps(container_execution_parameters(self.threads)).encode()
 
     def check_health(self) -> None:
         """Serve replaces a replica whose check fails: one stuck in a request past the timeout is hung

@@ -1,8 +1,8 @@
 """Asynchronous inference: a durable request queue, its dispatcher and the commit protocol.
 
-Every accepted InvokeEndpointAsync request is a row of ``async_requests`` (written before the
-202 goes out; an inline body is saved as a file under ``<data-dir>/async/inputs`` first). The
-row moves through
+Every accepted InvokeEndpointAsync request is a row of ``async_requests``, with its inline body,
+committed before the 202 goes out (group commit: the accepts that arrive while one transaction
+runs share the next, queue.py). The row moves through
 
     Pending --claim--> InProgress --(output in a temp file)--> Completing --> Completed | Failed
 

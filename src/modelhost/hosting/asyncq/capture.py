@@ -41,7 +41,7 @@ def _read_input(blobs: BlobStore, item: Item) -> bytes | None:
 def _read_output(result: Success) -> bytes | None:
     if result.embedded is not None:
         return result.embedded
-    if result.size > MAX_CAPTURED:
+    if result.size > MAX_CAPTURED or result.tmp is None:
         return None
     return Path(result.tmp).read_bytes()
 

@@ -6,7 +6,10 @@ output (or failure) object through the blob store (``put_file``: atomic, the fil
 and the row becomes ``Completed`` (or ``Failed``). A crash between the steps is finished at the
 next start (``finish`` again): the temp file still there means step 2 did not happen (install it,
 to the same key, which is harmless if it half did); gone means it did (``repair`` makes sure the
-object carries its content type). The notification is sent after the row is final.
+object carries its content type). A small object (a response of at most EMBED_LIMIT bytes, a
+failure reason) has no temp file: its bytes are in the outcome (``inrow``), and step 2 writes
+them (``put_bytes``, atomic), again after a crash: the same bytes at the same key. The
+notification is sent after the row is final.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from modelhost.hosting.asyncq.batches import ThreadBatches
 from modelhost.hosting.asyncq.exchange import Success
 from modelhost.hosting.asyncq.items import CHUNK, EMBED_LIMIT, Item, Tasks
 from modelhost.hosting.asyncq.metrics import QueueMetrics
@@ -32,6 +36,15 @@ from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
 log = logging.getLogger("modelhost.async")
 
 STORE_ERRORS = (BlobError, BlobNotFound, OSError)
+REASON_KEEP = 8192  # characters of a failure reason kept in the row
+
+
+def row_object(outcome: dict[str, Any], body: bytes | None) -> bytes:
+    """The object an ``inrow`` outcome installs: the response (the row's ``body``) or the failure reason."""
+    if outcome["status"] == "Completed":
+        assert body is not None, "an inrow response without its body"
+        return body
+    return str(outcome["reason"]).encode("utf-8")
 
 
 def _unlink(path: str | None) -> None:
@@ -58,6 +71,8 @@ class Committer:
         self.notifier = notifier
         self.region = region
         self.tasks = tasks
+        # the object writes (step 2): one thread hop and one metadata transaction per batch
+        self.batches = ThreadBatches(blobs.batch)
 
     def notification(self, item: Item, outcome: dict[str, Any]) -> dict[str, Any] | None:
         return notification(item, outcome, self.region)
@@ -75,11 +90,15 @@ class Committer:
         }
         if result.embedded is not None:
             outcome["embedded"] = base64.b64encode(result.embedded).decode()
+        body = None
+        if result.tmp is None:  # small: the response goes into the row's body, no temp file
+            outcome["inrow"] = True
+            body = result.embedded
         note = self.notification(item, outcome)
-        if not await self.rows.completing(item.seq, outcome, note, "InProgress"):
+        if not await self.rows.completing(item.seq, outcome, note, "InProgress", body=body):
             _unlink(result.tmp)  # the lease was lost (cannot happen with one server); drop it
             return
-        await self.finish(item, outcome, note)
+        await self.finish(item, outcome, note, body)
 
     async def fail(
         self,
@@ -101,7 +120,7 @@ class Committer:
         outcome: dict[str, Any] = {
             "status": "Failed",
             "time": round(time.time(), 3),
-            "reason": reason[:8192],
+            "reason": reason[:REASON_KEEP],
             "location": item.spec.get("failure"),
             "content_type": "text/plain",
             "variant": variant,
@@ -111,6 +130,11 @@ class Committer:
             outcome["embedded"] = base64.b64encode(body).decode()
         if outcome["location"]:
             data = reason.encode("utf-8")
+            outcome["etag"] = hashlib.md5(data).hexdigest()
+            outcome["size"] = len(data)
+            if len(reason) <= REASON_KEEP:  # the row's reason is the whole object
+                outcome["inrow"] = True
+                return outcome
 
             def write() -> str:
                 fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="err-")
@@ -119,14 +143,17 @@ class Committer:
                 return name
 
             outcome["tmp"] = await asyncio.to_thread(write)
-            outcome["etag"] = hashlib.md5(data).hexdigest()
-            outcome["size"] = len(data)
         return outcome
 
-    def install(self, outcome: dict) -> None:
+    def install(self, outcome: dict, body: bytes | None = None) -> None:
         """(Blocking) step 2 of the commit: the temp file onto the key, or, if that already
-        happened before a crash, make sure the object is described by the outcome."""
+        happened before a crash, make sure the object is described by the outcome; or the bytes
+        the row holds (``body``, the response, for an ``inrow`` outcome)."""
         location, tmp = outcome.get("location"), outcome.get("tmp")
+        if location and outcome.get("inrow"):
+            # Written again after a crash: the same bytes at the same key.
+            self.blobs.put_bytes(location, row_object(outcome, body), outcome["content_type"])
+            return
         if not location or not tmp:
             return
         if os.path.exists(tmp):
@@ -161,7 +188,7 @@ class Committer:
         finally:
             _unlink(copy)
 
-    async def finish(self, item: Item, outcome: dict, note: dict | None) -> None:
+    async def finish(self, item: Item, outcome: dict, note: dict | None, body: bytes | None = None) -> None:
         """Commit step 2, then Completed/Failed; then the notification and the inline input."""
         variant = outcome.get("variant", "")
         m = self.metrics.variant(item.endpoint, variant)
@@ -169,11 +196,11 @@ class Committer:
         inline = item.spec.get("inline")
 
         def install_and_drop_input() -> None:
-            self.install(outcome)
+            self.install(outcome, body)
             _unlink(inline)
 
         try:
-            await asyncio.to_thread(install_and_drop_input)
+            await self.batches.run(install_and_drop_input)
             if outcome["status"] == "Completed":
                 m.response_upload_latency.observe((time.perf_counter() - started) * 1e6)
         except STORE_ERRORS as exc:

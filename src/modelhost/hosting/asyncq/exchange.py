@@ -1,9 +1,10 @@
 """One request sent to one replica, the answer streamed back into a temp file.
 
 The input is read in ``CHUNK`` pieces from its file (an inline body) or its object (BlobStore),
-and the response body is written to ``<async>/tmp`` as it arrives, with its MD5 and the first
-``EMBED_LIMIT`` bytes kept for IncludeInferenceResponseIn: nothing is held whole, whatever the
-size. The caller bounds the time; ReplicaUnreachable and ReplicaLost pass through to it.
+and the response body is kept in memory while it is at most ``EMBED_LIMIT`` bytes (it goes into
+the outcome row; IncludeInferenceResponseIn needs it there anyway), else written to
+``<async>/tmp`` as it arrives, with its MD5: nothing large is held whole. The caller bounds the
+time; ReplicaUnreachable and ReplicaLost pass through to it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from modelhost.backends.handle import FleetHandle, Replica, StreamedReply
 from modelhost.hosting.asyncq.items import CHUNK, EMBED_LIMIT, ERROR_KEEP, Item
@@ -27,7 +28,7 @@ from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
 
 @dataclass
 class Success:
-    tmp: str  # the response body, in a temp file for the committer to install
+    tmp: str | None  # the response body in a temp file for the committer to install (None: in ``embedded``)
     etag: str
     size: int
     content_type: str
@@ -127,39 +128,55 @@ class Exchange:
         return stream, stream.size
 
     async def receive(self, resp: StreamedReply, content_type: str) -> Success:
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="out-")
+        """The response body: in memory while it is at most EMBED_LIMIT bytes (the outcome row
+        carries it, committer.py), else streamed into a temp file."""
         md5 = hashlib.md5()
         size = 0
-        head = bytearray()  # the first EMBED_LIMIT + 1 bytes, for IncludeInferenceResponseIn
         pending: list[bytes] = []
         buffered = 0
-        f = os.fdopen(fd, "wb")
+        f: BinaryIO | None = None
+        name: str | None = None
 
-        def flush(parts: list[bytes], last: bool = False) -> None:
-            for p in parts:
+        def flush(parts: list[bytes], hashed: int, last: bool = False) -> None:
+            """(In a thread) write ``parts``, hashing those past the first ``hashed``."""
+            assert f is not None
+            for i, p in enumerate(parts):
                 f.write(p)
-                md5.update(p)
+                if i >= hashed:
+                    md5.update(p)
             if last:
                 f.close()
 
+        def spill() -> tuple[BinaryIO, str]:
+            fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="out-")
+            return os.fdopen(fd, "wb"), path
+
         try:
+            hashed = 0  # chunks of ``pending`` already in the MD5 (those from before the spill)
             async for chunk in resp.chunks():
                 size += len(chunk)
-                if len(head) <= EMBED_LIMIT:
-                    head += chunk[: EMBED_LIMIT + 1 - len(head)]
                 pending.append(chunk)
                 buffered += len(chunk)
-                if buffered >= CHUNK:
+                if f is None:
+                    md5.update(chunk)  # small: here; large: in the writing thread
+                    hashed += 1
+                    if size > EMBED_LIMIT:
+                        f, name = await asyncio.to_thread(spill)
+                if f is not None and buffered >= CHUNK:
                     parts, pending, buffered = pending, [], 0
-                    await asyncio.to_thread(flush, parts)
-            await asyncio.to_thread(flush, pending, True)
+                    await asyncio.to_thread(flush, parts, hashed)
+                    hashed = 0
+            if f is None:
+                return Success(None, md5.hexdigest(), size, content_type, b"".join(pending))
+            await asyncio.to_thread(flush, pending, hashed, True)
         except BaseException:
-            f.close()
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+            if f is not None:
+                f.close()
+            if name is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(name)
             raise
-        embedded = bytes(head) if size <= EMBED_LIMIT else None
-        return Success(name, md5.hexdigest(), size, content_type, embedded)
+        return Success(name, md5.hexdigest(), size, content_type, None)
 
 
 async def one_chunk(data: bytes) -> AsyncIterator[bytes]:

@@ -39,7 +39,7 @@ class Item:
     received: float
     attempts: int
     spec: dict[str, Any]
-    body: bytes | None = None  # an inline body accepted by this run (also saved in its file)
+    body: bytes | None = None  # the inline body (the row holds it too); None: read from the input
 
     def __lt__(self, other: Item) -> bool:
         return self.seq < other.seq

@@ -15,28 +15,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, or_, select, text
+from sqlalchemy import or_, select
 
+from modelhost.hosting.asyncq.sql import Statement, Tx
 from modelhost.store import tables
 from modelhost.store.db import MetadataStore
 
 T = tables.async_requests
 UNFINISHED = ("Pending", "InProgress", "Completing")
 
-# The per-request statements, written out once: building them with SQLAlchemy's expression API on
-# every call cost ~8x their execution (bench/async.py); text() statements are compiled once.
-_INSERT = text(
-    "INSERT INTO async_requests (inference_id, endpoint, status, received_time, attempts, spec) "
-    "VALUES (:inference_id, :endpoint, 'Pending', :received, 0, :spec) RETURNING seq"
+# The per-request statements, written out once and run on the driver's cursor (sql.py).
+_INSERT = Statement(
+    "INSERT INTO async_requests (inference_id, endpoint, status, received_time, attempts, spec, body) "
+    "VALUES (:inference_id, :endpoint, 'Pending', :received, 0, :spec, :body) RETURNING seq"
 )
-_CLAIM = text(
+_CLAIM = Statement(
     "UPDATE async_requests SET status = 'InProgress', lease_owner = :owner, lease_expires = :expires, "
     "attempts = attempts + 1 WHERE seq = :seq AND status = 'Pending'"
 )
 _REQUEUE = "UPDATE async_requests SET status = 'Pending', lease_owner = NULL, lease_expires = NULL{uncount} "
 _REQUEUE_WHERE = "WHERE seq = :seq AND status = 'InProgress'"
 _REQUEUES = {
-    (uncount, any_owner): text(
+    (uncount, any_owner): Statement(
         _REQUEUE.format(uncount=", attempts = attempts - 1" if uncount else "")
         + _REQUEUE_WHERE
         + ("" if any_owner else " AND lease_owner = :owner")
@@ -46,18 +46,19 @@ _REQUEUES = {
 }
 _COMPLETING = (
     "UPDATE async_requests SET status = 'Completing', outcome = :outcome, notification = :note, "
-    "completed_time = :completed WHERE seq = :seq AND status = :from_status"
+    "completed_time = :completed, body = :body WHERE seq = :seq AND status = :from_status"
 )
-_COMPLETING_OWNED = text(_COMPLETING + " AND lease_owner = :owner")
-_COMPLETING_ANY = text(_COMPLETING)
-_UPDATE_OUTCOME = text("UPDATE async_requests SET outcome = :outcome, notification = :note WHERE seq = :seq")
-_DONE = text(
-    "UPDATE async_requests SET status = :status, lease_owner = NULL, lease_expires = NULL "
+_COMPLETING_OWNED = Statement(_COMPLETING + " AND lease_owner = :owner")
+_COMPLETING_ANY = Statement(_COMPLETING)
+_UPDATE_OUTCOME = Statement("UPDATE async_requests SET outcome = :outcome, notification = :note WHERE seq = :seq")
+# (the row's body, the request's or the response's, is not needed once the request is finished)
+_DONE = Statement(
+    "UPDATE async_requests SET status = :status, lease_owner = NULL, lease_expires = NULL, body = NULL "
     "WHERE seq = :seq AND status = 'Completing'"
 )
-_NOTIFIED = text("UPDATE async_requests SET notification = NULL WHERE seq = :seq")
+_NOTIFIED = Statement("UPDATE async_requests SET notification = NULL WHERE seq = :seq")
 
-Op = Callable[[Connection], Any]
+Op = Callable[[Tx], Any]
 
 
 class Writer:
@@ -70,7 +71,8 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        if self._task is None:  # a follower front door starts it before it is promoted (controllers/async_sharing.py)
+            self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
         deadline = time.monotonic() + 10
@@ -106,7 +108,8 @@ class Writer:
     def _execute(self, ops: list[tuple[Op, Any]]) -> list[tuple[bool, Any]]:
         try:
             with self.store.begin() as conn:
-                return [(True, op(conn)) for op, _ in ops]
+                tx = Tx(conn)
+                return [(True, op(tx)) for op, _ in ops]
         except Exception:
             pass
         # Something failed the batch (rolled back as a whole): run each in its own transaction.
@@ -114,7 +117,7 @@ class Writer:
         for op, _ in ops:
             try:
                 with self.store.begin() as conn:
-                    out.append((True, op(conn)))
+                    out.append((True, op(Tx(conn))))
             except Exception as exc:
                 out.append((False, exc))
         return out
@@ -140,12 +143,21 @@ class RequestRows:
         await self.writer.run(self._release_all)
         await self.writer.stop()
 
-    async def insert(self, inference_id: str, endpoint: str, received: float, spec: dict[str, Any]) -> int:
-        """A new Pending row; returns its ``seq`` (the queue order)."""
-        params = {"inference_id": inference_id, "endpoint": endpoint, "received": received, "spec": json.dumps(spec)}
+    async def insert(
+        self, inference_id: str, endpoint: str, received: float, spec: dict[str, Any], body: bytes | None
+    ) -> int:
+        """A new Pending row (with the inline body, if any); returns its ``seq`` (the queue order).
+        Inserts queued together share one transaction: each caller returns once it is committed."""
+        params = {
+            "inference_id": inference_id,
+            "endpoint": endpoint,
+            "received": received,
+            "spec": json.dumps(spec),
+            "body": body,
+        }
 
-        def op(conn: Connection) -> int:
-            return int(conn.execute(_INSERT, params).scalar_one())
+        def op(tx: Tx) -> int:
+            return int(tx.scalar(_INSERT, params))
 
         return int(await self.writer.run(op))
 
@@ -153,8 +165,8 @@ class RequestRows:
         """Pending -> InProgress under this run's lease; False if the row was not Pending."""
         params = {"seq": seq, "owner": self.run_id, "expires": time.time() + timeout + 60}
 
-        def op(conn: Connection) -> bool:
-            return bool(conn.execute(_CLAIM, params).rowcount == 1)
+        def op(tx: Tx) -> bool:
+            return tx.rowcount(_CLAIM, params) == 1
 
         return bool(await self.writer.run(op))
 
@@ -163,22 +175,29 @@ class RequestRows:
         statement = _REQUEUES[(uncount, any_owner)]
         params = {"seq": seq} if any_owner else {"seq": seq, "owner": self.run_id}
 
-        def op(conn: Connection) -> None:
-            conn.execute(statement, params)
+        def op(tx: Tx) -> None:
+            tx.execute(statement, params)
 
         await self.writer.run(op)
 
-    def _release_all(self, conn: Connection) -> None:
-        conn.execute(
+    def _release_all(self, tx: Tx) -> None:
+        tx.conn.execute(
             T.update()
             .where(T.c.status == "InProgress", T.c.lease_owner == self.run_id)
             .values(status="Pending", lease_owner=None, lease_expires=None, attempts=T.c.attempts - 1)
         )
 
     async def completing(
-        self, seq: int, outcome: dict, note: dict | None, from_status: str, any_owner: bool = False
+        self,
+        seq: int,
+        outcome: dict,
+        note: dict | None,
+        from_status: str,
+        any_owner: bool = False,
+        body: bytes | None = None,
     ) -> bool:
-        """Commit step 1: ``from_status`` -> Completing with the outcome; False if the row was not there."""
+        """Commit step 1: ``from_status`` -> Completing with the outcome, and ``body`` (a small
+        response, which replaces the request's; committer.py); False if the row was not there."""
         owned = from_status == "InProgress" and not any_owner
         statement = _COMPLETING_OWNED if owned else _COMPLETING_ANY
         params = {
@@ -187,34 +206,35 @@ class RequestRows:
             "outcome": json.dumps(outcome),
             "note": _dumps(note),
             "completed": outcome["time"],
+            "body": body,
         }
         if owned:
             params["owner"] = self.run_id
 
-        def op(conn: Connection) -> bool:
-            return bool(conn.execute(statement, params).rowcount == 1)
+        def op(tx: Tx) -> bool:
+            return tx.rowcount(statement, params) == 1
 
         return bool(await self.writer.run(op))
 
     async def update_outcome(self, seq: int, outcome: dict, note: dict | None) -> None:
         params = {"seq": seq, "outcome": json.dumps(outcome), "note": _dumps(note)}
 
-        def op(conn: Connection) -> None:
-            conn.execute(_UPDATE_OUTCOME, params)
+        def op(tx: Tx) -> None:
+            tx.execute(_UPDATE_OUTCOME, params)
 
         await self.writer.run(op)
 
     async def done(self, seq: int, status: str) -> None:
         """Completing -> Completed | Failed (the end of the commit)."""
 
-        def op(conn: Connection) -> None:
-            conn.execute(_DONE, {"seq": seq, "status": status})
+        def op(tx: Tx) -> None:
+            tx.execute(_DONE, {"seq": seq, "status": status})
 
         await self.writer.run(op)
 
     async def notified(self, seq: int) -> None:
-        def op(conn: Connection) -> None:
-            conn.execute(_NOTIFIED, {"seq": seq})
+        def op(tx: Tx) -> None:
+            tx.execute(_NOTIFIED, {"seq": seq})
 
         await self.writer.run(op)
 

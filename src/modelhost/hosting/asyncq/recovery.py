@@ -34,12 +34,13 @@ async def recover(
     referenced: set[str] = set()
     for row in await asyncio.to_thread(rows.load_unfinished):
         spec = json.loads(row["spec"])
-        item = Item(row["seq"], row["inference_id"], row["endpoint"], row["received_time"], row["attempts"], spec)
+        body = bytes(row["body"]) if row.get("body") is not None else None
+        item = Item(row["seq"], row["inference_id"], row["endpoint"], row["received_time"], row["attempts"], spec, body)
         status = row["status"]
         if status == "Completing":
             outcome = json.loads(row["outcome"])
             note = json.loads(row["notification"]) if row["notification"] else None
-            await committer.finish(item, outcome, note)
+            await committer.finish(item, outcome, note, body)
         elif status in ("Pending", "InProgress"):
             if spec.get("inline"):
                 referenced.add(spec["inline"])

@@ -82,6 +82,7 @@ class AsyncInference:
         self.inputs_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.rows.start()
+        self.committer.batches.start()
         if endpoints is None:
             endpoints = await asyncio.to_thread(self._read_endpoints)
         self._apply(endpoints, initial=True)
@@ -95,6 +96,7 @@ class AsyncInference:
             task.cancel()
         await asyncio.gather(*self._main, return_exceptions=True)
         await self.tasks.cancel_all()
+        await self.committer.batches.stop()
         await self.rows.stop()  # hands this run's in-flight claims back, uncounted
 
     def wake(self) -> None:
@@ -183,12 +185,9 @@ class AsyncInference:
             "error_topic": topics.get("ErrorTopic"),
             "include": topics.get("IncludeInferenceResponseIn") or [],
         }
-        if body is not None:
-            path = self.inputs_dir / uuid.uuid4().hex
-            await asyncio.to_thread(path.write_bytes, body)
-            spec["inline"] = str(path)
         received = round(time.time(), 3)
-        seq = await self.rows.insert(inference_id, ep.name, received, spec)
+        # The inline body goes into the row: the 202 waits for one group commit, no file write.
+        seq = await self.rows.insert(inference_id, ep.name, received, spec, body)
         heapq.heappush(ep.heap, Item(seq, inference_id, ep.name, received, 0, spec, body))
         self.dispatcher.wake()
         out = {"InferenceId": inference_id, "OutputLocation": output}
