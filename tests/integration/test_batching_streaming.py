@@ -126,7 +126,23 @@ def endpoints(server, sm, tmp_path_factory):  # type: ignore[no-untyped-def]
             ],
         )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    for name in containers:
+    sm.create_endpoint_config(  # the batching model behind an asynchronous endpoint
+        EndpointConfigName="bs-async",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "bs-batch",
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+        AsyncInferenceConfig={
+            "OutputConfig": {"S3OutputPath": "s3://bs-jobs/async-out"},
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+        },
+    )
+    sm.create_endpoint(EndpointName="bs-async", EndpointConfigName="bs-async")
+    for name in [*containers, "bs-async"]:
         wait_status(sm, name, ("InService", "Failed"), timeout=240)
     return containers
 
@@ -201,6 +217,27 @@ def test_batch_transform_goes_through_the_same_batcher(server, sm, endpoints) ->
     outs = [json.loads(line) for line in raw.splitlines()]
     assert [o["echo"] for o in outs] == [f"record-{i}" for i in range(12)]  # in input order
     assert max(o["batch"] for o in outs) > 1  # the job's concurrent requests were batched
+
+
+def test_async_endpoint_goes_through_the_same_batcher(server, rt, endpoints) -> None:  # type: ignore[no-untyped-def]
+    outputs = []
+    for i in range(8):
+        server.put_object(f"s3://bs-jobs/async-in/{i}.json", json.dumps(f"async-{i}").encode())
+    for i in range(8):
+        resp = rt.invoke_endpoint_async(
+            EndpointName="bs-async", InputLocation=f"s3://bs-jobs/async-in/{i}.json", ContentType="application/json"
+        )
+        outputs.append(resp["OutputLocation"])
+    answers = []
+    for uri in outputs:
+        path = server.data_dir / "buckets" / uri.removeprefix("s3://")
+        deadline = time.monotonic() + 60
+        while not path.is_file():
+            assert time.monotonic() < deadline, f"no async output at {uri}"
+            time.sleep(0.1)
+        answers.append(json.loads(path.read_text()))
+    assert [a["echo"] for a in answers] == [f"async-{i}" for i in range(8)]
+    assert max(a["batch"] for a in answers) > 1  # MaxConcurrentInvocationsPerInstance=4 in flight: batched
 
 
 def frames_of(raw: bytes) -> list[Any]:
