@@ -27,6 +27,7 @@ from modelhost.controllers.processing import ProcessingSupervisor
 from modelhost.controllers.reconciler import Reconciler
 from modelhost.controllers.route_sharing import RoutePublisher, RouteRefresher
 from modelhost.controllers.serverless import ServerlessScaler
+from modelhost.controllers.traffic_sharing import TrafficCollector, TrafficReporter
 from modelhost.controllers.transforms import TransformSupervisor
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.capture import DataCapture
@@ -117,10 +118,12 @@ class Services:
         # holding the lease runs the control loop; the others route to its replicas (controllers/front_doors.py).
         self.async_sharing = AsyncSharing(self.asyncq)
         attachment = attachment_for(settings)
+        refresher = RouteRefresher(self.store, self.router, attachment, self.reconciler.running, settings.logs_dir)
         self.doors = FrontDoors(
             lease_for(settings.db_url),
             RoutePublisher(self.store, self.router, attachment, self.reconciler.running),
-            RouteRefresher(self.store, self.router, attachment, self.reconciler.running, settings.logs_dir),
+            refresher,
+            traffic=(TrafficReporter(self.store, refresher), TrafficCollector(self.store, self.router)),
             on_promote=(self.async_sharing.promote,),
             follower_watchers=(self.async_sharing.follower_pass, self.capture.sync_endpoints),
         )

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.helpers import SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, sklearn_model, wait_status
+from tests.helpers import ROLE, SKLEARN_IMAGE, Server, csv_row, deploy, diabetes, sklearn_model, wait_status
 from tests.pgsql import postgres
 
 pytestmark = pytest.mark.slow
@@ -114,6 +114,43 @@ def test_two_front_doors_on_one_sqlite_database(tmp_path: Path, model: tuple[Pat
         # A new endpoint created through the follower (the leader's reconciler deploys it), and async
         # requests it accepts run on the leader's dispatcher.
         check_async_through_follower(a, b, model)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_serverless_variant_used_through_a_follower_stays_warm(
+    tmp_path: Path, model: tuple[Path, str, float]
+) -> None:
+    """The leader's idle timer counts the follower's requests (controllers/traffic_sharing.py): a
+    serverless variant served only through the follower is not scaled to zero under them."""
+    path, row, want = model
+    data, env = tmp_path / "data", {"MODELHOST_SERVERLESS_IDLE_SECONDS": "2"}
+    a = Server(data, env=env).start()
+    b = Server(data, env=env).start()
+    try:
+        assert leads(a) and not leads(b)
+        sm, rt_a = a.clients()
+        _, rt_b = b.clients()
+        serverless = {"ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}
+        sm.create_model(ModelName="warm", ExecutionRoleArn=ROLE, PrimaryContainer=container(path))
+        sm.create_endpoint_config(
+            EndpointConfigName="warm",
+            ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "warm", **serverless}],
+        )
+        sm.create_endpoint(EndpointName="warm", EndpointConfigName="warm")
+        assert wait_status(sm, "warm", ("InService", "Failed"))["EndpointStatus"] == "InService"
+        assert predict(rt_a, "warm", row) == pytest.approx(want)  # the cold start, on the leader
+        time.sleep(1.5)  # published to the follower
+        until = time.monotonic() + 7  # over three idle periods, through the follower only
+        served = 0
+        while time.monotonic() < until:
+            assert predict(rt_b, "warm", row) == pytest.approx(want)
+            served += 1
+            time.sleep(0.3)
+        assert served >= 10
+        assert "scaling to 0 instances" not in a.logs("warm"), a.logs("warm")
+        assert a.logs("warm").count("cold start: instance ready") == 1  # one cold start, then warm throughout
     finally:
         a.stop()
         b.stop()

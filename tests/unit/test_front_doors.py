@@ -4,6 +4,7 @@ as a follower rebuilds them (a real SQLite store; fakes of the backend's Attachm
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,9 +17,13 @@ from modelhost.controllers.front_doors import FrontDoors
 from modelhost.controllers.leadership import FileLease, lease_for
 from modelhost.controllers.route_sharing import RoutePublisher, RouteRefresher
 from modelhost.controllers.running import Running, RunningEndpoints
+from modelhost.controllers.traffic_sharing import TrafficCollector, TrafficReporter
 from modelhost.hosting.metrics import VariantMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
+from modelhost.hosting.serverless import ServerlessFleet
 from modelhost.resources.front_doors import FleetLocator, PublishedRoute, ReplicaAddress
+from modelhost.resources.serverless import ServerlessConfig
+from modelhost.resources.stats import FleetStats
 from modelhost.store import tables
 from modelhost.store.logs import EndpointLog
 from tests.unit.fakes import FakeFleet, make_store
@@ -235,3 +240,52 @@ async def _follower_pass_runs_the_data_plane_watchers(parts: tuple) -> None:
     await doors.follow([])
     await asyncio.sleep(0)
     assert seen == [[]]
+
+
+def test_followers_requests_count_on_the_leaders_fleets(parts: tuple, tmp_path: Path) -> None:
+    asyncio.run(_followers_requests_count_on_the_leaders_fleets(parts, tmp_path))
+
+
+async def _followers_requests_count_on_the_leaders_fleets(parts: tuple, tmp_path: Path) -> None:
+    publisher, refresher, leader_router, follower_router, _, fleets = parts
+    blue, red = fleets
+    log = EndpointLog(tmp_path / "logs", "ep")
+    idle = ServerlessFleet(
+        FakeFleet(fake_request("idle", 1, log)), "ep", ServerlessConfig(1024, 2, 0), max_payload=None
+    )
+    route = EndpointRoute("ep", [variant("blue", 1.0, blue), variant("red", 1.0, red)])
+    route.shadow = variant("idle", 1.0, idle)
+    leader_router.publish(route)
+    await publisher.sync(first=True)
+    await refresher.refresh()
+    reporter, collector = TrafficReporter(publisher.store, refresher), TrafficCollector(publisher.store, leader_router)
+    attached = refresher.attached["ep"].fleets
+    await reporter.report()
+    await collector.collect()  # the first read of a row is its baseline
+    attached["live:blue"].stats.requests += 5  # what the follower's router counts as it serves
+    attached["live:blue"].stats.errors_4xx += 1
+    attached["shadow:idle"].stats.requests += 2
+    blue.stats.requests += 3  # the leader's own requests
+    idle.last_activity -= 100
+    await reporter.report()
+    await collector.collect()
+    assert blue.stats.snapshot() == (8, 1, 0) and red.stats.snapshot() == (0, 0, 0)
+    assert idle.stats.requests == 2 and time.monotonic() - idle.last_activity < 5  # not idle: used over there
+    await collector.collect()  # nothing new: nothing added twice
+    assert blue.stats.snapshot() == (8, 1, 0)
+
+    # The follower attached anew (its counters restart): only what it counts from then on is added.
+    attached["live:blue"].stats = FleetStats(requests=2)
+    await reporter.report()
+    await collector.collect()
+    assert blue.stats.requests == 10
+
+    # A new leader meets the rows for the first time: a baseline, not a burst for the autoscaler.
+    fresh = TrafficCollector(publisher.store, leader_router)
+    await fresh.collect()
+    assert blue.stats.requests == 10
+    # Promoted, the follower's rows go (its own requests are then counted by its own fleets).
+    await asyncio.to_thread(reporter.forget)
+    with publisher.store.begin() as conn:
+        assert conn.execute(select(tables.front_door_traffic)).fetchall() == []
+    log.close()

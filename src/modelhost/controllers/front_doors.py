@@ -23,6 +23,7 @@ from prometheus_client import Gauge
 
 from modelhost.controllers.leadership import Lease
 from modelhost.controllers.route_sharing import RoutePublisher, RouteRefresher
+from modelhost.controllers.traffic_sharing import TrafficCollector, TrafficReporter
 from modelhost.hosting.metrics import REGISTRY
 from modelhost.hosting.router import EndpointRoute
 from modelhost.resources.endpoint import EndpointRecord
@@ -52,6 +53,7 @@ class FrontDoors:
         publisher: RoutePublisher,
         refresher: RouteRefresher,
         *,
+        traffic: tuple[TrafficReporter, TrafficCollector] | None = None,
         on_promote: Sequence[Hook] = (),
         follower_watchers: Sequence[Watcher] = (),
         interval: float = 0.5,
@@ -61,6 +63,7 @@ class FrontDoors:
         self.publisher = publisher
         self.refresher = refresher
         self.router = refresher.router
+        self.traffic = traffic  # followers' request counts, summed on the leader (controllers/traffic_sharing.py)
         self.on_promote = tuple(on_promote)
         self.follower_watchers = tuple(follower_watchers)
         self.interval = interval
@@ -103,6 +106,9 @@ class FrontDoors:
     async def _promote(self) -> None:
         log.warning("this front door (pid %d) now leads (%s)", os.getpid(), self.lease.description)
         self._kept = await self.refresher.detach_all(keep_routes=True)
+        if self.traffic is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.traffic[0].forget)
         self.leader = True
         LEADER.set(1)
         for hook in self.on_promote:
@@ -142,10 +148,14 @@ class FrontDoors:
             try:
                 if self.leader:
                     await self.publisher.sync()
+                    if self.traffic is not None:
+                        await self.traffic[1].collect()
                 else:
                     async with self._switch:
                         if not self.leader:
                             await self.refresher.refresh()
+                            if self.traffic is not None:
+                                await self.traffic[0].report()
             except Exception:  # a database hiccup: the next round retries
                 log.exception("route sharing failed")
             await asyncio.sleep(self.interval)

@@ -242,3 +242,16 @@ front_door_routes = Table(
     Column("route", Text, nullable=False),  # a PublishedRoute as JSON
     Column("updated", Float, nullable=False),
 )
+
+# Request counters of each follower's attached fleets: the leader adds their growth to its own fleets.
+front_door_traffic = Table(
+    "front_door_traffic",
+    metadata,
+    Column("door", String(32), primary_key=True),
+    Column("name_key", String(63), primary_key=True),
+    Column("slot", String(80), primary_key=True),  # "<live|shadow|green>:<variant>"
+    Column("requests", Integer, nullable=False),
+    Column("errors_4xx", Integer, nullable=False),
+    Column("errors_5xx", Integer, nullable=False),
+    Column("updated", Float, nullable=False),
+)

@@ -1,4 +1,4 @@
-"""Front doors sharing one database: the leader's published routes.
+"""Front doors sharing one database: the leader's published routes, the followers' request counters.
 
 Revision ID: 0016_front_doors
 Revises: 0004_async
@@ -21,7 +21,18 @@ def upgrade() -> None:
         sa.Column("route", sa.Text, nullable=False),
         sa.Column("updated", sa.Float, nullable=False),
     )
+    op.create_table(
+        "front_door_traffic",
+        sa.Column("door", sa.String(32), primary_key=True),
+        sa.Column("name_key", sa.String(63), primary_key=True),
+        sa.Column("slot", sa.String(80), primary_key=True),
+        sa.Column("requests", sa.Integer, nullable=False),
+        sa.Column("errors_4xx", sa.Integer, nullable=False),
+        sa.Column("errors_5xx", sa.Integer, nullable=False),
+        sa.Column("updated", sa.Float, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("front_door_traffic")
     op.drop_table("front_door_routes")
