@@ -261,6 +261,11 @@ def test_sklearn_processor_runs_the_users_script(server: Server, s3: Any, tmp_pa
     assert summary.splitlines()[0] == ",y,x" and "count,3.0,2.0" in summary
 
 
+def captured_records(s3: Any, prefix: str) -> int:
+    objects = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return sum(len(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read().splitlines()) for o in objects)
+
+
 def deploy_captured(sm: Any, s3: Any, name: str) -> None:
     archive, _model = sklearn_model()
     s3.put_object(Bucket=BUCKET, Key=f"models/{name}.tar.gz", Body=archive)
@@ -357,8 +362,10 @@ def test_schedules_executions_metrics_and_capture_switch(server: Server, sm: Any
     assert wait_job(sm, "mon-baseline")["ProcessingJobStatus"] == "Completed"
     for i in range(5):  # far outside the baseline: drift on f0
         rt.invoke_endpoint(EndpointName="mon-ep", Body=csv_row([5.0, *x[i][1:]]), ContentType="text/csv")
+    # all five captured (they may land in several objects): with fewer, a robust (KS) drift test on so few
+    # rows cannot reject, and the f0 drift below would not be reported
     deadline = time.monotonic() + 20
-    while len(list(s3.list_objects_v2(Bucket=BUCKET, Prefix="capture/mon-ep/").get("Contents", []))) == 0:
+    while captured_records(s3, "capture/mon-ep/") < 5:
         assert time.monotonic() < deadline
         time.sleep(0.3)
 

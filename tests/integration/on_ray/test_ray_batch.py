@@ -242,10 +242,11 @@ def slow_inputs(env: Env, prefix: str, objects: int, records: int) -> dict[str, 
 
 
 def test_job_survives_the_loss_of_a_model_actor(env: Env) -> None:
-    """kill -9 of one of the job's two actors mid-job: Ray restarts it and retries its calls; every
+    """kill -9 of one of the job's (two) actors mid-job: Ray restarts it and retries its calls; every
     record is answered exactly once, in order."""
     expected = slow_inputs(env, "in/slow", objects=4, records=100)
     sm, _ = env.server.clients()
+    wait_for(lambda: not actor_pids(), 60, "the earlier jobs' actors to go")  # so the two found below are this job's
     job(
         sm,
         "survivor",
@@ -262,8 +263,8 @@ def test_job_survives_the_loss_of_a_model_actor(env: Env) -> None:
     from modelhost.jobs.progress import describe_with_progress
 
     wait_for(lambda: describe_with_progress(sm, "survivor")[1].get("RecordsProcessed", 0) >= 60, 120, "progress")
-    pids = actor_pids()
-    assert len(pids) == 2, pids
+    pids = actor_pids()  # this job's only (the earlier ones' are gone); the second may not have started yet
+    assert 1 <= len(pids) <= 2, pids
     psutil.Process(pids[0]).kill()
     desc = job_result(sm, "survivor")
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
