@@ -53,6 +53,15 @@ class TemplateFailed(Exception):
     pass
 
 
+class _ClosedAtEof(asyncio.StreamReaderProtocol):
+    """The instance's output pipe: its transport closes (and closes the descriptor, once) at EOF;
+    uvloop would otherwise keep it half-open for as long as the loop runs."""
+
+    def eof_received(self) -> bool:
+        super().eof_received()
+        return False
+
+
 class ForkedProcess:
     def __init__(
         self,
@@ -171,8 +180,11 @@ class Template:
             writer.close()
             raise TemplateFailed(f"the {self.runtime} template could not fork: {reply.get('error')}")
         stdout = asyncio.StreamReader(limit=1 << 20)
-        pipe = os.fdopen(read_fd, "rb", 0)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdout), pipe)
+        # uvloop closes the descriptor itself, then closes the file object too: owning it there, that second
+        # close could hit the same number just handed to another thread's open() (EBADF there, seen under
+        # load). The default loop closes it only through the file object.
+        pipe = os.fdopen(read_fd, "rb", 0, closefd=not type(loop).__module__.startswith("uvloop"))
+        await loop.connect_read_pipe(lambda: _ClosedAtEof(stdout), pipe)
         forked = ForkedProcess(int(reply["pid"]), stdout, exits, (sock, writer))
         forked.pipe = pipe  # referenced as long as the process (uvloop does not keep it)
         return forked
