@@ -8,9 +8,9 @@ with a fake. A *replica* is one running copy of a model that honours the contain
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from modelhost.backends.multimodel import MultiModelEvents
 from modelhost.resources.serverless import ServerlessConfig
@@ -89,6 +89,18 @@ class Replica(Protocol):
     def available(self) -> bool:
         """Healthy and not leaving the fleet: may take a new request."""
         ...
+
+
+R = TypeVar("R", bound=Replica)
+
+
+def least_outstanding(replicas: Iterable[R], usable: Callable[[R], bool]) -> R | None:
+    """The usable replica with the fewest requests in flight (the first of equals), or None."""
+    best: R | None = None
+    for replica in replicas:
+        if usable(replica) and (best is None or replica.outstanding < best.outstanding):
+            best = replica
+    return best
 
 
 class FleetHandle(Protocol):

@@ -24,8 +24,9 @@ from modelhost.backends.handle import (
     ReplicaFailed,
     ReplicaResponse,
     StreamedReply,
+    least_outstanding,
 )
-from modelhost.backends.local.fleet import Fleet
+from modelhost.backends.local.fleet import Fleet, is_healthy
 from modelhost.backends.local.instances import Instance, InstanceSpec
 from modelhost.resources.front_doors import FleetLocator, ReplicaAddress
 from modelhost.resources.stats import FleetStats
@@ -141,10 +142,7 @@ class AttachedFleet:
     def acquire_now(self) -> Instance | None:
         if self._refused:
             self._refresh()
-        best: Instance | None = None
-        for inst in self.instances:
-            if inst.healthy and (best is None or inst.outstanding < best.outstanding):
-                best = inst
+        best = least_outstanding(self.instances, is_healthy)
         if best is not None:
             best.outstanding += 1
         return best

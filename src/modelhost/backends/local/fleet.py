@@ -22,6 +22,7 @@ from modelhost.backends.handle import (
     ReplicaTimeout,
     ReplicaUnreachable,
     StreamedReply,
+    least_outstanding,
 )
 from modelhost.backends.local.http import ConnectError, ConnectionLost, RequestTimeout, StreamedResponse, stream_request
 from modelhost.backends.local.instances import RESTART_BACKOFF, Instance, InstanceFailed, InstanceSpec
@@ -196,11 +197,7 @@ class Fleet:
             self._available.clear()
 
     def _least_outstanding(self) -> Instance | None:
-        best: Instance | None = None
-        for inst in self.instances:
-            if inst.healthy and (best is None or inst.outstanding < best.outstanding):
-                best = inst
-        return best
+        return least_outstanding(self.instances, is_healthy)
 
     def acquire_now(self) -> Instance | None:
         """The healthy instance with the fewest outstanding requests, counted as busy (None if there is none)."""
@@ -299,3 +296,7 @@ class _Reply:
 
     def close(self) -> None:
         self._resp.close()
+
+
+def is_healthy(inst: Instance) -> bool:
+    return inst.healthy

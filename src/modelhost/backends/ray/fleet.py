@@ -28,6 +28,7 @@ from modelhost.backends.handle import (
     ReplicaTimeout,
     ReplicaUnreachable,
     StreamedReply,
+    least_outstanding,
 )
 from modelhost.backends.ray.replica import LOAD_FAILED, ArtifactSource, ModelReplica
 from modelhost.resources.stats import FleetStats
@@ -269,10 +270,7 @@ class RayFleet:
 
     # -- requests --------------------------------------------------------------------------------
     def acquire_now(self) -> Slot | None:
-        best: Slot | None = None
-        for slot in self.slots:
-            if slot.available and (best is None or slot.outstanding < best.outstanding):
-                best = slot
+        best = least_outstanding(self.slots, _available)
         if best is not None:
             best.outstanding += 1
         return best
@@ -328,3 +326,7 @@ class RayFleet:
 
 async def _result(response: Any) -> Any:
     return await response
+
+
+def _available(slot: Slot) -> bool:
+    return slot.available
