@@ -13,6 +13,13 @@ an async one (``MaxConcurrentInvocationsPerInstance`` --concurrency) and a real-
   sampled throughout: streaming keeps it flat. Sync is n/a (InvokeEndpoint stops at 6 MB).
 
     .venv/bin/python bench/async.py [--small 10000] [--large 20] [--large-mb 200] [--out bench/results/async.json]
+
+``--src OTHER/src`` runs a server from another checkout first (before/after in one sitting, e.g.
+``git -C . archive <commit> src | tar -x -C /tmp/before`` then ``--src /tmp/before/src``),
+``--rounds N`` alternates them. Each run also times the file system's own create + write + rename
+of a 100 B file under the data dir's root (``--data-root``), the floor of one output object: on
+some virtual disks it varies tenfold from one minute to the next, and it is most of what an async
+request costs there.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -253,26 +261,46 @@ def large(server: Server, rt, count: int, mb: int) -> dict:  # type: ignore[no-u
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--small", type=int, default=10000, help="number of small requests")
-    ap.add_argument("--small-bytes", type=int, default=100)
-    ap.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients for the small phase")
-    ap.add_argument("--large", type=int, default=20, help="number of large requests (0 skips)")
-    ap.add_argument("--large-mb", type=int, default=200)
-    ap.add_argument("--concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance")
-    ap.add_argument("--instances", type=int, default=1)
-    ap.add_argument(
-        "--server-cpus", default="0", help="CPUs the server and its instances are pinned to ('' = unpinned)"
-    )
-    ap.add_argument("--client-cpus", default="1", help="CPUs this load generator is pinned to ('' = unpinned)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
-    args = ap.parse_args()
-    if args.client_cpus:
-        psutil.Process().cpu_affinity(cpus(args.client_cpus))
+def source_env(src: Path | None) -> tuple[dict[str, str], str]:
+    """(the server's environment, where its modelhost comes from) for a src/ directory (None: this one)."""
+    env: dict[str, str] = {}
+    if src is not None:
+        src = src.resolve()
+        if not (src / "modelhost" / "__init__.py").exists():
+            raise SystemExit(f"{src} has no modelhost package")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    where = subprocess.run(
+        [sys.executable, "-c", "import modelhost; print(modelhost.__file__)"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return env, where.removesuffix("/__init__.py").removesuffix("/modelhost")
 
-    tmp = Path(tempfile.mkdtemp(prefix="mh-bench-async-"))
-    server = Server(tmp / "data", env={"MODELHOST_STOP_GRACE": "5"}).start()
+
+def file_create_us(root: Path, n: int = 2000) -> float:
+    """The file system's own cost of one small object: create, write 100 B, rename into another
+    directory (what the bucket store does per object), in a fresh directory beside the data dir."""
+    d = Path(tempfile.mkdtemp(prefix="mh-bench-fs-", dir=root))
+    try:
+        (d / "tmp").mkdir()
+        (d / "out").mkdir()
+        started = time.perf_counter()
+        for i in range(n):
+            fd = os.open(d / "tmp" / str(i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, b"x" * 100)
+            os.close(fd)
+            os.replace(d / "tmp" / str(i), d / "out" / f"{i}.out")
+        return (time.perf_counter() - started) / n * 1e6
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run_one(args: argparse.Namespace, env: dict[str, str]) -> dict:
+    """One server (from ``env``'s modelhost), the small (and large) phases against it."""
+    tmp = Path(tempfile.mkdtemp(prefix="mh-bench-async-", dir=args.data_root))
+    server = Server(tmp / "data", env={"MODELHOST_STOP_GRACE": "5", **env}).start()
     try:
         if args.server_cpus:  # before any instance starts: they inherit it
             assert server.proc is not None
@@ -316,11 +344,7 @@ def main() -> None:
         for name in ("bench-async", "bench-sync"):
             assert wait_status(sm, name, ("InService", "Failed"))["EndpointStatus"] == "InService"
         body = b"x" * args.small_bytes
-        results: dict = {
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()},
-            "args": dict(vars(args)),
-        }
-        results["args"]["out"] = str(args.out)
+        results: dict = {"loadavg_start": os.getloadavg()[0]}
         asyncio.run(sync_small(server.url, 200, 8, body))  # warm-up
         pid = server.proc.pid if server.proc is not None else 0
         cpu0 = tree_cpu(pid)
@@ -333,15 +357,21 @@ def main() -> None:
         # server-side CPU per request (the server and its instances): load-independent, unlike req/s
         results["small_sync"]["cpu_ms"] = per_request_ms(cpu0, cpu1, args.small)
         results["small_async"]["cpu_ms"] = per_request_ms(cpu1, cpu2, args.small)
+        results["loadavg_end"] = os.getloadavg()[0]
         if args.large:
             results["large_async"] = large(server, rt, args.large, args.large_mb)
     finally:
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    s, a = results["small_sync"], results["small_async"]
+    results["drain_over_sync"] = a["rps"] / s["rps"]
+    return results
 
+
+def report(args: argparse.Namespace, where: str, results: dict) -> None:
     s, a = results["small_sync"], results["small_async"]
     print(
-        f"\n{args.small} requests of {args.small_bytes} B, {args.clients} clients, "
+        f"\nmodelhost from {where}: {args.small} requests of {args.small_bytes} B, {args.clients} clients, "
         f"{args.instances} instance(s), async concurrency {args.concurrency}"
     )
     print(f"{'mode':<8}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}   notes")
@@ -353,7 +383,6 @@ def main() -> None:
         f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
         f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s"
     )
-    results["drain_over_sync"] = a["rps"] / s["rps"]
     for mode, r in (("sync", s), ("async", a)):
         print(
             f"CPU per request, {mode}: server {r['cpu_ms']['server']:.2f} ms "
@@ -362,8 +391,8 @@ def main() -> None:
         )
     print(
         f"accept {a['submit_rps']:.0f} req/s, drain {a['rps']:.0f} req/s, sync {s['rps']:.0f} req/s, "
-        f"drain/sync {results['drain_over_sync']:.2f}; load average {os.getloadavg()[0]:.2f} "
-        f"(at start {results['machine']['loadavg'][0]:.2f}); server on CPU {args.server_cpus or 'any'}, "
+        f"drain/sync {results['drain_over_sync']:.2f}; load average {results['loadavg_end']:.2f} "
+        f"(at start {results['loadavg_start']:.2f}); server on CPU {args.server_cpus or 'any'}, "
         f"load generator on CPU {args.client_cpus or 'any'}"
     )
     if "large_async" in results:
@@ -377,8 +406,57 @@ def main() -> None:
             f"server RSS: start {g['server_rss_start_mb']:.0f} MB, peak {g['server_rss_peak_mb']:.0f} MB "
             f"(+{g['server_rss_growth_mb']:.0f} MB); sync: n/a (InvokeEndpoint limit 6 MB)"
         )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", type=int, default=10000, help="number of small requests")
+    ap.add_argument("--small-bytes", type=int, default=100)
+    ap.add_argument("--clients", type=int, default=32, help="concurrent HTTP clients for the small phase")
+    ap.add_argument("--large", type=int, default=20, help="number of large requests (0 skips)")
+    ap.add_argument("--large-mb", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=4, help="MaxConcurrentInvocationsPerInstance")
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument(
+        "--server-cpus", default="0", help="CPUs the server and its instances are pinned to ('' = unpinned)"
+    )
+    ap.add_argument("--client-cpus", default="1", help="CPUs this load generator is pinned to ('' = unpinned)")
+    ap.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        default=[],
+        help="also run a modelhost server from this src/ directory, first (repeatable; before/after in one sitting)",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="runs of every server, alternating")
+    ap.add_argument(
+        "--data-root", type=Path, default=None, help="where the server's data dir goes (default: the temp dir)"
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
+    args = ap.parse_args()
+    if args.client_cpus:
+        psutil.Process().cpu_affinity(cpus(args.client_cpus))
+    sources = [source_env(src) for src in [*args.src, None]]
+    root = args.data_root or Path(tempfile.gettempdir())
+    out: dict = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg": os.getloadavg()},
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "runs": [],
+    }
+    out["args"]["src"] = [str(p) for p in args.src]
+    for rnd in range(args.rounds):
+        for env, where in sources:
+            fs_us = file_create_us(root)
+            results = run_one(args, env)
+            results.update({"modelhost": where, "round": rnd, "file_create_us": fs_us})
+            out["runs"].append(results)
+            report(args, where, results)
+            print(
+                f"file system: {fs_us:.0f} us to create, write and rename one 100 B file under {root} "
+                "(measured just before)"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -48,29 +48,50 @@ class AsyncSharing:
 
     async def leader_pass(self, _records: list[EndpointRecord]) -> None:
         """Queue the Pending rows other front doors accepted since the last pass (a second the oldest)."""
-        rows = await asyncio.to_thread(self._pending_after, self.watermark)
-        if not rows:
+        # (the seqs first: with one front door, or a leader that accepts most, they are all known)
+        seqs = await asyncio.to_thread(self._pending_after, self.watermark, time.time() - SETTLE)
+        if not seqs:
             return
         table = self.asyncq.table
         known = {item.seq for ep in table.endpoints.values() for item in ep.heap}
         known.update(seq for ep in table.endpoints.values() for seq in ep.in_flight)
         known.update(item.seq for items in table.orphans.values() for item in items)
-        young = time.time() - SETTLE
-        for row in rows:
-            if row["received_time"] > young:
-                break  # maybe this door's own, being queued right now: the next pass looks again
-            self.watermark = row["seq"]
-            if row["seq"] in known:
-                continue
+        self.watermark = seqs[-1]
+        adopt = [seq for seq in seqs if seq not in known]
+        if not adopt:
+            return
+        for row in await asyncio.to_thread(self._rows, adopt):
+            if row["status"] != "Pending":
+                continue  # (claimed meanwhile)
             spec = json.loads(row["spec"])
-            item = Item(row["seq"], row["inference_id"], row["endpoint"], row["received_time"], row["attempts"], spec)
+            body = bytes(row["body"]) if row["body"] is not None else None  # (the inline body is in the row)
+            item = Item(
+                row["seq"], row["inference_id"], row["endpoint"], row["received_time"], row["attempts"], spec, body
+            )
             self.asyncq.dispatcher.queue(item)
 
     def _max_seq(self) -> int:
         with self.asyncq.store.begin() as conn:
             return int(conn.execute(select(func.max(T.c.seq))).scalar() or 0)
 
-    def _pending_after(self, seq: int) -> list[dict]:
+    def _pending_after(self, seq: int, received_before: float) -> list[int]:
+        """Pending rows after ``seq`` up to the first received after ``received_before`` (a row
+        younger than SETTLE may be this door's own, being queued right now: the next pass looks again)."""
         with self.asyncq.store.begin() as conn:
-            rows = conn.execute(select(T).where(T.c.status == "Pending", T.c.seq > seq).order_by(T.c.seq))
-            return [dict(r._mapping) for r in rows]
+            rows = conn.execute(
+                select(T.c.seq, T.c.received_time).where(T.c.status == "Pending", T.c.seq > seq).order_by(T.c.seq)
+            )
+            out = []
+            for row_seq, received in rows:
+                if received > received_before:
+                    break
+                out.append(int(row_seq))
+            return out
+
+    def _rows(self, seqs: list[int]) -> list[dict]:
+        out: list[dict] = []
+        with self.asyncq.store.begin() as conn:
+            for i in range(0, len(seqs), 500):  # (bound parameters per statement)
+                chosen = select(T).where(T.c.seq.in_(seqs[i : i + 500])).order_by(T.c.seq)
+                out += [dict(r._mapping) for r in conn.execute(chosen)]
+        return out

@@ -9,6 +9,7 @@ store (``<data-dir>/buckets``) or a real S3-compatible service (``MODELHOST_S3_E
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ class BlobError(Exception):
     """The URI cannot be used: no such bucket, a key the store cannot hold, an unsupported scheme, ..."""
 
 
+# s3://bucket/key with nothing urlparse or unquote would treat specially (query, fragment,
+# escapes, brackets, whitespace and control characters).
+_PLAIN = re.compile(r"s3://([^/?#%\[\]\x00-\x20\x7f]+)/([^?#%\x00-\x20\x7f]*)")
+
+
 @dataclass(frozen=True)
 class S3Uri:
     bucket: str
@@ -32,6 +38,9 @@ class S3Uri:
 
     @classmethod
     def parse(cls, uri: str) -> S3Uri:
+        plain = _PLAIN.fullmatch(uri)  # (most URIs: urlparse would find exactly these parts)
+        if plain is not None:
+            return cls(plain[1], plain[2].lstrip("/"))
         parsed = urlparse(uri)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise BlobError(f"not an s3://bucket/key URI: {uri}")

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -118,11 +116,16 @@ class BucketBlobs:
 
     def put_bytes(self, uri: str, data: bytes, content_type: str | None = None) -> None:
         s3 = S3Uri.parse(uri)
-        self._writable(s3)  # before any byte is written
-        fd, name = tempfile.mkstemp(dir=self.staging_dir(), prefix="blob-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        self._commit(s3, Path(name), hashlib.md5(data).hexdigest(), content_type)
+        try:
+            self.buckets.write_object(
+                s3.bucket,
+                s3.key,
+                data,
+                hashlib.md5(data).hexdigest(),
+                ObjectAttrs(content_type or DEFAULT_CONTENT_TYPE),
+            )
+        except S3StoreError as exc:
+            raise self._refused(s3, exc) from None
 
     def put_file(self, uri: str, path: Path, content_type: str | None = None, md5: str | None = None) -> None:
         try:

@@ -83,13 +83,20 @@ class Dispatcher:
         self.kick.set()
 
     async def loop(self) -> None:
+        gauges_at = 0.0
         while not self.stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), TICK)
+            if self.kick.is_set():
+                await asyncio.sleep(0)  # (let the others run: no timer task when there is work already)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.kick.wait(), TICK)
             self.kick.clear()
             try:
                 self.dispatch()
-                self.metrics.update_gauges(self.table.endpoints.values(), self.fleets_of)
+                now = time.monotonic()
+                if now - gauges_at >= TICK:  # (a pass per finished request: the gauges need not follow each)
+                    gauges_at = now
+                    self.metrics.update_gauges(self.table.endpoints.values(), self.fleets_of)
             except Exception:
                 log.exception("async dispatch pass failed")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from modelhost.backends.handle import FleetHandle, Replica, StreamedReply
+from modelhost.backends.handle import FleetHandle, Replica, ReplicaTimeout, StreamedReply
 from modelhost.hosting.asyncq.items import CHUNK, EMBED_LIMIT, ERROR_KEEP, Item
 from modelhost.hosting.metrics import AsyncVariantMetrics
 from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
@@ -69,33 +69,25 @@ class Exchange:
     async def run(self, item: Item, fleet: FleetHandle, replica: Replica, m: AsyncVariantMetrics) -> Success | Failure:
         spec = item.spec
         started = time.perf_counter()
-        f: Readable | None = None
-        if item.body is not None:  # small, already in memory: no file to read
-            size, chunks = len(item.body), one_chunk(item.body)
-        else:
-            try:
-                opened, size = await asyncio.to_thread(self.open_input, spec)
-            except DownloadFailed as exc:
-                return Failure(str(exc), download=True)
-            f, chunks = opened, file_chunks(opened)
         headers: list[tuple[bytes, bytes]] = []
         for name, key in FORWARDED:
             if spec.get(key) is not None:
                 headers.append((name, spec[key].encode("latin-1")))
         headers.append((b"x-amzn-sagemaker-inference-id", item.inference_id.encode("latin-1")))
+        if item.body is not None:  # small, already in memory: the replica's keep-alive connections
+            return await self.run_inline(item, item.body, fleet, replica, headers, m, started)
+        f: Readable | None = None
+        try:
+            opened, size = await asyncio.to_thread(self.open_input, spec)
+        except DownloadFailed as exc:
+            return Failure(str(exc), download=True)
+        f, chunks = opened, file_chunks(opened)
         resp: StreamedReply | None = None
         try:
             resp = await fleet.invoke_stream(replica, headers, size, chunks)
             m.request_download_latency.observe((time.perf_counter() - started) * 1e6)
             if resp.status >= 300:
-                body = await resp.read_all(ERROR_KEEP)
-                message = body.decode("utf-8", "replace")
-                kind = "client" if 400 <= resp.status < 500 else "server"
-                return Failure(
-                    f'ClientError: Received {kind} error ({resp.status}) from primary with message "{message}". '
-                    f"See the endpoint's logs (modelhost logs {item.endpoint}) for more information.",
-                    body=body,
-                )
+                return model_error(item, resp.status, await resp.read_all(ERROR_KEEP))
             content_type = resp.headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
             return await self.receive(resp, content_type)
         finally:
@@ -103,6 +95,40 @@ class Exchange:
                 resp.close()
             if f is not None:
                 await asyncio.to_thread(f.close)
+
+    async def run_inline(
+        self,
+        item: Item,
+        body: bytes,
+        fleet: FleetHandle,
+        replica: Replica,
+        headers: list[tuple[bytes, bytes]],
+        m: AsyncVariantMetrics,
+        started: float,
+    ) -> Success | Failure:
+        """A small body in one request on a pooled connection (a fresh connection per request
+        costs both processes more than the rest of the hop); the answer arrives whole, as for
+        InvokeEndpoint, and only an answer over EMBED_LIMIT goes to a temp file."""
+        try:
+            resp = await fleet.invoke(replica, headers, body, item.spec["timeout"])
+        except ReplicaTimeout:
+            raise TimeoutError from None  # (the dispatcher's InvocationTimeoutSeconds handling)
+        m.request_download_latency.observe((time.perf_counter() - started) * 1e6)
+        if resp.status >= 300:
+            return model_error(item, resp.status, resp.body[:ERROR_KEEP])
+        content_type = resp.headers.get(b"content-type", b"application/octet-stream").decode("latin-1")
+        data = resp.body
+        etag = hashlib.md5(data).hexdigest()
+        if len(data) <= EMBED_LIMIT:
+            return Success(None, etag, len(data), content_type, data)
+
+        def spill() -> str:
+            fd, path = tempfile.mkstemp(dir=self.tmp_dir, prefix="out-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return path
+
+        return Success(await asyncio.to_thread(spill), etag, len(data), content_type, None)
 
     def open_input(self, spec: dict) -> tuple[Readable, int]:
         """(Blocking) the request payload and its size; DownloadFailed with the failure reason."""
@@ -179,8 +205,14 @@ class Exchange:
         return Success(name, md5.hexdigest(), size, content_type, None)
 
 
-async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
-    yield data
+def model_error(item: Item, status: int, body: bytes) -> Failure:
+    message = body.decode("utf-8", "replace")
+    kind = "client" if 400 <= status < 500 else "server"
+    return Failure(
+        f'ClientError: Received {kind} error ({status}) from primary with message "{message}". '
+        f"See the endpoint's logs (modelhost logs {item.endpoint}) for more information.",
+        body=body,
+    )
 
 
 async def file_chunks(f: Readable) -> AsyncIterator[bytes]:
