@@ -141,7 +141,17 @@ class StreamFleet:
     async def invoke(
         self, replica: StreamReplica, headers: list[tuple[bytes, bytes]], body: bytes, timeout: float
     ) -> ReplicaResponse:
-        raise NotImplementedError("the async queue streams")
+        """Inline bodies: one request, the answer whole (a reply that fails while read raises its error)."""
+
+        async def once() -> AsyncIterator[bytes]:
+            yield body
+
+        reply = await self.invoke_stream(replica, headers, len(body), once())
+        try:
+            data = b"".join([c async for c in reply.chunks()])  # (raises ``lose``, as a lost connection does)
+        finally:
+            reply.close()
+        return ReplicaResponse(reply.status, reply.headers, data)
 
     async def invoke_stream(
         self, replica: StreamReplica, headers: list[tuple[bytes, bytes]], size: int, chunks: AsyncIterator[bytes]
