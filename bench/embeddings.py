@@ -373,7 +373,7 @@ def main() -> None:
     phases = tuple(p[0] for p in PHASES if not (args.no_unbatched_load and p[0].startswith("off_c") and p[2] > 1))
     rounds = run_rounds(args.seconds, args.rounds, args.pin, phases)
     print(f"\nall-MiniLM-L6-v2 embeddings, one sentence per request; {os.cpu_count()} CPUs; pinned: {args.pin}")
-    print(f"modelhost from {Path(modelhost.__file__).parent}; in-process reference allocator: {args.reference_allocator}")
+    print(f"modelhost from {Path(modelhost.__file__).parent}; reference allocator: {args.reference_allocator}")
     print_rounds(rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
