@@ -225,6 +225,7 @@ def _serve_one(settings: Settings, reuse_port: bool = False) -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        proxy_headers=False,  # nothing is proxied to us: a loopback client may not rewrite its own address
     )
     # --workers: each worker listens on its own SO_REUSEPORT socket of the address (modelhost/workers.py).
     uvicorn.Server(config).run(sockets=[reuse_port_socket(settings.host, settings.port)] if reuse_port else None)

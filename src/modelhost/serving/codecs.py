@@ -139,10 +139,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+# One encoder for every answer: json.dumps(default=...) builds a new JSONEncoder per call, which cost
+# more than encoding a small prediction (bench/hop.py profile of the instance).
+_JSON = json.JSONEncoder(default=_json_default)
+
+
 def encode_json(obj: Any) -> bytes:
     if isinstance(obj, np.ndarray):
         obj = obj.tolist()  # much faster than the default hook per element
-    return json.dumps(obj, default=_json_default).encode("utf-8")
+    return _JSON.encode(obj).encode("utf-8")
 
 
 def encode_csv(obj: Any) -> bytes:
@@ -160,7 +165,7 @@ def encode_jsonlines(obj: Any) -> bytes:
     rows = obj.tolist() if isinstance(obj, np.ndarray) else obj
     if not isinstance(rows, list):
         rows = [rows]
-    return "".join(json.dumps(r, default=_json_default) + "\n" for r in rows).encode("utf-8")
+    return "".join(_JSON.encode(r) + "\n" for r in rows).encode("utf-8")
 
 
 def encode_npy(obj: Any) -> bytes:

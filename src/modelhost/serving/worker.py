@@ -171,28 +171,28 @@ class App:
             return
         # On the model thread; the answer is written back on the loop (no task, no asyncio future).
         loop = asyncio.get_running_loop()
-        started = time.perf_counter()
         future = self.executor.submit(self._timed, body, content_type, accept, custom_attributes, inference_id)
 
-        def done(f: Future[tuple[Answer, float]]) -> None:
+        def done(f: Future[tuple[Answer, float, float]]) -> None:
             exc = f.exception()
             if exc is not None:
                 if policy is not None:
                     policy.streak = 0
                 _respond_error(exchange, exc)
                 return
-            answer, cpu = f.result()
+            answer, cpu, wall = f.result()
             if policy is not None:
-                policy.observe(cpu, time.perf_counter() - started, body)
+                policy.observe(cpu, wall, body)
             _respond_answer(exchange, answer)
 
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(done, f))
 
-    def _timed(self, *args: Any) -> tuple[Answer, float]:
-        """The answer and the CPU time the model thread spent on it."""
-        cpu = time.thread_time()
+    def _timed(self, *args: Any) -> tuple[Answer, float, float]:
+        """The answer, and the CPU and wall time of the call itself on the model thread: not the wait
+        in the executor's queue, which under load would make every quick model look slow."""
+        started, cpu = time.perf_counter(), time.thread_time()
         answer = self.handler.invoke(*args)
-        return answer, time.thread_time() - cpu
+        return answer, time.thread_time() - cpu, time.perf_counter() - started
 
     async def _batched(self, exchange: Exchange, invocation: Invocation) -> None:
         assert self.batcher is not None

@@ -1,4 +1,4 @@
-"""The connection-level guard: uvicorn's httptools protocol with two additions (app.serve uses it).
+"""The connection-level guard: uvicorn's httptools protocol with three additions (app.serve uses it).
 
 - Open connections are counted per client address; a connection opened past
   ``max_connections_per_client`` gets ``scope[OVER_CONNECTION_LIMIT]`` on its requests, which the
@@ -7,6 +7,7 @@
   ``max_headers + 1`` are dropped (the guard then refuses the request for having too many), and a
   header section still arriving past ``hard_header_bytes`` is answered with a 400
   ``RequestHeaderSectionTooLarge`` and the connection closed, before any more is buffered.
+- A response's head and body go out in one write (writes.py).
 
 Per connection a dict update; per request an integer per header: nothing measurable.
 """
@@ -20,6 +21,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from modelhost.server.asgi import OVER_CONNECTION_LIMIT
 from modelhost.server.middleware.limits import Limits
+from modelhost.server.middleware.writes import HeldWrites
 
 
 def _too_large_response(url: bytes, limit: int) -> bytes:
@@ -54,7 +56,7 @@ def guarded_protocol(limits: Limits) -> type[asyncio.Protocol]:
         _header_count = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+            super().connection_made(HeldWrites(transport))  # type: ignore[arg-type]  # a response in one write
             if self.client:
                 peer = self._peer = self.client[0]
                 n = counts[peer] = counts.get(peer, 0) + 1
