@@ -11,6 +11,11 @@ process: an aiohttp closed loop, bench/realtime.py ``load``) on CPU 1. torch run
 (OMP_NUM_THREADS=1, torch.set_num_threads(1)). Batching: SAGEMAKER_TS_BATCH_SIZE=32,
 SAGEMAKER_TS_MAX_BATCH_DELAY=10 (ms); everything else is the server's default.
 
+The instances keep freed memory in their heap (serving/allocator.py: glibc's defaults give it back after
+every forward pass and fault it in again, ~1 ms per item at batch 32); the in-process reference runs with
+glibc's defaults, or, with ``--reference-allocator instance``, with the instances' settings (the model
+alone, no allocator difference: what the platform itself costs).
+
 Each round measures every target once, the in-process references right before the endpoints, so a
 shared machine's load swings hit reference and endpoint alike; ratios are computed within a round and the
 table shows each round. CPU per request: user+system CPU of the front door (the server process) and of
@@ -350,15 +355,25 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0, help="per target per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--pin", action="store_true", help="server on CPU 0, load generator on CPU 1")
+    ap.add_argument(
+        "--reference-allocator",
+        choices=("default", "instance"),
+        default="default",
+        help="the in-process reference's malloc settings: glibc's defaults, or the instances' (serving/allocator.py)",
+    )
     ap.add_argument("--no-unbatched-load", action="store_true", help="skip c=16/c=64 with batching off")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embeddings.json")
     args = ap.parse_args()
     import modelhost
 
+    if args.reference_allocator == "instance":
+        from modelhost.serving import allocator
+
+        assert allocator.keep_freed_memory(), "the instances' malloc settings could not be applied here"
     phases = tuple(p[0] for p in PHASES if not (args.no_unbatched_load and p[0].startswith("off_c") and p[2] > 1))
     rounds = run_rounds(args.seconds, args.rounds, args.pin, phases)
     print(f"\nall-MiniLM-L6-v2 embeddings, one sentence per request; {os.cpu_count()} CPUs; pinned: {args.pin}")
-    print(f"modelhost from {Path(modelhost.__file__).parent}")
+    print(f"modelhost from {Path(modelhost.__file__).parent}; reference allocator: {args.reference_allocator}")
     print_rounds(rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
@@ -370,6 +385,7 @@ def main() -> None:
                 "pinned": args.pin,
                 "seconds": args.seconds,
                 "batching": BATCHING,
+                "reference_allocator": args.reference_allocator,
                 "rounds": rounds,
             },
             indent=2,

@@ -30,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelhost.serving import allocator
 from modelhost.serving.batching import Batcher, BatchSettings, Invocation, invoke_batch
 from modelhost.serving.errors import ModelLoadError, ModelServerError
 from modelhost.serving.handler import Handler
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         from modelhost.serving import lambda_runtime
 
         return lambda_runtime.main(argv)
+    allocator.keep_freed_memory()  # before the model allocates anything (serving/allocator.py)
     logging.basicConfig(stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":  # the multi-model container contract
         from modelhost.serving import multimodel
