@@ -9,6 +9,10 @@ same model behind a bare Starlette app (one uvicorn process). Prints a table; wr
         [--src DIR]  (run the modelhost server from another checkout's src/, e.g. a `git worktree`
                       of an older commit, for before/after figures; also MODELHOST_BENCH_SRC)
 
+Then, unless skipped: the all-MiniLM-L6-v2 endpoint with and without dynamic batching against the
+model in-process at batch 1/8/32 (bench/embeddings.py, --no-embeddings), and response streaming of a
+GPT-2 shaped model against the same model streaming in-process (bench/streaming.py, --no-streaming).
+
 Signature verification: the same endpoint on a second server started with --credentials-file,
 invoked with SigV4-signed requests (signed once per phase by botocore, so only the server's cost
 shows); "signature verification at c=1" is the p50 difference, median of 3 interleaved rounds.
@@ -16,8 +20,8 @@ shows); "signature verification at c=1" is the p50 difference, median of 3 inter
 Before/after in one sitting:
 
     git worktree add /tmp/mh-before <commit>
-    .venv/bin/python bench/realtime.py --no-embeddings --src /tmp/mh-before/src --out /tmp/before.json
-    .venv/bin/python bench/realtime.py --no-embeddings --out /tmp/after.json
+    .venv/bin/python bench/realtime.py --no-embeddings --no-streaming --src /tmp/mh-before/src --out /tmp/before.json
+    .venv/bin/python bench/realtime.py --no-embeddings --no-streaming --out /tmp/after.json
 """
 
 from __future__ import annotations
@@ -179,6 +183,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     ap.add_argument("--no-embeddings", action="store_true", help="skip the all-MiniLM-L6-v2 embedding endpoint")
     ap.add_argument("--no-auth", action="store_true", help="skip the run with signature verification on")
+    ap.add_argument("--no-streaming", action="store_true", help="skip the response-streaming case (bench/streaming.py)")
     ap.add_argument(
         "--pin",
         action="store_true",
@@ -309,6 +314,16 @@ def main() -> None:
             print_table(emb_results)
             for k, v in emb_ratios.items():
                 print(f"{k:<28}{v:>8.2f}")
+    streaming: dict = {}
+    if not args.no_streaming:
+        from bench import streaming as stream_bench
+
+        try:
+            streaming = stream_bench.run(pin=args.pin)
+        except ImportError as exc:  # the huggingface extra is not installed
+            print(f"\n(skipping the streaming case: {exc})")
+        else:
+            stream_bench.print_figures(streaming)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -322,6 +337,7 @@ def main() -> None:
                 "ratios": ratios,
                 "verification": verification,
                 "embeddings": embeddings,
+                "streaming": streaming,
             },
             indent=2,
         )

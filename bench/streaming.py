@@ -154,13 +154,8 @@ def through_boto3(rt: Any, endpoint: str, body: bytes, requests: int, tokens: in
     return summary(ttft[2:], total[2:], tokens)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=20)
-    ap.add_argument("--tokens", type=int, default=32)
-    ap.add_argument("--pin", action="store_true")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "streaming.json")
-    args = ap.parse_args()
+def run(requests: int = 20, tokens: int = 32, pin: bool = False) -> dict[str, Any]:
+    """Both endpoints deployed on a fresh server, every case measured; the figures (see ``main``)."""
     os.environ["OMP_NUM_THREADS"] = "1"
     from tests.hf_models import dir_files, gpt2
 
@@ -168,14 +163,14 @@ def main() -> None:
     load_start = " ".join(f"{v:.2f}" for v in os.getloadavg())
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = gpt2(Path(tmp) / "gpt2")
-        ref = InProcess(model_dir, args.tokens)
-        if args.pin:
+        ref = InProcess(model_dir, tokens)
+        if pin:
             pin_process(os.getpid(), {1})
         server = Server(Path(tmp) / "data", env={"OMP_NUM_THREADS": "1"})
         try:
             server.start()
             assert server.proc is not None
-            if args.pin:
+            if pin:
                 pin_process(server.proc.pid, {0})
             server.put_object("s3://bench/gpt2.tar.gz", tarball(dir_files(model_dir)))
             server.put_object("s3://bench/gen.tar.gz", tarball({"code/inference.py": GENERATOR_CODE}))
@@ -201,44 +196,61 @@ def main() -> None:
                 sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
             for name in ("gen", "chunks"):
                 assert wait_status(sm, name, ("InService", "Failed"), timeout=300)["EndpointStatus"] == "InService"
-            body = json.dumps({"inputs": PROMPT, "parameters": params(args.tokens), "stream": True}).encode()
-            both = interleaved(ref, RawStream(server.url, "gen", body), args.requests, args.tokens, args.pin)
+            body = json.dumps({"inputs": PROMPT, "parameters": params(tokens), "stream": True}).encode()
+            both = interleaved(ref, RawStream(server.url, "gen", body), requests, tokens, pin)
             results["in_process"], results["modelhost"] = both["in_process"], both["modelhost"]
             pairwise = both["ttft_over_pairwise_p50_ms"]
-            results["modelhost_boto3"] = through_boto3(rt, "gen", body, args.requests, args.tokens)
-            chunks = RawStream(server.url, "chunks", str(args.tokens).encode())
-            runs = [chunks.one() for _ in range(args.requests + 2)][2:]
-            results["modelhost_generator_fn"] = summary([r[0] for r in runs], [r[1] for r in runs], args.tokens)
+            results["modelhost_boto3"] = through_boto3(rt, "gen", body, requests, tokens)
+            chunks = RawStream(server.url, "chunks", str(tokens).encode())
+            runs = [chunks.one() for _ in range(requests + 2)][2:]
+            results["modelhost_generator_fn"] = summary([r[0] for r in runs], [r[1] for r in runs], tokens)
         finally:
             server.stop()
-    ttft_over = results["modelhost"]["ttft_p50_ms"] - results["in_process"]["ttft_p50_ms"]
-    load_end = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"\nstreaming {args.tokens} tokens, GPT-2 shaped random model; {os.cpu_count()} CPUs; pinned: {args.pin}")
-    print(f"load average {load_start} -> {load_end}")
-    print(f"{'target':<26}{'TTFT p50 ms':>12}{'TTFT min ms':>12}{'tokens/s':>10}")
-    for name, r in results.items():
-        print(f"{name:<26}{r['ttft_p50_ms']:>12.2f}{r['ttft_min_ms']:>12.2f}{r['tokens_per_s']:>10.1f}")
-    print(f"\nTTFT over the in-process first token: p50 {ttft_over:.2f} ms, median of alternated pairs")
-    print(f"{pairwise:.2f} ms (goal <= 10 ms)")
     gen = results["modelhost_generator_fn"]
-    per_chunk = (gen["total_p50_ms"] - gen["ttft_p50_ms"]) * 1e3 / max(args.tokens - 1, 1)
-    print(f"platform cost per streamed chunk after the first (user generator predict_fn, no model): {per_chunk:.0f} us")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": platform.platform(),
-                "cpus": os.cpu_count(),
-                "pinned": args.pin,
-                "results": results,
-                "ttft_over_in_process_ms": ttft_over,
-                "ttft_over_pairwise_p50_ms": pairwise,
-                "generator_fn_us_per_chunk": per_chunk,
-                "loadavg": [load_start, load_end],
-            },
-            indent=2,
-        )
+    return {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "pinned": pin,
+        "tokens": tokens,
+        "results": results,
+        "ttft_over_in_process_ms": results["modelhost"]["ttft_p50_ms"] - results["in_process"]["ttft_p50_ms"],
+        "ttft_over_pairwise_p50_ms": pairwise,
+        "generator_fn_us_per_chunk": (gen["total_p50_ms"] - gen["ttft_p50_ms"]) * 1e3 / max(tokens - 1, 1),
+        "loadavg": [load_start, " ".join(f"{v:.2f}" for v in os.getloadavg())],
+    }
+
+
+def print_figures(figures: dict[str, Any]) -> None:
+    print(
+        f"\nstreaming {figures['tokens']} tokens, GPT-2 shaped random model; {figures['cpus']} CPUs; "
+        f"pinned: {figures['pinned']}"
     )
+    print(f"load average {figures['loadavg'][0]} -> {figures['loadavg'][1]}")
+    print(f"{'target':<26}{'TTFT p50 ms':>12}{'TTFT min ms':>12}{'tokens/s':>10}")
+    for name, r in figures["results"].items():
+        print(f"{name:<26}{r['ttft_p50_ms']:>12.2f}{r['ttft_min_ms']:>12.2f}{r['tokens_per_s']:>10.1f}")
+    print(
+        f"\nTTFT over the in-process first token: p50 {figures['ttft_over_in_process_ms']:.2f} ms, "
+        "median of alternated pairs"
+    )
+    print(f"{figures['ttft_over_pairwise_p50_ms']:.2f} ms (goal <= 10 ms)")
+    print(
+        "platform cost per streamed chunk after the first (user generator predict_fn, no model): "
+        f"{figures['generator_fn_us_per_chunk']:.0f} us"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--tokens", type=int, default=32)
+    ap.add_argument("--pin", action="store_true")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "streaming.json")
+    args = ap.parse_args()
+    figures = run(args.requests, args.tokens, args.pin)
+    print_figures(figures)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=2))
     print(f"wrote {args.out}")
 
 
