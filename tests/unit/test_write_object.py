@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -34,6 +36,33 @@ def test_write_object_installs_bytes_and_records_them(store: BucketStore) -> Non
     store.write_object("bkt", "deep/er/key.out", b"second", hashlib.md5(b"second").hexdigest(), ObjectAttrs())
     assert path.read_bytes() == b"second"
     assert store.head_object("bkt", "deep/er/key.out").etag == hashlib.md5(b"second").hexdigest()
+
+
+def test_a_batch_and_a_write_from_another_thread_do_not_deadlock(store: BucketStore) -> None:
+    """The async writer commits outputs in a batch while another thread writes an object: both finish
+    (the batch holding the index while the other write held the commit lock and waited for the index
+    stalled an async endpoint in CI)."""
+    in_batch, other_started = threading.Event(), threading.Event()
+
+    def batched() -> None:
+        with store.batch():
+            in_batch.set()
+            other_started.wait(5)
+            time.sleep(0.2)  # the other write is under way
+            store.write_object("bkt", "in-batch", b"a", "x", ObjectAttrs())
+
+    def other() -> None:
+        in_batch.wait(5)
+        other_started.set()
+        store.write_object("bkt", "outside", b"b", "y", ObjectAttrs())
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (batched, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "deadlocked"
+    assert store.head_object("bkt", "in-batch").etag == "x" and store.head_object("bkt", "outside").etag == "y"
 
 
 def test_write_object_refusals_leave_nothing(store: BucketStore) -> None:

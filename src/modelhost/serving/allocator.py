@@ -5,7 +5,8 @@ threshold, the trim threshold twice it: a few MB) the top of the heap goes back 
 every call and is faulted back in on the next: on all-MiniLM-L6-v2 at batch 32 that is ~160 page
 faults and ~1 ms of CPU per item (15% of the model's time). A fixed mmap threshold of 32 MiB
 (glibc's own ceiling for the dynamic one) and a trim threshold of 64 MiB keep it, at the cost of
-holding up to that much freed memory per arena.
+holding up to that much freed memory per arena. Multi-model instances keep glibc's defaults (worker.py):
+their cache budgets each model by the resident memory its load adds.
 
 Left alone when the user chose an allocator: one of glibc's ``MALLOC_*`` variables or malloc
 ``GLIBC_TUNABLES``, an ``LD_PRELOAD`` (jemalloc, tcmalloc), or ``MODELHOST_MALLOC_TUNING=0``; and on a C

@@ -274,13 +274,16 @@ def main(argv: list[str] | None = None) -> int:
         from modelhost.serving import lambda_runtime
 
         return lambda_runtime.main(argv)
-    allocator.keep_freed_memory()  # before the model allocates anything (serving/allocator.py)
     logging.basicConfig(stream=sys.stderr, level=_log_level(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":  # the multi-model container contract
         from modelhost.serving import multimodel
 
         signal.signal(signal.SIGTERM, _exit_cleanly)
         return multimodel.serve(args.uds, KEEP_ALIVE_SECONDS)
+
+    # Before the model allocates anything (serving/allocator.py). Not for multi-model instances: their
+    # cache budgets each model by the resident memory its load adds, and kept free memory hides it.
+    allocator.keep_freed_memory()
 
     # Load first: the socket only exists once the model is ready, so /ping == loaded.
     try:

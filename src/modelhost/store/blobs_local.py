@@ -146,7 +146,7 @@ class BucketBlobs:
             self.buckets.delete_object(s3.bucket, s3.key)
 
     def batch(self) -> AbstractContextManager[None]:
-        return self.buckets.index.batch()
+        return self.buckets.batch()
 
 
 class LocalBlobStore(SchemeBlobStore):

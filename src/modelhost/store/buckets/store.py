@@ -34,7 +34,9 @@ class BucketStore:
         self.meta_dir = data_dir / "buckets-meta"
         self.tmp_dir = self.meta_dir / "tmp"
         self.index = MetaIndex(self.meta_dir / "objects.db")
-        self._commit_lock = threading.Lock()
+        # Taken before the index's own lock, always (batch() too): the other order deadlocked a batch
+        # against a commit from another thread. Re-entered by the commits inside a batch.
+        self._commit_lock = threading.RLock()
         self._names = itertools.count()  # temp file names of write_object (O_EXCL, so unique per process)
         self._prefix = f"{os.getpid()}-{os.urandom(3).hex()}"
         self.buckets_dir.mkdir(parents=True, exist_ok=True)
@@ -120,6 +122,12 @@ class BucketStore:
                 tmp.unlink()
             raise
         return ObjectMeta(bucket, key, st.st_size, st.st_mtime, etag, attrs, path)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """The commits made inside, by this thread, in one index transaction (other threads' commits wait)."""
+        with self._commit_lock, self.index.batch():
+            yield
 
     def write_object(self, bucket: str, key: str, data: bytes, etag: str, attrs: ObjectAttrs) -> ObjectMeta:
         """``commit`` for bytes in memory, with the fewest system calls (many small objects, e.g.
