@@ -30,7 +30,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import PYTHON_IMAGE, ROLE, Server, tarball, wait_status  # noqa: E402
+
+from bench.hop import source_env  # noqa: E402
 
 MODEL = """
 def model_fn(model_dir):
@@ -259,24 +260,6 @@ def large(server: Server, rt, count: int, mb: int) -> dict:  # type: ignore[no-u
         "server_rss_growth_mb": (max(rss.samples) - base) / 2**20,
         "seconds": finished - started,
     }
-
-
-def source_env(src: Path | None) -> tuple[dict[str, str], str]:
-    """(the server's environment, where its modelhost comes from) for a src/ directory (None: this one)."""
-    env: dict[str, str] = {}
-    if src is not None:
-        src = src.resolve()
-        if not (src / "modelhost" / "__init__.py").exists():
-            raise SystemExit(f"{src} has no modelhost package")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
-    where = subprocess.run(
-        [sys.executable, "-c", "import modelhost; print(modelhost.__file__)"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    return env, where.removesuffix("/__init__.py").removesuffix("/modelhost")
 
 
 def file_create_us(root: Path, n: int = 2000) -> float:
