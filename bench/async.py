@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shutil
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -120,6 +121,27 @@ class RssSampler:
         self._thread.join()
 
 
+def inline_outputs(out_dir: Path) -> list[tuple[str, float]]:
+    """(name, mtime) of the small outputs the bucket store keeps in its index (no file; a server
+    from before inline objects has none), read from the index beside the running server."""
+    bucket_dir = out_dir.parent
+    data_dir = bucket_dir.parent.parent
+    index = data_dir / "buckets-meta" / "objects.db"
+    prefix = out_dir.relative_to(bucket_dir).as_posix() + "/"
+    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+    try:
+        cols = {r[1] for r in db.execute("PRAGMA table_info(objects)")}
+        if "data" not in cols:
+            return []
+        rows = db.execute(
+            "SELECT key, mtime_ns FROM objects WHERE bucket=? AND data IS NOT NULL AND substr(key, 1, ?) = ?",
+            (bucket_dir.name, len(prefix), prefix),
+        ).fetchall()
+    finally:
+        db.close()
+    return [(k[len(prefix) :], m / 1e9) for k, m in rows if "/" not in k[len(prefix) :]]
+
+
 async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path) -> dict:
     accepted: dict[str, float] = {}
     accept_lat: list[float] = []
@@ -157,6 +179,9 @@ async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path
             for e in entries:
                 if e.name not in done and e.name in accepted:
                     done[e.name] = e.stat().st_mtime
+        for name, mtime in inline_outputs(out_dir):
+            if name not in done and name in accepted:
+                done[name] = mtime
         await asyncio.sleep(0.05)
     finished = max(done.values()) if done else time.time()
     queue_lat = [done[k] - accepted[k] for k in done]

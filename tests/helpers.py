@@ -131,6 +131,47 @@ class Server:
         )
 
 
+def stored_object(data_dir: Path, uri: str) -> bytes | None:
+    """The bytes of ``s3://bucket/key`` in a data dir's bucket store, None if there is none: its
+    file, or a small object kept inline in the bucket index (read-only, beside a running server)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    path = data_dir / "buckets" / bucket / key
+    if path.is_file():
+        return path.read_bytes()
+    index = data_dir / "buckets-meta" / "objects.db"
+    if not index.exists():
+        return None
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT data FROM objects WHERE bucket=? AND key=?", (bucket, key)).fetchone()
+    finally:
+        db.close()
+    return bytes(row[0]) if row is not None and row[0] is not None else None
+
+
+def stored_keys(data_dir: Path, bucket: str, prefix: str = "") -> list[str]:
+    """The keys under ``prefix`` in a data dir's bucket store (files and inline objects), sorted."""
+    root = data_dir / "buckets" / bucket
+    keys = {p.relative_to(root).as_posix() for p in (root / prefix).rglob("*") if p.is_file()} if root.exists() else set()
+    keys = {k for k in keys if k.startswith(prefix)}
+    index = data_dir / "buckets-meta" / "objects.db"
+    if index.exists():
+        import sqlite3
+
+        db = sqlite3.connect(f"file:{index}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT key FROM objects WHERE bucket=? AND data IS NOT NULL AND substr(key, 1, ?) = ?",
+                (bucket, len(prefix), prefix),
+            ).fetchall()
+        finally:
+            db.close()
+        keys |= {r[0] for r in rows}
+    return sorted(keys)
+
+
 def tarball(files: dict[str, bytes | str]) -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w:gz") as tar:

@@ -75,13 +75,7 @@ def test_oldest_first_within_the_concurrency_limit(tmp_path: Path) -> None:
             assert q.backlog("ep") == 10  # no route yet: everything waits
             _route(router, "ep", inst)
             q.dispatcher.wake()
-            await _until(
-                lambda: (
-                    len(list((settings.buckets_dir / BUCKET / "ep").glob("*.out"))) == 10
-                    if (settings.buckets_dir / BUCKET / "ep").exists()
-                    else False
-                )
-            )
+            await _until(lambda: len([k for k, _ in buckets.iter_keys(BUCKET, "ep/") if k.endswith(".out")]) == 10)
             await _until(lambda: q.backlog("ep") == 0)
         finally:
             await q.stop()
@@ -92,8 +86,7 @@ def test_oldest_first_within_the_concurrency_limit(tmp_path: Path) -> None:
         assert inst.peak == 2  # MaxConcurrentInvocationsPerInstance
         for i, a in enumerate(accepted):
             assert a["OutputLocation"] == f"s3://{BUCKET}/ep/id-{i}.out"
-            path = settings.buckets_dir / BUCKET / "ep" / f"id-{i}.out"
-            assert path.read_bytes() == f"BODY-{i}".encode()
+            assert buckets.open_object(BUCKET, f"ep/id-{i}.out")[1].read() == f"BODY-{i}".encode()
             assert buckets.head_object(BUCKET, f"ep/id-{i}.out").attrs.content_type == "text/x-upper"
         rows = _rows(store)
         assert [r["status"] for r in rows] == ["Completed"] * 10
@@ -237,7 +230,7 @@ def test_recovery_after_a_crash(tmp_path: Path) -> None:
         meta = buckets.head_object(BUCKET, "ep/renamed.out")
         assert (meta.size, meta.attrs.content_type) == (6, "text/csv")
         assert buckets.head_object(BUCKET, "ep/done.out").attrs.content_type == "text/csv"
-        failure = (settings.buckets_dir / BUCKET / "ep-f" / "exhausted-error.out").read_text()
+        failure = buckets.open_object(BUCKET, "ep-f/exhausted-error.out")[1].read().decode()
         assert failure.startswith(f"InternalFailure: The request was interrupted {asyncq.MAX_ATTEMPTS} times")
 
     run(main)

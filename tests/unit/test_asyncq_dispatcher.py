@@ -16,6 +16,7 @@ from modelhost.hosting.asyncq.dispatcher import pick
 from modelhost.hosting.router import Router
 from modelhost.store import tables
 from modelhost.store.db import MetadataStore
+from tests.helpers import stored_object
 from tests.unit.stream_fakes import (
     BUCKET,
     MemoryReply,
@@ -192,12 +193,12 @@ def test_lost_replica_requeues_then_fails_after_max_attempts(tmp_path: Path) -> 
     ]
     row = _rows(tmp_path_store(tmp_path))[0]
     assert row["attempts"] == MAX_ATTEMPTS
-    failure = (tmp_path / "data" / "buckets" / BUCKET / "ep-f" / "id-0-error.out").read_text()
+    failure = (stored_object(tmp_path / "data", f"s3://{BUCKET}/ep-f/id-0-error.out") or b"").decode()
     assert failure == (
         'ClientError: Received server error (0) from primary with message "The container primary failed: '
         f'connection reset." after {MAX_ATTEMPTS} attempts.'
     )
-    assert not (tmp_path / "data" / "buckets" / BUCKET / "ep" / "id-0.out").exists()
+    assert stored_object(tmp_path / "data", f"s3://{BUCKET}/ep/id-0.out") is None
     assert all(reply.closed for reply in fleet.replies)
 
 
@@ -211,7 +212,7 @@ def test_timeout_recycles_the_replica_and_fails(tmp_path: Path) -> None:
 
     fleet = _scenario(tmp_path, [replica], body)
     assert fleet.recycled == ["v/0"]
-    failure = (tmp_path / "data" / "buckets" / BUCKET / "ep-f" / "slow-error.out").read_text()
+    failure = (stored_object(tmp_path / "data", f"s3://{BUCKET}/ep-f/slow-error.out") or b"").decode()
     assert "(InvocationTimeoutSeconds: 1)" in failure and "modelhost logs ep" in failure
 
 
@@ -230,7 +231,7 @@ def test_model_error_fails_with_its_answer(tmp_path: Path) -> None:
         await _until(lambda: _rows(store)[0]["status"] == "Failed")
 
     _scenario(tmp_path, [replica], body, setup=setup)
-    failure = (tmp_path / "data" / "buckets" / BUCKET / "ep-f" / "id-0-error.out").read_text()
+    failure = (stored_object(tmp_path / "data", f"s3://{BUCKET}/ep-f/id-0-error.out") or b"").decode()
     assert failure == (
         'ClientError: Received client error (422) from primary with message "bad input". '
         "See the endpoint's logs (modelhost logs ep) for more information."

@@ -13,6 +13,7 @@ import pytest
 
 from modelhost.store.blobs import S3Uri
 from modelhost.store.buckets import BucketStore, ObjectAttrs, S3StoreError
+from modelhost.store.buckets.store import INLINE_LIMIT
 
 
 @pytest.fixture
@@ -22,20 +23,82 @@ def store(tmp_path: Path) -> BucketStore:
     return s
 
 
-def test_write_object_installs_bytes_and_records_them(store: BucketStore) -> None:
+def test_a_small_object_is_one_index_row(store: BucketStore) -> None:
+    """Up to INLINE_LIMIT bytes and no file at the key: no file (creating one costs more than the row)."""
     data = b"hello"
     etag = hashlib.md5(data).hexdigest()
     meta = store.write_object("bkt", "deep/er/key.out", data, etag, ObjectAttrs("text/x-upper"))
+    assert not (store.buckets_dir / "bkt" / "deep").exists() and os.listdir(store.tmp_dir) == []
+    head = store.head_object("bkt", "deep/er/key.out")
+    assert (head.etag, head.attrs.content_type, head.size, head.mtime) == (etag, "text/x-upper", 5, meta.mtime)
+    got, f = store.open_object("bkt", "deep/er/key.out")
+    with f:
+        assert f.read() == data and got.etag == etag
+    assert [k for k, _ in store.iter_keys("bkt")] == ["deep/er/key.out"]
+    # Replacing it: readers see one whole object or the other.
+    store.write_object("bkt", "deep/er/key.out", b"second", hashlib.md5(b"second").hexdigest(), ObjectAttrs())
+    assert store.open_object("bkt", "deep/er/key.out")[1].read() == b"second"
+    assert store.head_object("bkt", "deep/er/key.out").etag == hashlib.md5(b"second").hexdigest()
+
+
+def test_write_object_installs_a_file_over_the_limit_or_over_a_file(store: BucketStore) -> None:
+    data = b"h" * (INLINE_LIMIT + 1)
+    etag = hashlib.md5(data).hexdigest()
+    meta = store.write_object("bkt", "deep/er/key.out", data, etag, ObjectAttrs("text/x-upper"))
     path = store.buckets_dir / "bkt" / "deep" / "er" / "key.out"
-    assert path.read_bytes() == data and meta.size == 5
+    assert path.read_bytes() == data and meta.size == len(data)
     assert os.listdir(store.tmp_dir) == []  # the temp file was renamed onto the key
     # The index row's stamp (taken before the rename) matches the file: served without re-hashing.
     head = store.head_object("bkt", "deep/er/key.out")
     assert (head.etag, head.attrs.content_type, head.mtime) == (etag, "text/x-upper", path.stat().st_mtime)
-    # Replacing it: readers see one whole object or the other.
+    # A small object over a file stays a file (atomic replace), then a large one over an inline one.
     store.write_object("bkt", "deep/er/key.out", b"second", hashlib.md5(b"second").hexdigest(), ObjectAttrs())
     assert path.read_bytes() == b"second"
     assert store.head_object("bkt", "deep/er/key.out").etag == hashlib.md5(b"second").hexdigest()
+    store.write_object("bkt", "small", b"s", "e1", ObjectAttrs())
+    store.write_object("bkt", "small", data, etag, ObjectAttrs())
+    assert (store.buckets_dir / "bkt" / "small").read_bytes() == data
+    assert store.head_object("bkt", "small").etag == etag
+    assert [k for k, _ in store.iter_keys("bkt")] == ["deep/er/key.out", "small"]
+
+
+def test_an_inline_object_becomes_a_file_for_readers_that_need_one(store: BucketStore) -> None:
+    meta = store.write_object("bkt", "m/model.tar.gz", b"tarball", "e", ObjectAttrs("application/x-tar"))
+    path = store.materialize("bkt", "m/model.tar.gz")
+    assert path.read_bytes() == b"tarball"
+    head = store.head_object("bkt", "m/model.tar.gz")
+    assert (head.etag, head.attrs.content_type, head.mtime) == ("e", "application/x-tar", meta.mtime)
+    store.write_object("bkt", "d/a", b"1", "a", ObjectAttrs())
+    store.write_object("bkt", "d/b/c", b"2", "c", ObjectAttrs())
+    store.materialize_under("bkt", "d/")
+    assert (store.buckets_dir / "bkt" / "d" / "b" / "c").read_bytes() == b"2"
+
+
+def test_an_old_index_gains_the_inline_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    """An index from before inline objects (schema version 0): its rows (files) still read."""
+    import sqlite3
+
+    (tmp_path / "buckets" / "bkt").mkdir(parents=True)
+    (tmp_path / "buckets" / "bkt" / "old").write_bytes(b"old bytes")
+    st = (tmp_path / "buckets" / "bkt" / "old").stat()
+    (tmp_path / "buckets-meta").mkdir()
+    db = sqlite3.connect(tmp_path / "buckets-meta" / "objects.db")
+    db.execute(
+        "CREATE TABLE objects (bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER, "
+        "mtime_ns INTEGER, ino INTEGER, etag TEXT, content_type TEXT, attrs TEXT, "
+        "PRIMARY KEY (bucket, key)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO objects VALUES ('bkt','old',?,?,?,'kept-etag','text/old','{}')",
+        (st.st_size, st.st_mtime_ns, st.st_ino),
+    )
+    db.commit()
+    db.close()
+    store = BucketStore(tmp_path / "buckets", tmp_path)
+    head = store.head_object("bkt", "old")
+    assert (head.etag, head.attrs.content_type) == ("kept-etag", "text/old")
+    store.write_object("bkt", "new", b"n", "ne", ObjectAttrs())
+    assert [k for k, _ in store.iter_keys("bkt")] == ["new", "old"]
 
 
 def test_a_batch_and_a_write_from_another_thread_do_not_deadlock(store: BucketStore) -> None:
@@ -76,7 +139,25 @@ def test_write_object_refusals_leave_nothing(store: BucketStore) -> None:
             store.write_object(bucket, key, b"2", "y", ObjectAttrs())
         assert info.value.code == code
     assert os.listdir(store.tmp_dir) == []
-    assert (store.buckets_dir / "bkt" / "a" / "b").read_bytes() == b"1"
+    assert store.open_object("bkt", "a/b")[1].read() == b"1"
+    # The same rule between inline objects and files, both ways.
+    big = b"x" * (INLINE_LIMIT + 1)
+    for key, data in (("a", big), ("a/b/c", big)):
+        with pytest.raises(S3StoreError) as info:
+            store.write_object("bkt", key, data, "y", ObjectAttrs())
+        assert info.value.code == "InvalidArgument"
+    store.write_object("bkt", "f/g", big, "z", ObjectAttrs())
+    for key in ("f", "f/g/h"):
+        with pytest.raises(S3StoreError) as info:
+            store.write_object("bkt", key, b"small", "y", ObjectAttrs())
+        assert info.value.code == "InvalidArgument"
+    with pytest.raises(S3StoreError) as info:
+        store.delete_bucket("bkt")
+    assert info.value.code == "BucketNotEmpty"
+    store.delete_object("bkt", "f/g")
+    store.delete_object("bkt", "a/b")
+    assert list(store.iter_keys("bkt")) == []
+    store.delete_bucket("bkt")
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,28 @@ from modelhost.store.buckets import (
 )
 
 
+class BytesReader(io.RawIOBase):
+    """A :class:`~modelhost.store.blobs.BlobReader` over an inline object's bytes."""
+
+    def __init__(self, f: io.BytesIO, size: int) -> None:
+        super().__init__()
+        self._f = f
+        self.size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        return self._f.readinto(buffer)
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._f.read(n)
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 class BucketBlobs:
     """``s3://bucket/key`` as objects of a :class:`BucketStore`."""
 
@@ -71,12 +93,14 @@ class BucketBlobs:
         if not found:
             raise BlobNotFound(f"no objects under {prefix}")
 
-    def open(self, uri: str) -> FileReader:
+    def open(self, uri: str) -> FileReader | BytesReader:
         s3 = S3Uri.parse(uri)
         try:
             meta, f = self.buckets.open_object(s3.bucket, s3.key)
         except S3StoreError:
             raise BlobNotFound(f"{uri} does not exist") from None
+        if isinstance(f, io.BytesIO):  # an inline object (no file)
+            return BytesReader(f, meta.size)
         raw = cast(io.BufferedReader, f).detach()  # the handle open_object opened: exactly those bytes
         return FileReader(cast(io.FileIO, raw), meta.size)
 
@@ -89,6 +113,11 @@ class BucketBlobs:
         path = (root / s3.key).resolve() if s3.key else root
         if path != root and root not in path.parents:
             raise BlobError(f"key escapes its bucket: {uri}")
+        with contextlib.suppress(S3StoreError):  # inline objects there become files first
+            key = s3.key.rstrip("/")
+            if key:
+                self.buckets.materialize(s3.bucket, key)
+            self.buckets.materialize_under(s3.bucket, f"{key}/" if key else "")
         if not path.exists():
             raise BlobNotFound(f"{uri} does not exist")
         return path

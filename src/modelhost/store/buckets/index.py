@@ -1,5 +1,10 @@
 """The SQLite index beside the bucket tree: per object its ETag and attributes, stamped with the
-file's (size, mtime_ns, inode); per bucket its creation time and location (see the package doc)."""
+file's (size, mtime_ns, inode); per bucket its creation time and location (see the package doc).
+
+A small object written from memory may have no file: its bytes are the row's ``data`` (an
+*inline* object, stamped with inode 0, which no file has). Schema version 1 (``PRAGMA
+user_version``) added that column; an index of version 0 gains it on open (every old row is a file's).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,39 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from modelhost.store.buckets.objects import ObjectAttrs
 
+SCHEMA_VERSION = 1
+PAGE = 1000  # inline keys read per query while listing (the lock is not held between pages)
 
-def stamp(st: os.stat_result) -> tuple[int, int, int]:
+
+@dataclass(frozen=True)
+class InlineStat:
+    """What a listing knows of an inline object: a stat result's fields the store reads."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_ino: int = 0  # (no file has inode 0: an inline row's stamp never matches a file)
+
+    @property
+    def st_mtime(self) -> float:
+        return self.st_mtime_ns / 1e9
+
+
+Stat = os.stat_result | InlineStat
+
+
+def stamp(st: Stat) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def parents(key: str) -> list[str]:
+    """``a/b/c`` -> ``["a", "a/b"]``: the keys that would be directories of this one."""
+    parts = key.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
 
 
 class MetaIndex:
@@ -27,19 +58,66 @@ class MetaIndex:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='objects'").fetchone()
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if exists and version < 1:  # an index from before inline objects: every row is a file's
+                self._db.execute("ALTER TABLE objects ADD COLUMN data BLOB")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS objects (bucket TEXT NOT NULL, key TEXT NOT NULL, size INTEGER, "
-                "mtime_ns INTEGER, ino INTEGER, etag TEXT, content_type TEXT, attrs TEXT, "
+                "mtime_ns INTEGER, ino INTEGER, etag TEXT, content_type TEXT, attrs TEXT, data BLOB, "
                 "PRIMARY KEY (bucket, key)) WITHOUT ROWID"
             )
             self._db.execute("CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created REAL, location TEXT)")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def get(self, bucket: str, key: str) -> tuple | None:
+        """(size, mtime_ns, ino, etag, content_type, attrs, data): ``data`` is None for a file's row."""
         with self._lock:
             return self._db.execute(
-                "SELECT size, mtime_ns, ino, etag, content_type, attrs FROM objects WHERE bucket=? AND key=?",
+                "SELECT size, mtime_ns, ino, etag, content_type, attrs, data FROM objects WHERE bucket=? AND key=?",
                 (bucket, key),
             ).fetchone()
+
+    def inline_after(self, bucket: str, prefix: str, start_after: str) -> Iterator[tuple[str, InlineStat]]:
+        """The inline objects with ``prefix`` and ``key > start_after``, in key order (SQLite's
+        BINARY collation of UTF-8 is S3's byte order), read a page at a time."""
+        after = start_after
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT key, size, mtime_ns FROM objects WHERE bucket=? AND key>=? AND key>? "
+                    "AND data IS NOT NULL ORDER BY key LIMIT ?",
+                    (bucket, prefix, after, PAGE),
+                ).fetchall()
+            for key, size, mtime_ns in rows:
+                if not key.startswith(prefix):
+                    return  # (sorted: every later key is past the prefix too)
+                yield key, InlineStat(size, mtime_ns)
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][0]
+
+    def inline_conflict(self, bucket: str, key: str) -> str | None:
+        """An inline object this key cannot sit beside: one at a parent (``a`` for ``a/b``) or one
+        under it (``a/b`` for ``a``), as a file system could not hold both either."""
+        # (every key starting with "k/" is in ["k/", "k0"): "0" follows "/")
+        up = parents(key)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT key FROM objects WHERE bucket=? AND data IS NOT NULL AND "
+                f"(key IN ({','.join('?' * len(up)) or 'NULL'}) OR (key>? AND key<?)) LIMIT 1",
+                (bucket, *up, key + "/", key + "0"),
+            ).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def has_inline(self, bucket: str) -> bool:
+        with self._lock:
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM objects WHERE bucket=? AND data IS NOT NULL LIMIT 1", (bucket,)
+                ).fetchone()
+                is not None
+            )
 
     def range(self, bucket: str, first: str, last: str) -> dict[str, tuple]:
         with self._lock:
@@ -63,11 +141,14 @@ class MetaIndex:
                 raise
             self._db.execute("COMMIT")
 
-    def put(self, bucket: str, key: str, st: os.stat_result, etag: str, attrs: ObjectAttrs) -> None:
+    def put(
+        self, bucket: str, key: str, st: Stat, etag: str, attrs: ObjectAttrs, data: bytes | None = None
+    ) -> None:
+        """A file's row (``data`` None), or an inline object's (stamped ``InlineStat``)."""
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?)",
-                (bucket, key, *stamp(st), etag, attrs.content_type, attrs.to_json()),
+                "INSERT OR REPLACE INTO objects VALUES (?,?,?,?,?,?,?,?,?)",
+                (bucket, key, *stamp(st), etag, attrs.content_type, attrs.to_json(), data),
             )
 
     def delete(self, bucket: str, key: str) -> None:
