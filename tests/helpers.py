@@ -154,7 +154,9 @@ def stored_object(data_dir: Path, uri: str) -> bytes | None:
 def stored_keys(data_dir: Path, bucket: str, prefix: str = "") -> list[str]:
     """The keys under ``prefix`` in a data dir's bucket store (files and inline objects), sorted."""
     root = data_dir / "buckets" / bucket
-    keys = {p.relative_to(root).as_posix() for p in (root / prefix).rglob("*") if p.is_file()} if root.exists() else set()
+    keys = (
+        {p.relative_to(root).as_posix() for p in (root / prefix).rglob("*") if p.is_file()} if root.exists() else set()
+    )
     keys = {k for k in keys if k.startswith(prefix)}
     index = data_dir / "buckets-meta" / "objects.db"
     if index.exists():

@@ -30,7 +30,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 import modelhost
-from tests.helpers import PYTHON_IMAGE, ROLE, Server, free_port, tarball, wait_status
+from tests.helpers import PYTHON_IMAGE, ROLE, Server, free_port, stored_keys, tarball, wait_status
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
@@ -854,15 +854,18 @@ def test_kill9_durability(tmp_path: Path, webhook: Webhook) -> None:
         for i in ids:
             resp = rt.invoke_endpoint_async(EndpointName="durable", Body=f"append:{i}".encode(), InferenceId=i)
             accepted[i] = resp["OutputLocation"]
-        out_dir = srv.data_dir / "buckets" / BUCKET / "durable"
-        wait_for(lambda: out_dir.exists() and len(list(out_dir.iterdir())) >= 3, timeout=30, what="3 outputs")
+
+        def outputs() -> list[str]:
+            return stored_keys(srv.data_dir, BUCKET, "durable/")
+
+        wait_for(lambda: len(outputs()) >= 3, timeout=30, what="3 outputs")
         srv.kill9()
-        done_before = len(list(out_dir.iterdir()))
+        done_before = len(outputs())
         assert done_before < len(ids), "everything finished before the kill"
         srv.start()
         for i, uri in accepted.items():
             assert get_object(s3c, uri, timeout=60)["body"] == f"APPEND:{i}".upper().encode()
-        assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{i}.out" for i in ids)
+        assert outputs() == sorted(f"durable/{i}.out" for i in ids)
         db = sqlite3.connect(srv.data_dir / "modelhost.db")
         rows = db.execute("SELECT inference_id, status, attempts FROM async_requests ORDER BY seq").fetchall()
         db.close()

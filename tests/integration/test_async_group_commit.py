@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.helpers import Server, tarball
+from tests.helpers import Server, stored_keys, stored_object, tarball
 from tests.integration.test_async import (
     BUCKET,
     MODEL,
@@ -76,8 +76,7 @@ def test_kill9_during_a_group_commit_of_accepts(tmp_path: Path) -> None:
         )
         accepted = asyncio.run(burst(srv.url, 32, srv))
         assert len(accepted) >= KILL_AFTER
-        out_dir = srv.data_dir / "buckets" / BUCKET / "burst"
-        done_before = len(list(out_dir.iterdir())) if out_dir.exists() else 0
+        done_before = len(stored_keys(srv.data_dir, BUCKET, "burst/"))
         srv.start()
 
         db = sqlite3.connect(srv.data_dir / "modelhost.db")
@@ -99,9 +98,11 @@ def test_kill9_during_a_group_commit_of_accepts(tmp_path: Path) -> None:
             db.close()
         for i in sorted(accepted)[:20]:
             assert get_object(s3, f"s3://{BUCKET}/burst/{i}.out")["body"] == i.upper().encode()
-        assert sorted(p.name for p in out_dir.iterdir()) == sorted(f"{i}.out" for i in ids)
-        for p in out_dir.iterdir():
-            assert p.read_bytes() == p.name.removesuffix(".out").upper().encode()
+        keys = stored_keys(srv.data_dir, BUCKET, "burst/")
+        assert keys == sorted(f"burst/{i}.out" for i in ids)
+        for key in keys:
+            data = stored_object(srv.data_dir, f"s3://{BUCKET}/{key}")
+            assert data == key.removeprefix("burst/").removesuffix(".out").upper().encode()
 
         def notified() -> collections.Counter[str] | None:
             got = collections.Counter(

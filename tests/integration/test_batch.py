@@ -27,7 +27,18 @@ from botocore.exceptions import ClientError, WaiterError
 import modelhost
 from modelhost.jobs.progress import describe_with_progress
 from modelhost.jobs.splitters import RECORDIO_MAGIC, recordio_frame, tfrecord_frame
-from tests.helpers import PYTHON_IMAGE, ROLE, SKLEARN_IMAGE, Server, csv_row, diabetes, sklearn_model, tarball
+from tests.helpers import (
+    PYTHON_IMAGE,
+    ROLE,
+    SKLEARN_IMAGE,
+    Server,
+    csv_row,
+    diabetes,
+    sklearn_model,
+    stored_keys,
+    stored_object,
+    tarball,
+)
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
@@ -103,11 +114,13 @@ def job(sm: Any, name: str, model: str, uri: str, out: str, wait: bool = True, *
 
 
 def read(server: Server, uri: str) -> bytes:
-    return (server.data_dir / "buckets" / uri.removeprefix("s3://")).read_bytes()
+    data = stored_object(server.data_dir, uri)
+    assert data is not None, f"no object at {uri}"
+    return data
 
 
 def exists(server: Server, uri: str) -> bool:
-    return (server.data_dir / "buckets" / uri.removeprefix("s3://")).exists()
+    return stored_object(server.data_dir, uri) is not None
 
 
 def expect_error(fn: Any, code: str, message: str, **kw: Any) -> None:
@@ -891,10 +904,12 @@ def test_cli_transform_with_progress(server: Server, sm: Any, models: dict) -> N
 
 def _captured(server: Server, dest: str) -> dict[str, Any]:
     """Every file under a capture destination: {path relative to it: parsed JSON}."""
-    root = server.data_dir / "buckets" / dest.removeprefix("s3://")
-    if not root.exists():
-        return {}
-    return {p.relative_to(root).as_posix(): json.loads(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    bucket, _, prefix = dest.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    return {
+        key[len(prefix) :]: json.loads(stored_object(server.data_dir, f"s3://{bucket}/{key}") or b"")
+        for key in stored_keys(server.data_dir, bucket, prefix)
+    }
 
 
 def test_data_capture_writes_input_and_output_manifests(server: Server, sm: Any, models: dict) -> None:

@@ -14,7 +14,7 @@ import pytest
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError, EventStreamError
 
-from tests.helpers import PYTHON_IMAGE, ROLE, tarball, wait_status
+from tests.helpers import PYTHON_IMAGE, ROLE, stored_object, tarball, wait_status
 
 HF_IMAGE = (
     "763104351884.dkr.ecr.us-east-1.amazonaws.com/huggingface-pytorch-inference:"
@@ -213,7 +213,7 @@ def test_batch_transform_goes_through_the_same_batcher(server, sm, endpoints) ->
     )
     desc = sm.describe_transform_job(TransformJobName="bs-job")
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
-    raw = (server.data_dir / "buckets" / "bs-jobs" / "out" / "records.jsonl.out").read_text()
+    raw = (stored_object(server.data_dir, "s3://bs-jobs/out/records.jsonl.out") or b"").decode()
     outs = [json.loads(line) for line in raw.splitlines()]
     assert [o["echo"] for o in outs] == [f"record-{i}" for i in range(12)]  # in input order
     assert max(o["batch"] for o in outs) > 1  # the job's concurrent requests were batched
@@ -230,12 +230,11 @@ def test_async_endpoint_goes_through_the_same_batcher(server, rt, endpoints) -> 
         outputs.append(resp["OutputLocation"])
     answers = []
     for uri in outputs:
-        path = server.data_dir / "buckets" / uri.removeprefix("s3://")
         deadline = time.monotonic() + 60
-        while not path.is_file():
+        while (data := stored_object(server.data_dir, uri)) is None:
             assert time.monotonic() < deadline, f"no async output at {uri}"
             time.sleep(0.1)
-        answers.append(json.loads(path.read_text()))
+        answers.append(json.loads(data))
     assert [a["echo"] for a in answers] == [f"async-{i}" for i in range(8)]
     assert max(a["batch"] for a in answers) > 1  # MaxConcurrentInvocationsPerInstance=4 in flight: batched
 

@@ -13,7 +13,17 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.helpers import ROLE, SKLEARN_IMAGE, Server, csv_row, diabetes, sklearn_model, wait_status
+from tests.helpers import (
+    ROLE,
+    SKLEARN_IMAGE,
+    Server,
+    csv_row,
+    diabetes,
+    sklearn_model,
+    stored_keys,
+    stored_object,
+    wait_status,
+)
 
 pytestmark = pytest.mark.slow
 BUCKET = "durable"
@@ -33,15 +43,14 @@ def clients(server: Server) -> tuple[Any, Any, Any]:
     return sm, rt, s3
 
 
-def capture_files(server: Server) -> list[Path]:
-    root = server.data_dir / "buckets" / BUCKET / "capture"
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+def capture_files(server: Server) -> list[str]:
+    return [f"s3://{BUCKET}/{key}" for key in stored_keys(server.data_dir, BUCKET, "capture/")]
 
 
 def records(server: Server) -> list[dict]:
     out = []
     for path in capture_files(server):
-        text = path.read_text()
+        text = (stored_object(server.data_dir, path) or b"").decode()
         assert text.endswith("\n"), f"{path} ends mid-line"
         for line in text.splitlines():
             rec = json.loads(line)  # a partial line would not parse

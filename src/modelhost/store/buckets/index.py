@@ -141,9 +141,7 @@ class MetaIndex:
                 raise
             self._db.execute("COMMIT")
 
-    def put(
-        self, bucket: str, key: str, st: Stat, etag: str, attrs: ObjectAttrs, data: bytes | None = None
-    ) -> None:
+    def put(self, bucket: str, key: str, st: Stat, etag: str, attrs: ObjectAttrs, data: bytes | None = None) -> None:
         """A file's row (``data`` None), or an inline object's (stamped ``InlineStat``)."""
         with self._lock:
             self._db.execute(

@@ -144,8 +144,10 @@ class BucketStore:
         """(Under the commit lock) the ``a`` / ``a/b`` rule for inline objects, as the tree enforces it for files."""
         other = self.index.inline_conflict(bucket, key)
         if other is not None:
-            relation = "extend another object's key as a directory" if key.startswith(other + "/") else (
-                "be a prefix of other keys"
+            relation = (
+                "extend another object's key as a directory"
+                if key.startswith(other + "/")
+                else ("be a prefix of other keys")
             )
             raise InvalidArgument(f"The local bucket store keeps objects as files: a key cannot {relation} ({key}).")
 
