@@ -3,7 +3,8 @@ for the rest.
 
 Objects are written through :meth:`BucketStore.commit`, so their ETag and Content-Type are in the
 bucket store's metadata index (what the S3 API then serves), and a write is atomic (a temp file in
-the bucket store's ``tmp`` directory, renamed onto the key).
+the bucket store's ``tmp`` directory, renamed onto the key); ``put_bytes`` of a small object keeps
+it inline in the index (no file), and ``local_path`` writes such objects out as files first.
 """
 
 from __future__ import annotations

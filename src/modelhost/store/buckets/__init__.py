@@ -11,8 +11,11 @@ so the local blob store, ``store/blobs_local.py``, sees exactly the objects):
     its creation time and LocationConstraint. A row whose stamp does not match the file (the file
     was written by something else: a user copying files in, a crash
     between the rename and the row update) is stale: the ETag is recomputed from the bytes and
-    the metadata falls back to defaults. The index is a cache of facts about files, never the
-    source of truth about which objects exist.
+    the metadata falls back to defaults. For files the index is a cache of facts, never the
+    source of truth about which objects exist. Small objects written from memory
+    (``write_object``, up to ``INLINE_LIMIT``, where no file holds the key) are *inline*: the
+    row's ``data`` column is the object, and no file exists (a file at the key wins over such a
+    row). Listing merges them with the tree; ``materialize`` turns one into a file.
 ``buckets-meta/tmp/``
     uploads in progress. A write streams into a temp file here, is verified (Content-MD5,
     x-amz-content-sha256, x-amz-checksum-*), and only then ``os.replace``-d onto the key's path:
