@@ -140,6 +140,9 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
                 self._over_limit = n > max_connections
 
         def connection_lost(self, exc: Exception | None) -> None:
+            cycle = self.cycle
+            if type(cycle) is _FastCycle and cycle.timer is not None:
+                cycle.timer.cancel()
             peer = self._peer
             if peer is not None:
                 self._peer = None
