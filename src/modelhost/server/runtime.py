@@ -46,6 +46,9 @@ NAME = regex.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9])*"
 VISIBLE_ASCII = regex.compile(r"[\x20-\x7e]*")
 PRINTABLE_ID = regex.compile(r"\S[\x20-\x7e]*")
+# Endpoint names already matched against NAME: the regex costs more than the rest of the checks.
+_VALID_NAMES: set[str] = set()
+MAX_VALID_NAMES = 4096
 
 
 def constraint_error(value: str, member: str, constraint: str) -> ValidationError:
@@ -179,8 +182,11 @@ def checked_head(
     """(forwarded headers, TargetVariant) of an invocation on ``scope[ENDPOINT]``, its head checked as both
     InvokeEndpoint and InvokeEndpointWithResponseStream check it (ValidationError)."""
     name: str = scope[ENDPOINT]
-    if not NAME.fullmatch(name):
-        raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+    if name not in _VALID_NAMES:
+        if not NAME.fullmatch(name):
+            raise constraint_error(name, "endpointName", f"satisfy regular expression pattern: {NAME_PATTERN}")
+        if len(_VALID_NAMES) < MAX_VALID_NAMES:
+            _VALID_NAMES.add(name)
     if name in async_endpoints:
         raise ValidationError(
             f"Endpoint {name} of account {account_id} is an asynchronous inference endpoint: "

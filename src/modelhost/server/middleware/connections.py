@@ -263,9 +263,11 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
             parts = [STATUS_LINE[answer.status]]
             for name, value in self.server_state.default_headers:
                 parts += (name, b": ", value, b"\r\n")
-            for name, value in answer.headers:
-                if HEADER_VALUE_RE.search(value):  # the model's Content-Type, say: never a header injection
-                    raise RuntimeError("Invalid HTTP header value.")
+            headers = answer.headers
+            # The model's Content-Type, say, is never a header injection (one search over every value).
+            if HEADER_VALUE_RE.search(b"\t".join([value for _, value in headers])):
+                raise RuntimeError("Invalid HTTP header value.")
+            for name, value in headers:
                 parts += (name, b": ", value, b"\r\n")
             if not keep_alive:
                 parts.append(b"connection: close\r\n")
