@@ -14,9 +14,10 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 
-from tests.helpers import PYTHON_IMAGE, Server, deploy, tarball
+from tests.helpers import PYTHON_IMAGE, ROLE, Server, deploy, tarball, wait_status
 
 ECHO_CODE = """
 import time
@@ -32,23 +33,46 @@ def transform_fn(model, data, content_type, accept):
 """
 
 
+def s3_client(server: Server) -> Any:
+    return boto3.client(
+        "s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b"
+    )
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(tmp_path_factory.mktemp("mh") / "data").start()
     try:
         srv.put_object("s3://models/fast/echo.tar.gz", tarball({"code/inference.py": ECHO_CODE}))
         sm, _ = srv.clients()
-        desc = deploy(sm, "fast-echo", {"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/fast/echo.tar.gz"})
-        assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+        s3_client(srv).create_bucket(Bucket="async-out")
+        container = {"Image": PYTHON_IMAGE, "ModelDataUrl": "s3://models/fast/echo.tar.gz"}
+        deploy(sm, "fast-echo", container, wait=False)
+        sm.create_model(ModelName="fast-async", ExecutionRoleArn=ROLE, PrimaryContainer=container)
+        sm.create_endpoint_config(
+            EndpointConfigName="fast-async",
+            ProductionVariants=[
+                {"VariantName": "AllTraffic", "ModelName": "fast-async", "InitialInstanceCount": 1}
+                | {"InstanceType": "ml.m5.large"}
+            ],
+            AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://async-out/fast/"}},
+        )
+        sm.create_endpoint(EndpointName="fast-async", EndpointConfigName="fast-async")
+        for name in ("fast-echo", "fast-async"):
+            desc = wait_status(sm, name, ("InService", "Failed"))
+            assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
         yield srv
     finally:
         srv.stop()
 
 
-def invoke(port: int, body: bytes, name: str = "fast-echo", chunked: bool = False) -> bytes:
-    head = f"POST /endpoints/{name}/invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
+def invoke(
+    port: int, body: bytes, name: str = "fast-echo", chunked: bool = False, operation: str = "invocations"
+) -> bytes:
+    head = f"POST /endpoints/{name}/{operation} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/plain\r\n"
     if chunked:  # the ASGI way: the fast path takes only bodies of a known length
-        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+        chunk = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + chunk + b"0\r\n\r\n"
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -101,6 +125,14 @@ def test_the_fast_and_the_asgi_path_answer_alike(server: Server) -> None:
         assert fast[1].keys() == slow[1].keys()
         for header in ("content-type", "content-length", "server", "x-amzn-errortype"):
             assert fast[1].get(header) == slow[1].get(header)
+    for name, body in (("fast-async", b""), ("fast-echo", b"x"), ("fast-async", b"x" * 128001)):
+        # InvokeEndpointAsync: no input at all; not an async endpoint; an inline body over 128000 bytes.
+        fast, slow = (
+            exchange(port, invoke(port, body, name, chunked, "async-invocations"), 1)[0] for chunked in (0, 1)
+        )
+        assert (fast[0], fast[2]) == (slow[0], slow[2])
+        assert (fast[0], fast[1]["x-amzn-errortype"]) == (400, "ValidationError"), fast
+        assert fast[1].keys() == slow[1].keys()
     status, headers, body = exchange(port, invoke(port, b"x", "no-such-endpoint"), 1)[0]
     assert (status, headers["x-amzn-errortype"]) == (400, "ValidationError")
     assert json.loads(body)["Message"] == "Endpoint no-such-endpoint of account 123456789012 not found."
@@ -149,3 +181,23 @@ def test_the_fast_path_counts_its_requests(server: Server) -> None:
     assert [a[0] for a in answers] == [200] * 7 + [400] * 2
     assert counter(server, "200") - before_ok == 7
     assert counter(server, "400") - before_bad == 2
+
+
+def test_async_invocations_take_the_fast_path_and_complete(server: Server) -> None:
+    port = server.port
+    data = b"".join(invoke(port, b"async-%d" % i, "fast-async", operation="async-invocations") for i in range(3))
+    answers = exchange(port, data, 3)
+    assert [a[0] for a in answers] == [202] * 3
+    s3 = s3_client(server)
+    for i, answer in enumerate(answers):
+        location = answer[1]["x-amzn-sagemaker-outputlocation"]
+        assert location.startswith("s3://async-out/fast/")
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"echo:async-%d" % i
+                break
+            except s3.exceptions.NoSuchKey:
+                assert time.monotonic() < deadline, f"no output at {location}"
+                time.sleep(0.1)

@@ -103,6 +103,7 @@ def build_asgi(
     invocations.async_endpoints = asyncq.names  # InvokeEndpoint refuses these (a set kept current in place)
     streams = StreamInvocations(router, settings.account_id)
     streams.async_endpoints = asyncq.names
+    async_invocations = AsyncInvocations(asyncq, settings.account_id)
     routes = [
         *(
             [Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []
@@ -112,7 +113,7 @@ def build_asgi(
         Route("sts", is_sts, StsApp(settings.account_id, settings.role_name), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
         Route("invoke-stream", is_invoke_stream, streams, protocols.REST_JSON),
-        Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
+        Route("invoke-async", is_invoke_async, async_invocations, protocols.REST_JSON),
         Route("console", is_console, console_app(settings, api_plane, invocations, security), protocols.JSON),
         Route("api", anything, api, protocols.JSON),
     ]
@@ -124,7 +125,7 @@ def build_asgi(
     configured: dict[object, Middleware] = {Authenticate: auth, Guard: guard}
     stack = tuple(configured.get(m, m) for m in STACK)
     front_door = FrontDoor(routes, stack)
-    front_door.fast_path = FastPath.build(front_door, guard, auth, invocations)
+    front_door.fast_path = FastPath.build(front_door, guard, auth, invocations, async_invocations)
     return front_door
 
 

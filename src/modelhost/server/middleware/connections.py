@@ -8,10 +8,11 @@
   header section still arriving past ``hard_header_bytes`` is answered with a 400
   ``RequestHeaderSectionTooLarge`` and the connection closed, before any more is buffered.
 - A response's head and body go out in one write (writes.py).
-- ``POST /endpoints/{name}/invocations`` may skip ASGI altogether: the head is offered to the front
-  door's fast path (server/fast_path.py); if it takes the request, the body is gathered here, its
-  answer written whole. In uvicorn's ``self.cycle`` the request is then a ``_FastCycle``, which has
-  the fields uvicorn reads (so pipelining, disconnects and graceful shutdown work as for its own).
+- ``POST /endpoints/{name}/invocations`` (and ``/async-invocations``) may skip ASGI altogether: the
+  head is offered to the front door's fast path (server/fast_path.py); if it takes the request, the
+  body is gathered here and the answer written whole. In uvicorn's ``self.cycle`` the request is then
+  a ``_FastCycle``, which has the fields uvicorn reads (so pipelining, disconnects and graceful
+  shutdown work as for its own).
 
 Per connection a dict update; per request an integer per header: nothing measurable.
 """
@@ -50,7 +51,7 @@ def _too_large_response(url: bytes, limit: int) -> bytes:
 
 
 FAST_PREFIX = b"/endpoints/"
-FAST_SUFFIX = b"/invocations"
+FAST_SUFFIXES = (b"/invocations", b"/async-invocations")
 log = logging.getLogger(__name__)
 
 
@@ -190,7 +191,7 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
         def _fast_start(self) -> bool:
             """Whether the fast path takes this request (uvicorn's own path if not)."""
             url: bytes = self.url
-            if not (url.startswith(FAST_PREFIX) and url.endswith(FAST_SUFFIX)) or b"?" in url or b"#" in url:
+            if not (url.startswith(FAST_PREFIX) and url.endswith(FAST_SUFFIXES)) or b"?" in url or b"#" in url:
                 return False
             parser = self.parser
             if (
