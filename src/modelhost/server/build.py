@@ -29,6 +29,7 @@ from modelhost.server.asgi import ASGIApp, Scope, request_id
 from modelhost.server.async_runtime import AsyncInvocations
 from modelhost.server.console_bridge import ServerConsole
 from modelhost.server.control_plane import ControlPlane
+from modelhost.server.fast_path import FastPath
 from modelhost.server.front_door import (
     FrontDoor,
     Middleware,
@@ -102,6 +103,7 @@ def build_asgi(
     invocations.async_endpoints = asyncq.names  # InvokeEndpoint refuses these (a set kept current in place)
     streams = StreamInvocations(router, settings.account_id)
     streams.async_endpoints = asyncq.names
+    async_invocations = AsyncInvocations(asyncq, settings.account_id)
     routes = [
         *(
             [Route("lambda", is_lambda, LambdaApi(control, functions), protocols.REST_JSON)] if functions else []
@@ -111,7 +113,7 @@ def build_asgi(
         Route("sts", is_sts, StsApp(settings.account_id, settings.role_name), protocols.QUERY),
         Route("invoke", is_invoke, invocations, protocols.REST_JSON),
         Route("invoke-stream", is_invoke_stream, streams, protocols.REST_JSON),
-        Route("invoke-async", is_invoke_async, AsyncInvocations(asyncq, settings.account_id), protocols.REST_JSON),
+        Route("invoke-async", is_invoke_async, async_invocations, protocols.REST_JSON),
         Route("console", is_console, console_app(settings, api_plane, invocations, security), protocols.JSON),
         Route("api", anything, api, protocols.JSON),
     ]
@@ -119,9 +121,12 @@ def build_asgi(
     guard = partial(
         Guard, hosts=HostPolicy.parse(settings.host, settings.allowed_hosts), limits=Limits.from_settings(settings)
     )
-    configured: dict[object, Middleware] = {Authenticate: partial(Authenticate, security=security), Guard: guard}
+    auth = partial(Authenticate, security=security)
+    configured: dict[object, Middleware] = {Authenticate: auth, Guard: guard}
     stack = tuple(configured.get(m, m) for m in STACK)
-    return FrontDoor(routes, stack)
+    front_door = FrontDoor(routes, stack)
+    front_door.fast_path = FastPath.build(front_door, guard, auth, invocations, async_invocations)
+    return front_door
 
 
 async def no_route(request: Request, exc: Exception) -> Response:
