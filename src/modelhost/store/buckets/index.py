@@ -100,14 +100,22 @@ class MetaIndex:
     def inline_conflict(self, bucket: str, key: str) -> str | None:
         """An inline object this key cannot sit beside: one at a parent (``a`` for ``a/b``) or one
         under it (``a/b`` for ``a``), as a file system could not hold both either."""
-        # (every key starting with "k/" is in ["k/", "k0"): "0" follows "/")
+        # (every key starting with "k/" is in ["k/", "k0"): "0" follows "/"). Two queries: SQLite
+        # scans the whole bucket for their OR.
         up = parents(key)
         with self._lock:
-            row = self._db.execute(
-                "SELECT key FROM objects WHERE bucket=? AND data IS NOT NULL AND "
-                f"(key IN ({','.join('?' * len(up)) or 'NULL'}) OR (key>? AND key<?)) LIMIT 1",
-                (bucket, *up, key + "/", key + "0"),
-            ).fetchone()
+            row = None
+            if up:
+                row = self._db.execute(
+                    f"SELECT key FROM objects WHERE bucket=? AND key IN ({','.join('?' * len(up))}) "
+                    "AND data IS NOT NULL LIMIT 1",
+                    (bucket, *up),
+                ).fetchone()
+            if row is None:
+                row = self._db.execute(
+                    "SELECT key FROM objects WHERE bucket=? AND key>? AND key<? AND data IS NOT NULL LIMIT 1",
+                    (bucket, key + "/", key + "0"),
+                ).fetchone()
         return str(row[0]) if row is not None else None
 
     def has_inline(self, bucket: str) -> bool:
