@@ -166,6 +166,11 @@ def main() -> None:
         default=[],
         help="also run a modelhost server from this src/ directory (repeatable; before/after in one sitting)",
     )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run bench/relay_floor.py: the least a front-door + instance pair can cost (no modelhost code)",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "hop.json")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -182,7 +187,11 @@ def main() -> None:
     pin_process(os.getpid(), {int(LOAD_CPU)})
 
     rounds: list[dict] = []
-    names = ["bare Starlette"] + [f"modelhost {where}" for _, where in sources]
+    names = (
+        ["bare Starlette"]
+        + (["two-process floor"] if args.floor else [])
+        + [f"modelhost {where}" for _, where in sources]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
@@ -193,15 +202,27 @@ def main() -> None:
             ["taskset", "-c", "0", sys.executable, str(ROOT / "bench" / "bare_app.py"), str(model_path), str(port)]
         )
         servers: list[Server] = []
+        floor: subprocess.Popen | None = None
         try:
             bare_url = f"http://127.0.0.1:{port}/invocations"
             wait_http(bare_url, timeout=120)
             targets = [(names[0], bare_url, bare.pid)]
+            if args.floor:
+                floor_port = free_port()
+                floor = subprocess.Popen(
+                    ["taskset", "-c", "0", sys.executable, str(ROOT / "bench" / "relay_floor.py"), str(model_path)]
+                    + [str(floor_port)]
+                )
+                floor_url = f"http://127.0.0.1:{floor_port}/invocations"
+                wait_http(floor_url, timeout=120)
+                targets.append(("two-process floor", floor_url, floor.pid))
             for i, (env, _) in enumerate(sources):
                 server = start_modelhost(Path(tmp) / f"data-{i}", env, tarball)
                 servers.append(server)
                 assert server.proc is not None
-                targets.append((names[i + 1], f"{server.url}/endpoints/bench/invocations", server.proc.pid))
+                targets.append(
+                    (names[i + 1 + args.floor], f"{server.url}/endpoints/bench/invocations", server.proc.pid)
+                )
             for i in range(args.rounds):
                 measured: dict = {"round": i + 1, "targets": {}}
                 for name, url, pid in targets:
@@ -213,6 +234,9 @@ def main() -> None:
         finally:
             for server in servers:
                 server.stop()
+            if floor is not None:
+                floor.terminate()
+                floor.wait(10)
             bare.terminate()
             bare.wait(10)
 

@@ -221,7 +221,8 @@ def _serve_one(settings: Settings, reuse_port: bool = False) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(Limits.from_settings(settings)),  # httptools + connection / header limits
+        # httptools + connection / header limits, and InvokeEndpoint's fast path (server/fast_path.py)
+        http=guarded_protocol(Limits.from_settings(settings), asgi.fast_path),
         log_level="warning",
         access_log=False,
         lifespan="on",

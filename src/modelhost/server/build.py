@@ -29,6 +29,7 @@ from modelhost.server.asgi import ASGIApp, Scope, request_id
 from modelhost.server.async_runtime import AsyncInvocations
 from modelhost.server.console_bridge import ServerConsole
 from modelhost.server.control_plane import ControlPlane
+from modelhost.server.fast_path import FastPath
 from modelhost.server.front_door import (
     FrontDoor,
     Middleware,
@@ -119,9 +120,12 @@ def build_asgi(
     guard = partial(
         Guard, hosts=HostPolicy.parse(settings.host, settings.allowed_hosts), limits=Limits.from_settings(settings)
     )
-    configured: dict[object, Middleware] = {Authenticate: partial(Authenticate, security=security), Guard: guard}
+    auth = partial(Authenticate, security=security)
+    configured: dict[object, Middleware] = {Authenticate: auth, Guard: guard}
     stack = tuple(configured.get(m, m) for m in STACK)
-    return FrontDoor(routes, stack)
+    front_door = FrontDoor(routes, stack)
+    front_door.fast_path = FastPath.build(front_door, guard, auth, invocations)
+    return front_door
 
 
 async def no_route(request: Request, exc: Exception) -> Response:

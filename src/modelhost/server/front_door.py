@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from modelhost.server.asgi import ENDPOINT, ROUTE, ASGIApp, Receive, Scope, Send
 from modelhost.server.iam import is_iam_request
+from modelhost.server.middleware.connections import FastRoute
 from modelhost.server.s3 import is_s3_request
 from modelhost.server.sts import is_sts_request
 
@@ -93,11 +94,18 @@ class FrontDoor:
             app = wrap(app)
         self.stack = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # InvokeEndpoint's way around the stack (fast_path.py; build.py sets it, connections.py uses it).
+        self.fast_path: FastRoute | None = None
+
+    def route(self, scope: Scope) -> Route:
+        """The first route whose predicate holds (the last one always does)."""
         for route in self.routes:
             if route.matches(scope):
-                scope[ROUTE] = route
-                break
+                return route
+        raise AssertionError("the last route takes every request")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope[ROUTE] = self.route(scope)
         await self.stack(scope, receive, send)
 
     @staticmethod

@@ -145,15 +145,29 @@ def error_response(err: ApiError, request_id: str) -> Response:
     )
 
 
-def runtime_error_response(err: ApiError, request_id: str) -> Response:
-    """A rest-json (sagemaker-runtime) error; botocore reads the code from ``x-amzn-ErrorType``."""
+def runtime_error_body(err: ApiError) -> bytes:
+    """The body of a rest-json (sagemaker-runtime) error."""
     body = err.body()
     if not isinstance(err, RuntimeApiError):
         # A control-plane error escaping on the runtime path: keep the rest-json `Message` shape.
         body = {"Message": err.message, **err.fields}
-    return Response(
-        content=dumps(body),
-        status_code=err.status,
-        media_type=REST_JSON_CONTENT_TYPE,
-        headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": err.code},
-    )
+    return dumps(body)
+
+
+def runtime_error_headers(err: ApiError, request_id: str, length: int) -> list[tuple[bytes, bytes]]:
+    """The headers of a rest-json error whose body is ``length`` bytes; botocore reads the code from
+    ``x-amzn-ErrorType``."""
+    return [
+        (b"content-type", REST_JSON_CONTENT_TYPE.encode()),
+        (b"content-length", str(length).encode()),
+        (b"x-amzn-requestid", request_id.encode()),
+        (b"x-amzn-errortype", err.code.encode("latin-1")),
+    ]
+
+
+def runtime_error_response(err: ApiError, request_id: str) -> Response:
+    """A rest-json (sagemaker-runtime) error as an ASGI response."""
+    body = runtime_error_body(err)
+    response = Response(content=body, status_code=err.status)
+    response.raw_headers = runtime_error_headers(err, request_id, len(body))
+    return response

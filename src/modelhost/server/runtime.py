@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import regex
 
-from modelhost.errors import ModelError, RuntimeApiError, ServiceUnavailable, ThrottlingException, ValidationError
+from modelhost.errors import (
+    ApiError,
+    ModelError,
+    RuntimeApiError,
+    ServiceUnavailable,
+    ThrottlingException,
+    ValidationError,
+)
 from modelhost.hosting.errors import (
     ColdStartFailed,
     EndpointNotFound,
@@ -30,7 +38,7 @@ from modelhost.hosting.errors import (
 )
 from modelhost.hosting.router import Router
 from modelhost.server.asgi import ENDPOINT, BodyTooLarge, Disconnected, Receive, Scope, Send, read_body, request_id
-from modelhost.server.awsjson import runtime_error_response
+from modelhost.server.json_wire import runtime_error_body, runtime_error_headers
 from modelhost.server.runtime_targets import check_target_header, target_error
 
 MAX_BODY = 6 * 1024 * 1024  # 6291456 bytes, InvokeEndpoint's request limit
@@ -161,15 +169,14 @@ def original_message(err: ModelFailed) -> str:
 Forwarded = Callable[[Scope], tuple[list[tuple[bytes, bytes]], str | None, int | None]]
 
 
-async def checked_request(
+def checked_head(
     scope: Scope,
-    receive: Receive,
     account_id: str,
     async_endpoints: set[str] | frozenset[str],
     operation: str,
     forwarded: Forwarded,
-) -> tuple[list[tuple[bytes, bytes]], str | None, bytes]:
-    """(forwarded headers, TargetVariant, body) of an invocation on ``scope[ENDPOINT]``, checked as both
+) -> tuple[list[tuple[bytes, bytes]], str | None]:
+    """(forwarded headers, TargetVariant) of an invocation on ``scope[ENDPOINT]``, its head checked as both
     InvokeEndpoint and InvokeEndpointWithResponseStream check it (ValidationError)."""
     name: str = scope[ENDPOINT]
     if not NAME.fullmatch(name):
@@ -180,8 +187,26 @@ async def checked_request(
             f"{operation} is not supported for it. Use InvokeEndpointAsync."
         )
     headers, target_variant, length = forwarded(scope)
-    if length is not None and length > MAX_BODY:
+    if length is not None:
+        check_length(length)
+    return headers, target_variant
+
+
+def check_length(length: int) -> None:
+    if length > MAX_BODY:
         raise ValidationError(f"Request body is {length} bytes; the maximum is {MAX_BODY} bytes (6 MB).")
+
+
+async def checked_request(
+    scope: Scope,
+    receive: Receive,
+    account_id: str,
+    async_endpoints: set[str] | frozenset[str],
+    operation: str,
+    forwarded: Forwarded,
+) -> tuple[list[tuple[bytes, bytes]], str | None, bytes]:
+    """``checked_head``'s (headers, TargetVariant) and the body, read under InvokeEndpoint's limit."""
+    headers, target_variant = checked_head(scope, account_id, async_endpoints, operation, forwarded)
     try:
         body = await read_body(receive, MAX_BODY)
     except BodyTooLarge:
@@ -189,9 +214,23 @@ async def checked_request(
     return headers, target_variant, body
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An InvokeEndpoint response, whole: the ASGI app and the front door's fast path (fast_path.py) send it."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+def error_answer(err: ApiError, rid: str) -> Answer:
+    body = runtime_error_body(err)
+    return Answer(err.status, runtime_error_headers(err, rid, len(body)), body)
+
+
 class Invocations:
     """POST /endpoints/{name}/invocations as a raw ASGI app; the front door puts the name in
-    ``scope[ENDPOINT]``."""
+    ``scope[ENDPOINT]``. ``answer`` is the same call for a request whose body is already read."""
 
     def __init__(self, router: Router, account_id: str) -> None:
         self.router = router
@@ -201,29 +240,52 @@ class Invocations:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        name: str = scope[ENDPOINT]
         try:
             headers, target_variant, body = await checked_request(
                 scope, receive, self.account_id, self.async_endpoints, "InvokeEndpoint", _forwarded_headers
             )
-            try:
-                result = await self.router.invoke(name, body, headers, target_variant)
-            except HostingError as exc:
-                raise runtime_error(exc, self.account_id) from None
         except RuntimeApiError as err:
-            await runtime_error_response(err, request_id(scope))(scope, receive, send)
-            return
+            answer = error_answer(err, request_id(scope))
         except Disconnected:  # the client left mid-body (or was already answered): nothing to send
             return
+        else:
+            answer = await self._invoke(scope[ENDPOINT], headers, target_variant, body, request_id(scope), started)
+        await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def answer(self, scope: Scope, body: bytes) -> Answer:
+        """The response to an invocation whose whole body has arrived (the same checks as ``__call__``)."""
+        started = time.perf_counter()
+        try:
+            headers, target_variant = checked_head(
+                scope, self.account_id, self.async_endpoints, "InvokeEndpoint", _forwarded_headers
+            )
+            check_length(len(body))
+        except RuntimeApiError as err:
+            return error_answer(err, request_id(scope))
+        return await self._invoke(scope[ENDPOINT], headers, target_variant, body, request_id(scope), started)
+
+    async def _invoke(
+        self,
+        name: str,
+        headers: list[tuple[bytes, bytes]],
+        target_variant: str | None,
+        body: bytes,
+        rid: str,
+        started: float,
+    ) -> Answer:
+        try:
+            result = await self.router.invoke(name, body, headers, target_variant)
+        except HostingError as exc:
+            return error_answer(runtime_error(exc, self.account_id), rid)
         out = [
             (b"content-type", result.content_type.encode("latin-1")),
             (b"content-length", str(len(result.body)).encode()),
             (b"x-amzn-invoked-production-variant", result.variant.name.encode()),
-            (b"x-amzn-requestid", request_id(scope).encode()),
+            (b"x-amzn-requestid", rid.encode()),
         ]
         if result.custom_attributes is not None:
             out.append((b"x-amzn-sagemaker-custom-attributes", result.custom_attributes.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 200, "headers": out})
-        await send({"type": "http.response.body", "body": result.body})
         total_us = (time.perf_counter() - started) * 1e6
         result.variant.metrics.overhead_latency.observe(max(total_us - result.model_latency_us, 0.0))
+        return Answer(200, out, result.body)

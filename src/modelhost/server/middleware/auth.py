@@ -315,10 +315,20 @@ class Authenticate:
             return ANONYMOUS
         return Caller(key.access_key, self.security.region, key.name, key.account, key)
 
-    async def _verify(self, scope: Scope, receive: Receive, header: str | None, protocol: str) -> Receive:
-        """Verify the signature (AuthFailure if it does not hold); the receive the app should use."""
-        assert self.security is not None
-        s3 = protocol == protocols.REST_XML
+    def verify_whole(self, scope: Scope, body: bytes) -> None:
+        """Verify and authorize a request of the runtime or the control plane whose whole body is ``body``
+        (AuthFailure, AccessDenied): what ``__call__`` checks once it has read the body (the fast path's)."""
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        signed = self._signed(scope, header, False)
+        self._accept(scope, signed, hashlib.sha256(body).hexdigest())
+        self._authorize_route(scope)
+
+    def _signed(self, scope: Scope, header: str | None, s3: bool) -> sigv4.Signed:
+        """The request's signature, parsed, and scoped to the route's service (AuthFailure if not)."""
         raw_query: bytes = scope.get("query_string", b"")
         if header is None:
             if s3 and b"X-Amz-Credential=" in raw_query:
@@ -336,46 +346,62 @@ class Authenticate:
             raise AuthFailure(
                 sigv4.BAD_SIGNATURE, f"Credential should be scoped to correct service: '{expected_service}'. "
             )
+        return signed
+
+    def _accept(self, scope: Scope, signed: sigv4.Signed, payload: str) -> None:
+        """Verify a request other than S3's whose body hashes to ``payload``; its caller into the scope."""
+        assert self.security is not None
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
         raw_path = raw_path.split(b"?", 1)[0]
-        query = signed.query if signed.presigned else sigv4.split_query(raw_query)
-        assert query is not None
-        chunked = False
-        content_sha = None
-        if s3:
-            for name, value in scope["headers"]:
-                if name == b"x-amz-content-sha256":
-                    content_sha = value.decode("latin-1")
-                    break
-            if signed.presigned:
-                payload = sigv4.UNSIGNED_PAYLOAD if content_sha is None else content_sha
-            elif content_sha is None:
-                raise AuthFailure(sigv4.BAD_SIGNATURE, "Missing required header for this request: x-amz-content-sha256")
-            elif content_sha in sigv4.STREAMING_SIGNED:
-                payload, chunked = content_sha, True
-            elif content_sha == sigv4.UNSIGNED_PAYLOAD or content_sha.startswith("STREAMING-UNSIGNED-PAYLOAD"):
-                payload = content_sha
-            elif _is_hex_sha256(content_sha):
-                payload = content_sha
-            else:
-                raise AuthFailure(
-                    sigv4.BAD_SIGNATURE,
-                    "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
-                    "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER or a valid "
-                    "sha256 value.",
-                )
-        else:
+        query = sigv4.split_query(scope.get("query_string", b""))
+        verified = self.security.verifier.verify(signed, scope["method"], raw_path, query, scope["headers"], payload)
+        for name, value in scope["headers"]:  # a signed claim about the body must be true as well
+            if name == b"x-amz-content-sha256" and value.decode("latin-1").lower() != payload:
+                raise AuthFailure(sigv4.BAD_SIGNATURE)
+        key = verified.key
+        scope[CALLER] = Caller(key.access_key, signed.region, key.name, key.account, key)
+
+    async def _verify(self, scope: Scope, receive: Receive, header: str | None, protocol: str) -> Receive:
+        """Verify the signature (AuthFailure if it does not hold); the receive the app should use."""
+        assert self.security is not None
+        s3 = protocol == protocols.REST_XML
+        signed = self._signed(scope, header, s3)
+        if not s3:
             length = next((v for k, v in scope["headers"] if k == b"content-length"), b"0")
             if length.isdigit() and int(length) > MAX_SIGNED_BODY:
                 raise _TooLarge
             messages, payload = await _read_hashed(receive, MAX_SIGNED_BODY)
-            receive = _replay(messages, receive)
+            self._accept(scope, signed, payload)
+            return _replay(messages, receive)
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8")
+        raw_path = raw_path.split(b"?", 1)[0]
+        query = signed.query if signed.presigned else sigv4.split_query(scope.get("query_string", b""))
+        assert query is not None
+        chunked = False
+        content_sha = None
+        for name, value in scope["headers"]:
+            if name == b"x-amz-content-sha256":
+                content_sha = value.decode("latin-1")
+                break
+        if signed.presigned:
+            payload = sigv4.UNSIGNED_PAYLOAD if content_sha is None else content_sha
+        elif content_sha is None:
+            raise AuthFailure(sigv4.BAD_SIGNATURE, "Missing required header for this request: x-amz-content-sha256")
+        elif content_sha in sigv4.STREAMING_SIGNED:
+            payload, chunked = content_sha, True
+        elif content_sha == sigv4.UNSIGNED_PAYLOAD or content_sha.startswith("STREAMING-UNSIGNED-PAYLOAD"):
+            payload = content_sha
+        elif _is_hex_sha256(content_sha):
+            payload = content_sha
+        else:
+            raise AuthFailure(
+                sigv4.BAD_SIGNATURE,
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, STREAMING-UNSIGNED-PAYLOAD-TRAILER, "
+                "STREAMING-AWS4-HMAC-SHA256-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER or a valid "
+                "sha256 value.",
+            )
         verified = self.security.verifier.verify(signed, scope["method"], raw_path, query, scope["headers"], payload)
-        if not s3:
-            for name, value in scope["headers"]:  # a signed claim about the body must be true as well
-                if name == b"x-amz-content-sha256" and value.decode("latin-1").lower() != payload:
-                    raise AuthFailure(sigv4.BAD_SIGNATURE)
-        elif chunked:
+        if chunked:
             scope[CHUNK_SIGNER] = verified.chunk_signer()
         elif content_sha is not None and _is_hex_sha256(content_sha):
             receive = _hashing(receive, content_sha)

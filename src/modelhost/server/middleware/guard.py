@@ -14,6 +14,8 @@ dict lookups; see limits.py for every limit and its answer):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from modelhost.server import protocols
 from modelhost.server.asgi import OVER_CONNECTION_LIMIT, ROUTE, ASGIApp, Message, Receive, Scope, Send
 from modelhost.server.middleware.hosts import HostPolicy, presigned
@@ -25,6 +27,7 @@ from modelhost.server.middleware.limits import (
     HEADERS_TOO_LARGE,
     BodyWatch,
     Limits,
+    Shape,
     TimedBody,
     refuse,
 )
@@ -43,6 +46,14 @@ SAFE_METHODS = ("GET", "HEAD")
 BUFFERED = (protocols.JSON, protocols.QUERY)  # small bodies, read whole here under the limit
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """What the guard answers instead of the request (always closing the connection after it)."""
+
+    shape: Shape
+    message: str
+
+
 def _text(value: bytes, limit: int = 200) -> str:
     text = value.decode("latin-1")
     return text if len(text) <= limit else text[:limit] + "..."
@@ -59,46 +70,11 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limits = self.limits
-        headers = scope["headers"]
-        if OVER_CONNECTION_LIMIT in scope:
-            client = scope.get("client") or ("?",)
-            message = (
-                f"Too many open connections from {client[0]}: the limit is {limits.max_connections_per_client} per "
-                "client address (MODELHOST_MAX_CONNECTIONS_PER_CLIENT). Please reduce your request rate; "
-                "close idle connections and retry."
-            )
-            await refuse(scope, receive, send, BUSY, scope[ROUTE].protocol, message, close=True)
-            return
         found: list[bytes | None] = [None, None, None, None, None, None]
-        size = 0
-        watched = WATCHED
-        for name, value in headers:
-            size += len(name) + len(value)
-            slot = watched.get(name)
-            if slot is not None:
-                found[slot] = value
-        size += 4 * len(headers)  # ": " and CRLF
-        if len(headers) > limits.max_headers or size > limits.max_header_bytes:
-            await self._headers_too_large(scope, receive, send, len(headers), size)
+        refusal = self.check(scope, found)
+        if refusal is not None:
+            await refuse(scope, receive, send, refusal.shape, scope[ROUTE].protocol, refusal.message, close=True)
             return
-        host = found[HOST]
-        if host is not None and not self.hosts.allows(host):
-            message = (
-                f"Host '{_text(host)}' is not a host name this server answers to (loopback names, "
-                "*.localhost and the bind address; add names with --allowed-hosts or MODELHOST_ALLOWED_HOSTS)."
-            )
-            await refuse(scope, receive, send, BAD_HOST, scope[ROUTE].protocol, message, close=True)
-            return
-        if (found[ORIGIN] is not None or found[FETCH_SITE] is not None) and scope["method"] not in SAFE_METHODS:
-            reason = self._cross_site(scope, found)
-            if reason is not None:
-                message = (
-                    f"Cross-site request refused: {reason}, and the request is not signed. Requests that change "
-                    "state from a web page must be signed with AWS Signature Version 4."
-                )
-                await refuse(scope, receive, send, CROSS_SITE, scope[ROUTE].protocol, message, close=True)
-                return
         length = found[CONTENT_LENGTH]
         if found[TRANSFER_ENCODING] is None and (length is None or length == b"0"):
             await self.app(scope, receive, send)  # no body
@@ -110,6 +86,50 @@ class Guard:
             return
         await self.app(scope, body.receive, send)
 
+    def check(self, scope: Scope, found: list[bytes | None]) -> Refusal | None:
+        """Checks 1-4 of the module's list on an HTTP request's head: the refusal to answer, or None.
+        ``found`` (six slots) gets the watched headers' values (the body checks and the fast path use them)."""
+        limits = self.limits
+        headers = scope["headers"]
+        if OVER_CONNECTION_LIMIT in scope:
+            client = scope.get("client") or ("?",)
+            return Refusal(
+                BUSY,
+                f"Too many open connections from {client[0]}: the limit is {limits.max_connections_per_client} per "
+                "client address (MODELHOST_MAX_CONNECTIONS_PER_CLIENT). Please reduce your request rate; "
+                "close idle connections and retry.",
+            )
+        size = 0
+        watched = WATCHED
+        for name, value in headers:
+            size += len(name) + len(value)
+            slot = watched.get(name)
+            if slot is not None:
+                found[slot] = value
+        size += 4 * len(headers)  # ": " and CRLF
+        if len(headers) > limits.max_headers or size > limits.max_header_bytes:
+            return Refusal(
+                HEADERS_TOO_LARGE,
+                f"Your request header section exceeds the maximum allowed size: {len(headers)} headers, {size} "
+                f"bytes (the limits are {limits.max_headers} headers and {limits.max_header_bytes} bytes).",
+            )
+        host = found[HOST]
+        if host is not None and not self.hosts.allows(host):
+            return Refusal(
+                BAD_HOST,
+                f"Host '{_text(host)}' is not a host name this server answers to (loopback names, "
+                "*.localhost and the bind address; add names with --allowed-hosts or MODELHOST_ALLOWED_HOSTS).",
+            )
+        if (found[ORIGIN] is not None or found[FETCH_SITE] is not None) and scope["method"] not in SAFE_METHODS:
+            reason = self._cross_site(scope, found)
+            if reason is not None:
+                return Refusal(
+                    CROSS_SITE,
+                    f"Cross-site request refused: {reason}, and the request is not signed. Requests that change "
+                    "state from a web page must be signed with AWS Signature Version 4.",
+                )
+        return None
+
     def _cross_site(self, scope: Scope, found: list[bytes | None]) -> str | None:
         """Why a state-changing request is a refused cross-site one (None: it is not)."""
         if found[AUTHORIZATION] is not None or presigned(scope.get("query_string", b"")):
@@ -120,14 +140,6 @@ class Guard:
         if found[FETCH_SITE] == b"cross-site":
             return "Sec-Fetch-Site is cross-site"
         return None
-
-    async def _headers_too_large(self, scope: Scope, receive: Receive, send: Send, count: int, size: int) -> None:
-        limits = self.limits
-        message = (
-            f"Your request header section exceeds the maximum allowed size: {count} headers, {size} bytes "
-            f"(the limits are {limits.max_headers} headers and {limits.max_header_bytes} bytes)."
-        )
-        await refuse(scope, receive, send, HEADERS_TOO_LARGE, scope[ROUTE].protocol, message, close=True)
 
     async def _buffered(self, scope: Scope, body: TimedBody, send: Send, protocol: str, length: bytes | None) -> None:
         """Read a JSON 1.1 / STS body whole (at most max_api_body bytes), then hand it on."""

@@ -32,6 +32,14 @@ class HeldWrites:
         self._held = None
         self._transport.write(held + data)
 
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, after whatever is held (a whole response needs no waiting)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
     def flush(self) -> None:
         held = self._held
         if held is not None:
