@@ -231,6 +231,57 @@ def test_sequential_requests_never_wait() -> None:
     assert [len(b) for b in model.batches] == [1] * 20
 
 
+def test_put_delivers_each_answer_and_error_on_the_loop_without_a_task_per_request() -> None:
+    """The worker's path: ``put`` with a callback, so a queued request costs no task, coroutine or future."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = SlowModel(0.05)
+
+    async def main() -> tuple[list[tuple[bytes, object]], int, set[int]]:
+        batcher = Batcher(model, BatchSettings(8, 0.05), ThreadPoolExecutor(1))
+        delivered: list[tuple[bytes, object]] = []
+        threads: set[int] = set()
+        done = asyncio.Event()
+
+        def deliver(token: bytes, outcome: object) -> None:
+            threads.add(threading.get_ident())
+            delivered.append((token, outcome))
+            if len(delivered) == 5:
+                done.set()
+
+        batcher.put(Invocation(b"first"), deliver, b"first")
+        await asyncio.sleep(0.01)  # the model is busy with "first"
+        for body in (b"a", b"bad", b"c", b"d"):
+            batcher.put(Invocation(body, accept="text/" + body.decode()), deliver, body)
+        tasks = len(asyncio.all_tasks())  # this one and the batcher's loop, however many are queued
+        await asyncio.wait_for(done.wait(), 5)
+        return delivered, tasks, threads
+
+    delivered, tasks, threads = run_async(main())  # type: ignore[misc]
+    assert tasks == 2
+    assert threads == {threading.get_ident()}  # on the loop's thread, not the model's
+    by_token = dict(delivered)
+    assert by_token[b"first"] == (b"FIRST", "text/plain", None)
+    assert by_token[b"a"] == (b"A", "text/a", None) and by_token[b"d"] == (b"D", "text/d", None)
+    assert isinstance(by_token[b"bad"], ModelServerError) and by_token[b"bad"].status == 400
+    assert model.batches == [[b"first"], [b"a", b"bad", b"c", b"d"]]
+
+
+def test_a_failing_delivery_does_not_stop_the_queue() -> None:
+    model = SlowModel(0.0)
+
+    async def main() -> object:
+        batcher = Batcher(model, BatchSettings(4, 0.01))
+
+        def broken(token: object, outcome: object) -> None:
+            raise RuntimeError("the connection went away mid-write")
+
+        batcher.put(Invocation(b"x"), broken, None)
+        return await asyncio.wait_for(batcher.submit(Invocation(b"y")), 5)
+
+    assert run_async(main()) == (b"Y", "text/plain", None)
+
+
 # --- runtimes -------------------------------------------------------------------------------------
 
 

@@ -162,6 +162,113 @@ def test_inline_policy_needs_a_streak_of_quick_small_calls_and_leaves_on_a_slow_
     assert not policy.inline(small)
 
 
+def test_inline_policy_on_the_loop_reads_the_cpu_clock_only_after_an_unclear_call() -> None:
+    """On the loop the CPU time is not read (None): a call within QUICK_CPU of wall time is quick; one
+    between the bounds keeps the streak but makes the next calls read it, and a slow one of those leaves."""
+    policy = InlinePolicy()
+    small = b"1,2,3"
+    for _ in range(InlinePolicy.QUICK_STREAK):
+        policy.observe(None, 0.0002, small)
+    assert policy.inline(small) and policy.verify == 0
+    policy.observe(None, 0.004, small)  # preempted, or slow: unknown without the CPU clock
+    assert policy.inline(small) and policy.verify == InlinePolicy.VERIFY_CALLS
+    policy.observe(0.0002, 0.004, small)  # measured: it was preempted
+    assert policy.inline(small) and policy.verify == InlinePolicy.VERIFY_CALLS - 1
+    policy.observe(0.004, 0.004, small)  # measured: slow, back to the model thread
+    assert not policy.inline(small)
+    policy.streak = InlinePolicy.QUICK_STREAK
+    policy.observe(None, 0.02, small)  # past QUICK_WALL: no clock needed to leave
+    assert not policy.inline(small)
+
+
+class Constant:
+    """A stand-in for the serving Handler: answers at once."""
+
+    def invoke(self, body: bytes, *_: object) -> tuple[bytes, str, None]:
+        return body, "text/csv", None
+
+
+def test_an_inline_quick_call_reads_no_cpu_clock(sock_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """time.thread_time is a system call (the wall clock is not): none per request once a quick model
+    runs on the loop."""
+    reads: list[int] = []
+    thread_time = time.thread_time
+
+    def counted() -> float:
+        reads.append(threading.get_ident())
+        return thread_time()
+
+    async def main() -> None:
+        app = App(Constant(), threads=None)  # type: ignore[arg-type]
+        assert app.policy is not None
+        app.policy.streak = InlinePolicy.QUICK_STREAK
+        server = InstanceServer(app)
+        task = asyncio.create_task(server.serve(sock_path))
+        while not os.path.exists(sock_path):
+            await asyncio.sleep(0.01)
+        pool = UnixHttpPool(sock_path)
+        monkeypatch.setattr(time, "thread_time", counted)
+        for i in range(20):
+            answer = await pool.request(b"POST", b"/invocations", [], b"%d" % i, 10)
+            assert answer.body == b"%d" % i
+        monkeypatch.setattr(time, "thread_time", thread_time)
+        assert app.policy.inline(b"x")
+        await pool.close()
+        await server.stop()
+        await task
+
+    uvloop.run(main())
+    assert reads.count(threading.get_ident()) <= InlinePolicy.VERIFY_CALLS  # a preempted call may ask for some
+
+
+class Held:
+    """A stand-in Handler (no input_fn: invoke_batch runs it request by request) that waits for ``release``
+    on a request whose body is ``block``."""
+
+    predict_fn = input_fn = output_fn = None
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def invoke(self, body: bytes, *_: object) -> tuple[bytes, str, None]:
+        if body == b"block":
+            self.release.wait(5)
+        if body == b"bad":
+            raise ValueError("bad input")
+        return body.upper(), "text/csv", None
+
+
+def test_batched_requests_queue_without_a_task_each_and_get_their_own_answers(sock_path: str) -> None:
+    from modelhost.serving.batching import BatchSettings
+
+    async def main() -> None:
+        handler = Held()
+        app = App(handler, threads=1, batching=BatchSettings(8, 0.01))  # type: ignore[arg-type]
+        server = InstanceServer(app)
+        task = asyncio.create_task(server.serve(sock_path))
+        while not os.path.exists(sock_path):
+            await asyncio.sleep(0.01)
+        pool = UnixHttpPool(sock_path)
+        held = asyncio.ensure_future(pool.request(b"POST", b"/invocations", [], b"block", 10))
+        await asyncio.sleep(0.05)
+        baseline = len(asyncio.all_tasks())
+        rest = [asyncio.ensure_future(pool.request(b"POST", b"/invocations", [], b, 10)) for b in (b"a", b"bad", b"c")]
+        await asyncio.sleep(0.05)
+        assert app.batcher is not None and len(app.batcher._queue) == 3  # all three wait for the model
+        # the clients' own three tasks, and nothing in the instance for them
+        assert len(asyncio.all_tasks()) == baseline + 3
+        handler.release.set()
+        assert (await held).body == b"BLOCK"
+        a, bad, c = await asyncio.gather(*rest)
+        assert (a.status, a.body, c.body) == (200, b"A", b"C")
+        assert bad.status == 500 and b"ValueError: bad input" in bad.body
+        await pool.close()
+        await server.stop()
+        await task
+
+    uvloop.run(main())
+
+
 class QuickModel:
     """A stand-in for the serving Handler (its ``invoke`` interface): ~0.6 ms of CPU per call, noting the
     thread each call ran on."""

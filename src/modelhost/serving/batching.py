@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import os
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -27,9 +28,13 @@ DEFAULT_DELAY_MS = 100.0
 MAX_BATCH_SIZE = 1024
 
 Answer = tuple[bytes, str, str | None]
+# Called on the event loop with a request's outcome and the token it was queued with (Batcher.put).
+Deliver = Callable[[Any, "Answer | Exception"], None]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field, per request
 class Invocation:
     body: bytes
     content_type: str | None = None
@@ -149,20 +154,24 @@ class Batcher:
         self.executor = executor
         self.batches = 0
         self.batched_requests = 0
-        self._queue: collections.deque[tuple[Invocation, asyncio.Future[Answer]]] = collections.deque()
+        self._queue: collections.deque[tuple[Invocation, Deliver, Any]] = collections.deque()
         self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._expect = 1  # requests the next batch waits for (answered + waiting when the last one ended)
         self._free_at = float("-inf")  # when the model last finished a batch
 
+    def put(self, invocation: Invocation, deliver: Deliver, token: Any) -> None:
+        """Queue ``invocation``; ``deliver(token, outcome)`` gets its answer or its own error, on the loop.
+        No task, coroutine or future per request (the worker's path: ``token`` is the exchange)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._queue.append((invocation, deliver, token))
+        self._arrived.set()
+
     async def submit(self, invocation: Invocation) -> Answer:
         """The request's answer; raises its own error."""
-        loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = loop.create_task(self._loop())
-        future: asyncio.Future[Answer] = loop.create_future()
-        self._queue.append((invocation, future))
-        self._arrived.set()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.put(invocation, _settle, future)
         return await future
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -190,14 +199,14 @@ class Batcher:
                 await self._arrived.wait()
                 continue
             await self._gather(loop)
-            batch: list[tuple[Invocation, asyncio.Future[Answer]]] = []
+            batch: list[tuple[Invocation, Deliver, Any]] = []
             while queue and len(batch) < max_size:
                 entry = queue.popleft()
-                if not entry[1].done():  # its client went away
+                if entry[1] is not _settle or not entry[2].done():  # a submit() whose caller went away
                     batch.append(entry)
             if not batch:
                 continue
-            invocations = [invocation for invocation, _ in batch]
+            invocations = [entry[0] for entry in batch]
             try:
                 if self.executor is None:
                     outcomes = self.run(invocations)
@@ -209,10 +218,17 @@ class Batcher:
             self._expect = len(batch) + len(queue)
             self.batches += 1
             self.batched_requests += len(batch)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+            for (_, deliver, token), outcome in zip(batch, outcomes, strict=True):
+                try:
+                    deliver(token, outcome)
+                except Exception:  # one request's delivery must not stop the queue
+                    log.exception("delivering a batched answer failed")
+
+
+def _settle(future: asyncio.Future[Answer], outcome: Answer | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -71,24 +71,42 @@ class InlinePolicy:
     time (small bodies only) runs on the loop: the thread hop costs more than such a model. CPU time,
     so a busy machine preempting the call does not make a quick model look slow; wall time, so a
     call that waits (I/O, sleep) never does. Any slower call sends the next requests back to the
-    thread, so /ping never waits behind more than a quick call (or that one slow call)."""
+    thread, so /ping never waits behind more than a quick call (or that one slow call).
+
+    On the loop the CPU clock (a system call, unlike the wall clock) is read only when it can tell:
+    a call within ``QUICK_CPU`` of wall time took no more CPU than that. A call between the two
+    bounds (a quick one preempted, or a slow one) makes the next ``VERIFY_CALLS`` calls read it
+    (``verify``); one of those over ``QUICK_CPU`` of CPU sends the requests back to the thread."""
 
     QUICK_CPU = 0.001
     QUICK_WALL = 0.010
     QUICK_STREAK = 64
     QUICK_BODY = 64 * 1024
+    VERIFY_CALLS = 8
 
-    __slots__ = ("streak",)
+    __slots__ = ("streak", "verify")
 
     def __init__(self) -> None:
         self.streak = 0
+        self.verify = 0
 
     def inline(self, body: bytes) -> bool:
         return self.streak >= self.QUICK_STREAK and len(body) <= self.QUICK_BODY
 
-    def observe(self, cpu: float, wall: float, body: bytes) -> None:
-        if cpu <= self.QUICK_CPU and wall <= self.QUICK_WALL and len(body) <= self.QUICK_BODY:
+    def observe(self, cpu: float | None, wall: float, body: bytes) -> None:
+        """One call's CPU time (None: not read) and wall time."""
+        if wall > self.QUICK_WALL or len(body) > self.QUICK_BODY:
+            self.streak = 0
+        elif wall <= self.QUICK_CPU:
             self.streak += 1
+            if self.verify:
+                self.verify -= 1
+        elif cpu is None:
+            self.verify = self.VERIFY_CALLS  # quick, or slow: the next calls read the CPU clock
+        elif cpu <= self.QUICK_CPU:
+            self.streak += 1
+            if self.verify:
+                self.verify -= 1
         else:
             self.streak = 0
 
@@ -150,16 +168,21 @@ class App:
             elif name == STREAM_HEADER:
                 stream = True
         body = exchange.body
-        if stream or self.batcher is not None:  # these wait on the loop: a task of their own
+        if self.batcher is not None and not stream:  # answered by the batcher's loop (no task per request)
+            self.batcher.put(
+                Invocation(body, content_type, accept, custom_attributes, inference_id), _deliver, exchange
+            )
+            return
+        if stream:  # waits on the loop: a task of its own
             invocation = Invocation(body, content_type, accept, custom_attributes, inference_id)
-            work = self._stream(exchange, invocation) if stream else self._batched(exchange, invocation)
-            task = asyncio.get_running_loop().create_task(work)
+            task = asyncio.get_running_loop().create_task(self._stream(exchange, invocation))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
         policy = self.policy
         if self.inline or (policy is not None and policy.inline(body)):
-            started, cpu = time.perf_counter(), time.thread_time()
+            cpu = time.thread_time() if policy is not None and policy.verify else None
+            started = time.perf_counter()
             try:
                 answer = self.handler.invoke(body, content_type, accept, custom_attributes, inference_id)
             except Exception as e:
@@ -167,7 +190,8 @@ class App:
             else:
                 _respond_answer(exchange, answer)
             if policy is not None:
-                policy.observe(time.thread_time() - cpu, time.perf_counter() - started, body)
+                wall = time.perf_counter() - started
+                policy.observe(None if cpu is None else time.thread_time() - cpu, wall, body)
             return
         # On the model thread; the answer is written back on the loop (no task, no asyncio future).
         loop = asyncio.get_running_loop()
@@ -194,15 +218,6 @@ class App:
         answer = self.handler.invoke(*args)
         return answer, time.thread_time() - cpu, time.perf_counter() - started
 
-    async def _batched(self, exchange: Exchange, invocation: Invocation) -> None:
-        assert self.batcher is not None
-        try:
-            answer = await self.batcher.submit(invocation)
-        except Exception as e:
-            _respond_error(exchange, e)
-        else:
-            _respond_answer(exchange, answer)
-
     async def _stream(self, exchange: Exchange, invocation: Invocation) -> None:
         """InvokeEndpointWithResponseStream (serving/streaming.py), over the exchange's ASGI pair."""
         receive, send = exchange.asgi(body_taken=True)  # the invocation holds the body
@@ -224,6 +239,13 @@ def _respond_answer(exchange: Exchange, answer: Answer) -> None:
     if attrs is not None:
         headers.append((b"x-amzn-sagemaker-custom-attributes", attrs.encode("latin-1")))
     exchange.respond(200, headers, out)
+
+
+def _deliver(exchange: Exchange, outcome: Answer | Exception) -> None:
+    if isinstance(outcome, Exception):
+        _respond_error(exchange, outcome)
+    else:
+        _respond_answer(exchange, outcome)
 
 
 def _respond_error(exchange: Exchange, e: BaseException) -> None:

@@ -96,8 +96,11 @@ def _text_key(item: Any) -> str | None:
         or not isinstance(item.get("parameters") or {}, dict)
     ):
         return None
+    parameters = item.get("parameters")
+    if not parameters:
+        return "{}"  # the common case, without a json.dumps per request
     try:
-        return json.dumps(item.get("parameters") or {}, sort_keys=True)
+        return json.dumps(parameters, sort_keys=True)
     except (TypeError, ValueError):
         return None
 

@@ -155,9 +155,13 @@ def _is_pil_image(obj: Any) -> bool:
     return isinstance(obj, Image.Image)
 
 
+# One encoder for every answer: json.dumps with options builds a JSONEncoder (and its C encoder) per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default)
+
+
 def encode_json(content: Any, accept_type: str | None = None) -> str:
     """Compact JSON (``","``/``":"`` separators, non-ASCII kept, NaN refused) as the toolkit writes it."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default)
+    return _JSON.encode(content)
 
 
 def encode_jsonlines(content: Any, accept_type: str | None = None) -> str:
