@@ -213,7 +213,12 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
             scope["raw_path"] = url
             scope["query_string"] = b""
             assert fast is not None
-            if not fast.take(scope):  # type: ignore[arg-type]
+            try:
+                taken = fast.take(scope)  # type: ignore[arg-type]
+            except Exception:  # raised inside httptools' callback it would drop the connection: go the ASGI way
+                log.exception("Exception in InvokeEndpoint's fast path (the request goes through ASGI)")
+                return False
+            if not taken:
                 return False
             self.cycle = _FastCycle(scope)  # type: ignore[arg-type,assignment]
             return True
