@@ -14,8 +14,10 @@ from modelhost.console import InvokeAnswer
 from modelhost.control.operations import SAGEMAKER_OPERATIONS
 from modelhost.security.sessions import Sessions
 from modelhost.server.access import Caller, authorize
-from modelhost.server.asgi import CALLER, ENDPOINT, REQUEST_ID, ASGIApp, Message, Scope
+from modelhost.server.asgi import CALLER, ENDPOINT, REQUEST_ID, ASGIApp, Scope
 from modelhost.server.control_plane import ControlPlane
+from modelhost.server.fast_path import asgi_answer
+from modelhost.server.runtime import Answer
 
 
 class ServerConsole:
@@ -68,31 +70,17 @@ class ServerConsole:
             REQUEST_ID: str(uuid.uuid4()),
             CALLER: scope.get(CALLER),
         }
-        sent = False
-        response: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
-
-        async def receive() -> Message:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                response["status"] = message["status"]
-                response["headers"] = message.get("headers", [])
-            elif message["type"] == "http.response.body":
-                response["body"] += message.get("body", b"")
-
         started = time.perf_counter()
-        await self.invocations(sub, receive, send)
+        try:
+            answer = await asgi_answer(self.invocations, sub, body)
+        except RuntimeError:  # the app answered nothing
+            answer = Answer(500, [], b"")
         latency = (time.perf_counter() - started) * 1000
-        found = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response["headers"]}
+        found = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in answer.headers}
         error = found.get("x-amzn-errortype", "").split(":", 1)[0]
-        if response["status"] != 200 and not error:
+        if answer.status != 200 and not error:
             try:
-                error = json.loads(response["body"]).get("__type", "")
+                error = json.loads(answer.body).get("__type", "")
             except (ValueError, AttributeError):
                 error = ""
-        return InvokeAnswer(response["status"], found.get("content-type", ""), response["body"], latency, error)
+        return InvokeAnswer(answer.status, found.get("content-type", ""), answer.body, latency, error)

@@ -60,7 +60,7 @@ async def asgi_answer(app: ASGIApp, scope: Scope, body: bytes) -> Answer:
 
     await app(scope, receive, send)
     if not start:
-        raise RuntimeError(f"{scope[ROUTE].name} answered nothing")
+        raise RuntimeError("the app answered nothing")
     return Answer(start["status"], list(start.get("headers") or []), b"".join(parts))
 
 
