@@ -112,6 +112,8 @@ class Front(asyncio.Protocol):
             % (len(body), body)
         )
         out = await up.waiter
+        if self.transport.is_closing():  # wrk closed it at the end of its run
+            return
         self.transport.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(out), out)
         )

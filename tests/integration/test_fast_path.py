@@ -150,6 +150,25 @@ def test_keep_alive_serves_many_requests_on_one_connection(server: Server) -> No
             assert "connection" not in headers
 
 
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(server: Server) -> None:
+    """uvicorn's 5 s keep-alive timeout, kept by one timer per server (middleware/keep_alive.py): a
+    connection that just got an answer (either path) stays open for it, then the server closes it."""
+    port = server.port
+    ping = f"GET /ping HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    for request in (invoke(port, b"k"), ping):
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+            sock.sendall(request)
+            assert read_answers(sock, 1)[0][0] == 200
+            answered = time.monotonic()
+            time.sleep(3.5)
+            sock.sendall(invoke(port, b"still open"))  # within 5 s of the last answer: served
+            assert read_answers(sock, 1)[0][2] == b"echo:still open"
+            answered = time.monotonic()
+            assert sock.recv(1) == b""  # blocks until the server closes it
+            idle = time.monotonic() - answered
+        assert 4.5 <= idle < 8.0, idle
+
+
 def test_a_client_that_leaves_mid_request_disturbs_nothing(server: Server) -> None:
     port = server.port
     for _ in range(5):

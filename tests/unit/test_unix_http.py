@@ -25,7 +25,14 @@ import uvloop
 
 from modelhost.backends.handle import ReplicaLost, ReplicaUnreachable
 from modelhost.backends.local.fleet import Fleet
-from modelhost.backends.local.http import ConnectError, ConnectionLost, NotDelivered, UnixHttpPool
+from modelhost.backends.local.http import (
+    SWEEP_INTERVAL,
+    ConnectError,
+    ConnectionLost,
+    NotDelivered,
+    RequestTimeout,
+    UnixHttpPool,
+)
 from modelhost.backends.local.instances import InstanceSpec
 from modelhost.store.logs import EndpointLog
 
@@ -68,6 +75,8 @@ class _Conn(asyncio.Protocol):
                 return
             body, self.buf = rest[:length], rest[length:]
             self.server.read.append(body)
+            if body.startswith(b"hang"):  # read, never answered (a hung model)
+                continue
             action = self.server.on_request
             if action == "drop":  # read the request, then went away without a word
                 self.transport.close()
@@ -384,3 +393,49 @@ def test_worker_keeps_idle_connections_open(run: Run, sock_dir: Path) -> None:
         await serving
 
     run(main())
+
+
+def test_a_request_the_instance_never_answers_times_out_and_its_connection_is_not_reused(
+    run: Run, sock_dir: Path
+) -> None:
+    async def go() -> tuple[float, bytes, int]:
+        server, pool = await _setup(sock_dir)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(RequestTimeout):
+            await pool.request(b"POST", b"/invocations", [], b"hang", 0.3)
+        waited = loop.time() - started
+        after = await _post(pool, b"next")  # a fresh connection: the timed-out one may still get its answer
+        await pool.close()
+        await server.stop()
+        return waited, after, len(server.conns)
+
+    waited, after, conns = run(go())
+    assert 0.3 <= waited < 0.3 + SWEEP_INTERVAL + 0.5
+    assert after == b"ok:next"
+    assert conns == 2
+
+
+def test_a_short_timeout_fires_on_time_beside_a_long_one_and_answers_go_on(run: Run, sock_dir: Path) -> None:
+    """One sweep timer serves every request in flight: a later, shorter deadline still fires on time."""
+
+    async def go() -> tuple[float, list[bytes]]:
+        server, pool = await _setup(sock_dir)
+        loop = asyncio.get_running_loop()
+        long = loop.create_task(pool.request(b"POST", b"/invocations", [], b"hang-long", 30.0))
+        await asyncio.sleep(0.05)
+        started = loop.time()
+        short = loop.create_task(pool.request(b"POST", b"/invocations", [], b"hang-short", 0.3))
+        answers = [await _post(pool, b"%d" % i) for i in range(20)]
+        with pytest.raises(RequestTimeout):
+            await short
+        waited = loop.time() - started
+        assert not long.done()
+        long.cancel()
+        await pool.close()
+        await server.stop()
+        return waited, answers
+
+    waited, answers = run(go())
+    assert 0.3 <= waited < 0.3 + SWEEP_INTERVAL + 0.5
+    assert answers == [b"ok:%d" % i for i in range(20)]

@@ -8,6 +8,7 @@
   header section still arriving past ``hard_header_bytes`` is answered with a 400
   ``RequestHeaderSectionTooLarge`` and the connection closed, before any more is buffered.
 - A response's head and body go out in one write (writes.py).
+- Idle keep-alive connections are closed by one timer per server (keep_alive.py), not a timer per response.
 - ``POST /endpoints/{name}/invocations`` (and ``/async-invocations``) may skip ASGI altogether: the
   head is offered to the front door's fast path (server/fast_path.py); if it takes the request, the
   body is gathered here and the answer written whole. In uvicorn's ``self.cycle`` the request is then
@@ -28,6 +29,7 @@ from urllib.parse import unquote
 from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 
 from modelhost.server.asgi import OVER_CONNECTION_LIMIT, Scope
+from modelhost.server.middleware.keep_alive import IdleConnections
 from modelhost.server.middleware.limits import Limits
 from modelhost.server.middleware.writes import HeldWrites
 
@@ -126,14 +128,20 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
     max_connections = limits.max_connections_per_client
     keep_headers = limits.max_headers + 1
     hard_bytes = limits.hard_header_bytes
+    idle: IdleConnections | None = None  # made with the first connection (its config's keep-alive timeout)
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _peer: str | None = None
         _over_limit = False
         _header_bytes = 0  # bytes of the header section so far; -1 once it is complete
         _header_count = 0
+        _idle: IdleConnections
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            nonlocal idle
+            if idle is None:
+                idle = IdleConnections(self.timeout_keep_alive)
+            self._idle = idle
             super().connection_made(HeldWrites(transport))  # type: ignore[arg-type]  # a response in one write
             if self.client:
                 peer = self._peer = self.client[0]
@@ -144,6 +152,7 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
             cycle = self.cycle
             if type(cycle) is _FastCycle and cycle.timer is not None:
                 cycle.timer.cancel()
+            self._idle.busy(self)
             peer = self._peer
             if peer is not None:
                 self._peer = None
@@ -169,6 +178,20 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
                 if not cycle.last_body:
                     cycle.last_body = self.loop.time()
                 cycle.timer = self.loop.call_later(fast.body_timeout, self._fast_late, cycle)
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle.busy(self)
+            super()._unset_keepalive_if_required()
+
+        def on_response_complete(self) -> None:
+            if self.pipeline or self.transport.is_closing():
+                super().on_response_complete()  # uvicorn starts the next pipelined request (or nothing)
+                return
+            # uvicorn's own steps, with the keep-alive timeout left to `idle` instead of a timer of its own
+            self.server_state.total_requests += 1
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            self._idle.idle(self, self.loop)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -286,9 +309,9 @@ def guarded_protocol(limits: Limits, fast: FastRoute | None = None) -> type[asyn
             cycle.timer = None
             if not cycle.more_body or cycle.response_complete or self.transport.is_closing():
                 return
-            idle = self.loop.time() - cycle.last_body
-            if idle < fast.body_timeout:
-                cycle.timer = self.loop.call_later(fast.body_timeout - idle, self._fast_late, cycle)
+            quiet = self.loop.time() - cycle.last_body
+            if quiet < fast.body_timeout:
+                cycle.timer = self.loop.call_later(fast.body_timeout - quiet, self._fast_late, cycle)
                 return
             cycle.response_complete = True
             self.transport.write_now(self._fast_bytes(fast.slow_body(cycle.scope), False))  # type: ignore
