@@ -30,7 +30,9 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -360,7 +362,30 @@ def run_one(args: argparse.Namespace, env: dict[str, str]) -> dict:
         cpu1 = tree_cpu(pid)
         out_dir = server.data_dir / "buckets" / BUCKET / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
+        spy = None
+        if args.py_spy:  # the server process only, during the async phase (what its CPU goes to)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(args.py_spy),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
         results["small_async"] = asyncio.run(async_small(server.url, args.small, args.clients, body, out_dir))
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         cpu2 = tree_cpu(pid)
         # server-side CPU per request (the server and its instances): load-independent, unlike req/s
         results["small_sync"]["cpu_ms"] = per_request_ms(cpu0, cpu1, args.small)
@@ -440,6 +465,7 @@ def main() -> None:
     ap.add_argument(
         "--data-root", type=Path, default=None, help="where the server's data dir goes (default: the temp dir)"
     )
+    ap.add_argument("--py-spy", type=Path, default=None, help="py-spy record (raw) the server during the async phase")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
     args = ap.parse_args()
     if args.client_cpus:
