@@ -113,6 +113,7 @@ class Writer:
     async def _loop(self) -> None:
         while True:
             await self._event.wait()
+            await asyncio.sleep(0)  # (one more pass of the loop: the ops it makes share this transaction)
             self._event.clear()
             ops, self._ops = self._ops, []
             if not ops:
