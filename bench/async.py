@@ -16,8 +16,12 @@ an async one (``MaxConcurrentInvocationsPerInstance`` --concurrency) and a real-
 
 ``--src OTHER/src`` runs a server from another checkout first (before/after in one sitting, e.g.
 ``git -C . archive <commit> src | tar -x -C /tmp/before`` then ``--src /tmp/before/src``),
-``--rounds N`` alternates them. Each run also times the file system's own create + write + rename
-of a 100 B file under the data dir's root (``--data-root``), the floor of one output object: on
+``--rounds N`` alternates them. ``--accept-load wrk`` (the default where wrk is installed) sends
+the async accept phase with wrk and a Lua script (bench/async_load.py): the aiohttp client on one
+core caps at ~2,800 req/s, wrk does not, so accept req/s is the server's. ``--py-spy FILE``
+records the server (py-spy raw format) during the async phase.
+
+Each run also times the file system's own create + write + rename of a 100 B file under the data dir's root (``--data-root``), the floor of one output object: on
 some virtual disks it varies tenfold from one minute to the next, and it is most of what an async
 request costs there.
 """

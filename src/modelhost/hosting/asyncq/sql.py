@@ -100,11 +100,14 @@ class DirectSqlite:
 
     def checkpoint(self) -> None:
         """(Blocking: in a thread) copy the WAL back into the database, without waiting for anyone."""
-        db = sqlite3.connect(self.path, timeout=10)
         try:
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
+            db = sqlite3.connect(self.path, timeout=10)
+            try:
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                db.close()
+        except sqlite3.Error:
+            pass  # (the next one, or another connection's automatic one, copies it)
 
     def close(self) -> None:
         self.db.close()
