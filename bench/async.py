@@ -21,9 +21,9 @@ the async accept phase with wrk and a Lua script (bench/async_load.py): the aioh
 core caps at ~2,800 req/s, wrk does not, so accept req/s is the server's. ``--py-spy FILE``
 records the server (py-spy raw format) during the async phase.
 
-Each run also times the file system's own create + write + rename of a 100 B file under the data dir's root (``--data-root``), the floor of one output object: on
-some virtual disks it varies tenfold from one minute to the next, and it is most of what an async
-request costs there.
+Each run also times the file system's own create + write + rename of a 100 B file under the data
+dir's root (``--data-root``), the floor of one output object: on some virtual disks it varies
+tenfold from one minute to the next, and it is most of what an async request costs there.
 """
 
 from __future__ import annotations
