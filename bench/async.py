@@ -16,10 +16,14 @@ an async one (``MaxConcurrentInvocationsPerInstance`` --concurrency) and a real-
 
 ``--src OTHER/src`` runs a server from another checkout first (before/after in one sitting, e.g.
 ``git -C . archive <commit> src | tar -x -C /tmp/before`` then ``--src /tmp/before/src``),
-``--rounds N`` alternates them. Each run also times the file system's own create + write + rename
-of a 100 B file under the data dir's root (``--data-root``), the floor of one output object: on
-some virtual disks it varies tenfold from one minute to the next, and it is most of what an async
-request costs there.
+``--rounds N`` alternates them. ``--accept-load wrk`` (the default where wrk is installed) sends
+the async accept phase with wrk and a Lua script (bench/async_load.py): the aiohttp client on one
+core caps at ~2,800 req/s, wrk does not, so accept req/s is the server's. ``--py-spy FILE``
+records the server (py-spy raw format) during the async phase.
+
+Each run also times the file system's own create + write + rename of a 100 B file under the data
+dir's root (``--data-root``), the floor of one output object: on some virtual disks it varies
+tenfold from one minute to the next, and it is most of what an async request costs there.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import PYTHON_IMAGE, ROLE, Server, tarball, wait_status  # noqa: E402
 
+from bench import async_load  # noqa: E402
 from bench.hop import source_env  # noqa: E402
 
 MODEL = """
@@ -142,36 +149,14 @@ def inline_outputs(out_dir: Path) -> list[tuple[str, float]]:
     return [(k[len(prefix) :], m / 1e9) for k, m in rows if "/" not in k[len(prefix) :]]
 
 
-async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path) -> dict:
-    accepted: dict[str, float] = {}
-    accept_lat: list[float] = []
-    errors = 0
-    it = iter(range(n))
-    started = time.time()
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def client() -> None:
-            nonlocal errors
-            for i in it:
-                t0 = time.time()
-                async with session.post(
-                    f"{url}/endpoints/bench-async/async-invocations",
-                    data=body,
-                    headers={
-                        "X-Amzn-SageMaker-Content-Type": "application/octet-stream",
-                        "X-Amzn-SageMaker-Inference-Id": f"s{i}",
-                    },
-                ) as r:
-                    await r.read()
-                    if r.status != 202:
-                        errors += 1
-                        continue
-                t1 = time.time()
-                accepted[f"s{i}.out"] = t1
-                accept_lat.append(t1 - t0)
-
-        await asyncio.gather(*(client() for _ in range(clients)))
-    submitted = time.time()
+async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path, load: str, db: Path) -> dict:
+    if load == "wrk":
+        phase = await asyncio.to_thread(async_load.wrk_accept, url, n, clients, len(body), db)
+    else:
+        phase = await async_load.aiohttp_accept(url, n, clients, body)
+    accepted: dict[str, float] = phase.pop("accepted")
+    started = phase.pop("started")
+    phase.pop("submitted")
     done: dict[str, float] = {}
     deadline = time.monotonic() + 600
     while len(done) < len(accepted) and time.monotonic() < deadline:
@@ -187,15 +172,12 @@ async def async_small(url: str, n: int, clients: int, body: bytes, out_dir: Path
     queue_lat = [done[k] - accepted[k] for k in done]
     return {
         "requests": n,
-        "errors": errors,
         "completed": len(done),
-        "submit_rps": len(accepted) / (submitted - started),
         "rps": len(done) / (finished - started),
-        "accept_p50_ms": pct(accept_lat, 0.5) * 1000,
-        "accept_p99_ms": pct(accept_lat, 0.99) * 1000,
         "queue_p50_ms": pct(queue_lat, 0.5) * 1000,
         "queue_p99_ms": pct(queue_lat, 0.99) * 1000,
         "seconds": finished - started,
+        **phase,
     }
 
 
@@ -360,7 +342,34 @@ def run_one(args: argparse.Namespace, env: dict[str, str]) -> dict:
         cpu1 = tree_cpu(pid)
         out_dir = server.data_dir / "buckets" / BUCKET / "out"
         out_dir.mkdir(parents=True, exist_ok=True)
-        results["small_async"] = asyncio.run(async_small(server.url, args.small, args.clients, body, out_dir))
+        spy = None
+        if args.py_spy:  # the server process only, during the async phase (what its CPU goes to)
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-r",
+                    "200",
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(args.py_spy),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+        results["small_async"] = asyncio.run(
+            async_small(
+                server.url, args.small, args.clients, body, out_dir, args.accept_load, server.data_dir / "modelhost.db"
+            )
+        )
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         cpu2 = tree_cpu(pid)
         # server-side CPU per request (the server and its instances): load-independent, unlike req/s
         results["small_sync"]["cpu_ms"] = per_request_ms(cpu0, cpu1, args.small)
@@ -389,7 +398,7 @@ def report(args: argparse.Namespace, where: str, results: dict) -> None:
     print(
         f"{'async':<8}{a['rps']:>9.0f}{a['queue_p50_ms']:>10.1f}{a['queue_p99_ms']:>10.1f}{a['errors']:>8}   "
         f"202 -> output written (queue latency); accept p50 {a['accept_p50_ms']:.1f} ms, "
-        f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s"
+        f"p99 {a['accept_p99_ms']:.1f} ms; submitted at {a['submit_rps']:.0f} req/s ({a['load']})"
     )
     for mode, r in (("sync", s), ("async", a)):
         print(
@@ -397,6 +406,8 @@ def report(args: argparse.Namespace, where: str, results: dict) -> None:
             f"(system {r['cpu_ms']['server_system']:.2f} ms), "
             f"instances {r['cpu_ms']['instances']:.2f} ms"
         )
+    if "server_accept_rps" in a:
+        print(f"accept rate by the server's own receipt times: {a['server_accept_rps']:.0f} req/s")
     print(
         f"accept {a['submit_rps']:.0f} req/s, drain {a['rps']:.0f} req/s, sync {s['rps']:.0f} req/s, "
         f"drain/sync {results['drain_over_sync']:.2f}; load average {results['loadavg_end']:.2f} "
@@ -440,6 +451,14 @@ def main() -> None:
     ap.add_argument(
         "--data-root", type=Path, default=None, help="where the server's data dir goes (default: the temp dir)"
     )
+    ap.add_argument(
+        "--accept-load",
+        choices=("wrk", "aiohttp"),
+        default="wrk" if shutil.which("wrk") else "aiohttp",
+        help="the async accept phase's load generator (default wrk where installed: aiohttp on one core caps "
+        "at ~2,800 req/s); the sync phase uses aiohttp",
+    )
+    ap.add_argument("--py-spy", type=Path, default=None, help="py-spy record (raw) the server during the async phase")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "async.json")
     args = ap.parse_args()
     if args.client_cpus:

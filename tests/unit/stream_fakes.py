@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from modelhost.backends.handle import ReplicaResponse, StreamedReply
+from modelhost.backends.handle import ReplicaResponse, ReplicaTimeout, StreamedReply
 from modelhost.config import Settings
 from modelhost.hosting.metrics import VariantMetrics
 from modelhost.hosting.router import EndpointRoute, Router, VariantRoute
@@ -146,12 +146,18 @@ class StreamFleet:
         async def once() -> AsyncIterator[bytes]:
             yield body
 
-        reply = await self.invoke_stream(replica, headers, len(body), once())
-        try:
-            data = b"".join([c async for c in reply.chunks()])  # (raises ``lose``, as a lost connection does)
-        finally:
-            reply.close()
-        return ReplicaResponse(reply.status, reply.headers, data)
+        async def whole() -> ReplicaResponse:
+            reply = await self.invoke_stream(replica, headers, len(body), once())
+            try:
+                data = b"".join([c async for c in reply.chunks()])  # (raises ``lose``, as a lost connection does)
+            finally:
+                reply.close()
+            return ReplicaResponse(reply.status, reply.headers, data)
+
+        try:  # (the timeout is the fleet's, as FleetHandle.invoke says: the dispatcher adds none)
+            return await asyncio.wait_for(whole(), timeout)
+        except TimeoutError:
+            raise ReplicaTimeout(f"replica {replica.name} did not answer within {timeout:g}s") from None
 
     async def invoke_stream(
         self, replica: StreamReplica, headers: list[tuple[bytes, bytes]], size: int, chunks: AsyncIterator[bytes]

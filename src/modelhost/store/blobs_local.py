@@ -178,6 +178,10 @@ class BucketBlobs:
     def batch(self) -> AbstractContextManager[None]:
         return self.buckets.batch()
 
+    def batch_now(self) -> AbstractContextManager[bool]:
+        """``batch`` only if it need not wait (True): small objects written on an event loop."""
+        return self.buckets.batch_now()
+
 
 class LocalBlobStore(SchemeBlobStore):
     """Every URI on this machine: ``s3://`` in the embedded bucket store, ``file://`` and paths as files."""

@@ -76,3 +76,49 @@ def _run_all(
     except Exception as exc:  # the batch's own end failed: none of it is known to have happened
         return [(False, exc)] * len(fns)
     return out
+
+
+_LATER = object()  # (a call the loop's batch could not take: it goes to the thread)
+
+
+class LoopBatches:
+    """Short calls (small objects into the local bucket index: no file, no network) run in
+    batches on the event loop itself: the calls made during one pass of the loop share a batch
+    and its transaction, with no thread hop. ``now()``: the batch if it can start without
+    waiting (True), else False, and the calls go to ``later`` (the thread's batches) instead."""
+
+    def __init__(self, now: Callable[[], AbstractContextManager[bool]], later: ThreadBatches) -> None:
+        self.now = now
+        self.later = later
+        self._calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+
+    async def run(self, fn: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if not self._calls:
+            loop.call_soon(self._flush)
+        self._calls.append((fn, fut))
+        ok, value = await fut
+        if value is _LATER:
+            return await self.later.run(fn)
+        if not ok:
+            raise value
+        return value
+
+    def _flush(self) -> None:
+        calls, self._calls = self._calls, []
+        results: list[tuple[bool, Any]] = [(True, _LATER)] * len(calls)
+        try:
+            with self.now() as began:
+                if began:
+                    results = []
+                    for fn, _ in calls:
+                        try:
+                            results.append((True, fn()))
+                        except Exception as exc:
+                            results.append((False, exc))
+        except Exception as exc:  # the batch's own end failed: none of it is known to have happened
+            results = [(False, exc)] * len(calls)
+        for (_, fut), result in zip(calls, results, strict=True):
+            if not fut.done():
+                fut.set_result(result)

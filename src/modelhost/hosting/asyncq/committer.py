@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelhost.hosting.asyncq.batches import ThreadBatches
+from modelhost.hosting.asyncq.batches import LoopBatches, ThreadBatches
 from modelhost.hosting.asyncq.exchange import Success
 from modelhost.hosting.asyncq.items import CHUNK, EMBED_LIMIT, Item, Tasks
 from modelhost.hosting.asyncq.metrics import QueueMetrics
 from modelhost.hosting.asyncq.notify import Notifier, notification
 from modelhost.hosting.asyncq.queue import RequestRows
 from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
+from modelhost.store.blobs_scheme import batch_now
 
 log = logging.getLogger("modelhost.async")
 
@@ -73,6 +74,8 @@ class Committer:
         self.tasks = tasks
         # the object writes (step 2): one thread hop and one metadata transaction per batch
         self.batches = ThreadBatches(blobs.batch)
+        # a small object kept in the local bucket index: on the loop, no thread hop (batches.py)
+        self.now_batches = LoopBatches(lambda: batch_now(blobs), self.batches)
 
     def notification(self, item: Item, outcome: dict[str, Any]) -> dict[str, Any] | None:
         return notification(item, outcome, self.region)
@@ -199,8 +202,11 @@ class Committer:
             self.install(outcome, body)
             _unlink(inline)
 
+        # (inrow: the object's bytes are in memory, for the s3:// part; no inline input file to remove)
+        location = outcome.get("location")
+        quick = not inline and (not location or (outcome.get("inrow") and location.startswith("s3://")))
         try:
-            await self.batches.run(install_and_drop_input)
+            await (self.now_batches if quick else self.batches).run(install_and_drop_input)
             if outcome["status"] == "Completed":
                 m.response_upload_latency.observe((time.perf_counter() - started) * 1e6)
         except STORE_ERRORS as exc:

@@ -157,7 +157,9 @@ class Dispatcher:
                 )
                 return
             try:
-                result = await asyncio.wait_for(self.exchange.run(item, fleet, replica, m), spec["timeout"])
+                exchange = self.exchange.run(item, fleet, replica, m)
+                # (an inline body's one request carries the timeout to the fleet: no task and timer for it)
+                result = await (exchange if item.body is not None else asyncio.wait_for(exchange, spec["timeout"]))
             except ReplicaUnreachable:
                 fleet.mark_unreachable(replica)  # nothing was sent: run it elsewhere, this attempt does not count
                 release()

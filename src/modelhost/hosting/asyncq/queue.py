@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
-from modelhost.hosting.asyncq.sql import Statement, Tx
+from modelhost.hosting.asyncq.sql import DirectSqlite, Statement, Tx
 from modelhost.store import tables
 from modelhost.store.db import MetadataStore
 
@@ -56,32 +56,53 @@ _DONE = Statement(
     "UPDATE async_requests SET status = :status, lease_owner = NULL, lease_expires = NULL, body = NULL "
     "WHERE seq = :seq AND status = 'Completing'"
 )
+_RELEASE_ALL = Statement(
+    "UPDATE async_requests SET status = 'Pending', lease_owner = NULL, lease_expires = NULL, "
+    "attempts = attempts - 1 WHERE status = 'InProgress' AND lease_owner = :owner"
+)
 _NOTIFIED = Statement("UPDATE async_requests SET notification = NULL WHERE seq = :seq")
 
 Op = Callable[[Tx], Any]
 
 
 class Writer:
-    """Group commit: operations queued while a transaction runs share the next one."""
+    """Group commit: operations queued while a transaction runs share the next one. On SQLite
+    (``DirectSqlite``) each transaction runs on the event loop, unless another writer holds the
+    database; then, and on other databases, in a thread."""
+
+    CHECKPOINT_EVERY = 1.0  # seconds between checkpoints of the WAL the loop's commits grew
 
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
         self._ops: list[tuple[Op, asyncio.Future[Any]]] = []
         self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.direct: DirectSqlite | None = None  # (opened at start, closed at stop)
+        self._checkpoint: asyncio.Task[None] | None = None
+        self._checkpoint_at = 0.0
+        self._dirty = False  # commits on the loop since the last checkpoint
 
     def start(self) -> None:
         if self._task is None:  # a follower front door starts it before it is promoted (controllers/async_sharing.py)
+            if self.direct is None and DirectSqlite.usable(self.store):
+                self.direct = DirectSqlite(self.store)
             self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
         deadline = time.monotonic() + 10
         while self._ops and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._checkpoint):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._checkpoint = None
+        if self.direct is not None:
+            if self._dirty:
+                await asyncio.to_thread(self.direct.checkpoint)
+            self.direct.close()
+            self.direct = None
 
     async def run(self, op: Op) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -92,11 +113,14 @@ class Writer:
     async def _loop(self) -> None:
         while True:
             await self._event.wait()
+            await asyncio.sleep(0)  # (one more pass of the loop: the ops it makes share this transaction)
             self._event.clear()
             ops, self._ops = self._ops, []
             if not ops:
                 continue
-            results = await asyncio.to_thread(self._execute, ops)
+            results = self._execute(ops)
+            if len(results) < len(ops):  # (another writer has the database: wait for it in a thread)
+                results += await asyncio.to_thread(self._execute_pooled, ops[len(results) :])
             for (_, fut), (ok, value) in zip(ops, results, strict=True):
                 if fut.done():
                     continue
@@ -104,11 +128,55 @@ class Writer:
                     fut.set_result(value)
                 else:
                     fut.set_exception(value)
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        now = time.monotonic()
+        if self.direct is None or not self._dirty or now - self._checkpoint_at < self.CHECKPOINT_EVERY:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        self._checkpoint_at, self._dirty = now, False
+        self._checkpoint = asyncio.create_task(asyncio.to_thread(self.direct.checkpoint))
 
     def _execute(self, ops: list[tuple[Op, Any]]) -> list[tuple[bool, Any]]:
+        """The batch on the loop's connection: the results of the first ops, all of them unless
+        the database was busy (the rest are for ``_execute_pooled``)."""
+        direct = self.direct
+        if direct is None:
+            return []
+        tx = direct.begin()
+        if tx is None:
+            return []
+        try:
+            done = [(True, op(tx)) for op, _ in ops]
+            direct.commit()
+            self._dirty = True
+            return done
+        except Exception:
+            with contextlib.suppress(Exception):
+                direct.rollback()
+        # Something failed the batch (rolled back as a whole): each op in its own transaction.
+        out: list[tuple[bool, Any]] = []
+        for op, _ in ops:
+            tx = direct.begin()
+            if tx is None:
+                return out  # (those done are committed: the others go to a thread)
+            try:
+                out.append((True, op(tx)))
+                direct.commit()
+                self._dirty = True
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    direct.rollback()
+                out.append((False, exc))
+        return out
+
+    def _execute_pooled(self, ops: list[tuple[Op, Any]]) -> list[tuple[bool, Any]]:
+        """(In a thread) the batch on a pooled connection, which waits for other writers."""
         try:
             with self.store.begin() as conn:
-                tx = Tx(conn)
+                tx = Tx.of(conn)
                 return [(True, op(tx)) for op, _ in ops]
         except Exception:
             pass
@@ -117,7 +185,7 @@ class Writer:
         for op, _ in ops:
             try:
                 with self.store.begin() as conn:
-                    out.append((True, op(Tx(conn))))
+                    out.append((True, op(Tx.of(conn))))
             except Exception as exc:
                 out.append((False, exc))
         return out
@@ -181,11 +249,7 @@ class RequestRows:
         await self.writer.run(op)
 
     def _release_all(self, tx: Tx) -> None:
-        tx.conn.execute(
-            T.update()
-            .where(T.c.status == "InProgress", T.c.lease_owner == self.run_id)
-            .values(status="Pending", lease_owner=None, lease_expires=None, attempts=T.c.attempts - 1)
-        )
+        tx.execute(_RELEASE_ALL, {"owner": self.run_id})
 
     async def completing(
         self,

@@ -19,6 +19,7 @@ from pathlib import Path
 from modelhost.store.buckets.objects import ObjectAttrs
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000  # (sqlite3.connect's default timeout)
 PAGE = 1000  # inline keys read per query while listing (the lock is not held between pages)
 
 
@@ -148,6 +149,35 @@ class MetaIndex:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def batch_now(self) -> Iterator[bool]:
+        """``batch`` if it can start without waiting (yields True), else nothing (yields False):
+        the lock is free and no other process is writing (no busy timeout for the BEGIN)."""
+        if not self._lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            self._db.execute("PRAGMA busy_timeout=0")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                began = False
+            else:
+                began = True
+            finally:
+                self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            if not began:
+                yield False
+                return
+            try:
+                yield True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            self._lock.release()
 
     def put(self, bucket: str, key: str, st: Stat, etag: str, attrs: ObjectAttrs, data: bytes | None = None) -> None:
         """A file's row (``data`` None), or an inline object's (stamped ``InlineStat``)."""

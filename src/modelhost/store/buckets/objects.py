@@ -18,6 +18,7 @@ from modelhost.store.buckets.errors import BadDigest, XAmzContentSHA256Mismatch
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 # Headers stored with an object and returned on GET/HEAD (besides Content-Type and x-amz-meta-*).
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+EMPTY_ATTRS = json.dumps({"user": {}, "headers": {}, "checksums": {}})
 
 
 @dataclass
@@ -30,6 +31,8 @@ class ObjectAttrs:
     checksums: dict[str, str] = field(default_factory=dict)  # algorithm -> base64 (whole objects only)
 
     def to_json(self) -> str:
+        if not (self.user or self.headers or self.checksums):
+            return EMPTY_ATTRS  # (most objects the server writes itself: no encoder per object)
         return json.dumps({"user": self.user, "headers": self.headers, "checksums": self.checksums})
 
     @classmethod

@@ -140,6 +140,19 @@ class BucketStore:
         with self._commit_lock, self.index.batch():
             yield
 
+    @contextlib.contextmanager
+    def batch_now(self) -> Iterator[bool]:
+        """``batch`` if it can start without waiting for another thread or process (yields True),
+        else nothing (yields False): for a caller on an event loop, with a thread to fall back to."""
+        if not self._commit_lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            with self.index.batch_now() as began:
+                yield began
+        finally:
+            self._commit_lock.release()
+
     def _check_inline_neighbours(self, bucket: str, key: str) -> None:
         """(Under the commit lock) the ``a`` / ``a/b`` rule for inline objects, as the tree enforces it for files."""
         other = self.index.inline_conflict(bucket, key)
