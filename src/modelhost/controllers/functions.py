@@ -68,7 +68,7 @@ class FunctionController:
                 continue
             spec = FunctionSpec.from_row(row)
             route = self.invoker.routes.get(name.lower())
-            if route is None or route.revision != spec.revision:
+            if route is None or route.revision != spec.revision or not self.invoker.live(name):  # (re-created)
                 if self.failed.get(name.lower()) == spec.revision and not self._pending(row):
                     continue
                 task = asyncio.get_running_loop().create_task(self._deploy(row, spec, route))
@@ -198,7 +198,7 @@ class FunctionController:
 
     def _claim_events(self, limit: int) -> list[tuple[int, str, str, str]]:
         t = tables.lambda_events
-        ready = [k for k in self.invoker.routes]
+        ready = [k for k in self.invoker.routes if self.invoker.live(k)]
         with self.store.begin() as conn:
             rows = conn.execute(select(t).where(t.c.status == "Pending").order_by(t.c.seq).limit(limit)).all()
             out = []

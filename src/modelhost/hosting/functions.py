@@ -50,18 +50,32 @@ def _error(message: str, error_type: str) -> bytes:
 class FunctionInvoker:
     def __init__(self) -> None:
         self.routes: dict[str, FunctionRoute] = {}
+        # Deleted (DeleteFunction has returned) but still routed until the control loop's next pass
+        # withdraws the route and stops its fleet: never invoked meanwhile.
+        self.retired: set[str] = set()
 
     def publish(self, route: FunctionRoute) -> None:
         self.routes[route.name.lower()] = route
+        self.retired.discard(route.name.lower())
 
     def withdraw(self, name: str) -> FunctionRoute | None:
+        self.retired.discard(name.lower())
         return self.routes.pop(name.lower(), None)
+
+    def retire(self, name: str) -> None:
+        if name.lower() in self.routes:
+            self.retired.add(name.lower())
+
+    def live(self, name: str) -> bool:
+        """Whether ``name`` has a route that takes invocations."""
+        key = name.lower()
+        return key in self.routes and key not in self.retired
 
     async def invoke(
         self, name: str, payload: bytes, request_id: str, *, tail: bool = False, client_context: str | None = None
     ) -> FunctionResult:
         route = self.routes.get(name.lower())
-        if route is None:
+        if route is None or name.lower() in self.retired:
             raise FunctionNotReady(name)
         fleet = route.fleet
         headers = [(b"content-type", b"application/json"), (b"x-amz-request-id", request_id.encode())]

@@ -69,6 +69,8 @@ class LambdaApi:
                 result = await self._invoke(params, rid)
             else:
                 result = await asyncio.to_thread(functions.OPERATIONS[op.name], self.control, params)
+                if op.name == "DeleteFunction":  # not invoked from now on, though routed until the next pass
+                    self.invoker.retire(functions.function_name(params["FunctionName"]))
             status, out_headers, out = shapes.encode_response(op, result)
         except Disconnected:
             return
@@ -98,7 +100,7 @@ class LambdaApi:
                 ) from None
         else:
             payload = b"{}"
-        if name.lower() not in self.invoker.routes:
+        if not self.invoker.live(name):
             row = await asyncio.to_thread(functions.get_row, self.control, name)  # ResourceNotFoundException
             if kind == "RequestResponse" or row["spec"]["State"] != State.ACTIVE:
                 raise LambdaError.conflict(
