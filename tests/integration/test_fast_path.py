@@ -159,7 +159,6 @@ def test_an_idle_connection_is_closed_after_the_keep_alive_timeout(server: Serve
         with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
             sock.sendall(request)
             assert read_answers(sock, 1)[0][0] == 200
-            answered = time.monotonic()
             time.sleep(3.5)
             sock.sendall(invoke(port, b"still open"))  # within 5 s of the last answer: served
             assert read_answers(sock, 1)[0][2] == b"echo:still open"

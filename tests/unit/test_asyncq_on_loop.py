@@ -5,9 +5,11 @@ sends them to a thread instead, where they wait for it, without stalling the loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,26 @@ from tests.unit.stream_fakes import (
 def _statuses(store: Any) -> list[str]:
     with store.begin() as conn:
         return [r.status for r in conn.execute(tables.async_requests.select().order_by("seq"))]
+
+
+@contextlib.contextmanager
+def _batch_held_by_a_thread(buckets: Any) -> Iterator[threading.Event]:
+    """The bucket store's batch held by another thread until the yielded event is set (or the block ends)."""
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with buckets.batch():
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+    try:
+        yield release
+    finally:
+        release.set()
+        t.join()
 
 
 def _count_hops(monkeypatch: Any) -> list[str]:
@@ -124,23 +146,8 @@ def test_batch_now_never_waits(tmp_path: Path) -> None:
         buckets.write_object(BUCKET, "now/a", b"a", "0cc175b9c0f1b6a831c399e269772661", attrs)
     assert buckets.open_object(BUCKET, "now/a")[1].read() == b"a"
 
-    held = threading.Event()
-    release = threading.Event()
-
-    def holder() -> None:
-        with buckets.batch():
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    held.wait(10)
-    try:
-        with buckets.batch_now() as began:
-            assert not began  # another thread's batch: not waited for
-    finally:
-        release.set()
-        t.join()
+    with _batch_held_by_a_thread(buckets), buckets.batch_now() as began:
+        assert not began  # another thread's batch: not waited for
 
     other = sqlite3.connect(buckets.meta_dir / "objects.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process writing the index
@@ -158,33 +165,22 @@ def test_batch_now_never_waits(tmp_path: Path) -> None:
 def test_a_held_bucket_store_sends_small_outputs_to_the_thread(tmp_path: Path) -> None:
     settings, store, buckets, blobs = env(tmp_path)
     insert_endpoint(store, endpoint_record("ep", async_config("ep", 4)))
-    held = threading.Event()
-    release = threading.Event()
-
-    def holder() -> None:
-        with buckets.batch():
-            held.set()
-            release.wait(10)
 
     async def main() -> None:
         router = Router(1)
         q = AsyncInference(settings, store, blobs, router)
         await q.start()
-        t = threading.Thread(target=holder)
-        t.start()
-        held.wait(10)
         try:
-            await q.submit("ep", {"InferenceId": "held"}, b"z")
-            publish(router, "ep", StreamFleet([StreamReplica("v/0", delay=0)]))
-            q.dispatcher.wake()
-            await _until(lambda: _statuses(store) == ["Completing"])
-            await asyncio.sleep(0.1)
-            assert _statuses(store) == ["Completing"]  # waiting for the store, in the thread
-            release.set()
-            await _until(lambda: _statuses(store) == ["Completed"])
+            with _batch_held_by_a_thread(buckets) as release:
+                await q.submit("ep", {"InferenceId": "held"}, b"z")
+                publish(router, "ep", StreamFleet([StreamReplica("v/0", delay=0)]))
+                q.dispatcher.wake()
+                await _until(lambda: _statuses(store) == ["Completing"])
+                await asyncio.sleep(0.1)
+                assert _statuses(store) == ["Completing"]  # waiting for the store, in the thread
+                release.set()
+                await _until(lambda: _statuses(store) == ["Completed"])
         finally:
-            release.set()
-            t.join()
             await q.stop()
         assert buckets.open_object(BUCKET, "ep/held.out")[1].read() == b"Z"
 
