@@ -114,3 +114,9 @@ class BlobStore(Protocol):
         """Writes made inside (by this thread) share what they can: the local store's metadata
         transaction; nothing for a remote store. Each object is still installed atomically."""
         ...
+
+    def batch_now(self) -> AbstractContextManager[bool]:
+        """``batch`` only if it blocks on nothing but local CPU and memory and need not wait for
+        another thread or process (yields True: the embedded bucket store's inline objects, written
+        from an event loop); else yields False and the writes must go to a thread."""
+        ...

@@ -188,3 +188,6 @@ class FileBlobs:
 
     def batch(self) -> AbstractContextManager[None]:
         return nullcontext()
+
+    def batch_now(self) -> AbstractContextManager[bool]:
+        return nullcontext(False)  # (files and network writes block: always from a thread)

@@ -147,6 +147,9 @@ class S3Blobs:
     def batch(self) -> AbstractContextManager[None]:
         return nullcontext()
 
+    def batch_now(self) -> AbstractContextManager[bool]:
+        return nullcontext(False)  # (files and network writes block: always from a thread)
+
 
 class RemoteBlobStore(SchemeBlobStore):
     """``s3://`` in a real S3 service, ``file://`` and paths as local files. ``staging`` holds the

@@ -4,7 +4,7 @@ bucket store or a real S3 service), everything else to local files."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from modelhost.store.blobs import BlobError, BlobInfo, BlobReader, BlobStore, is_s3
@@ -57,12 +57,4 @@ class SchemeBlobStore:
         return self.s3.batch()  # (local files have no metadata to share)
 
     def batch_now(self) -> AbstractContextManager[bool]:
-        """A batch of ``s3://`` writes that blocks on nothing but local CPU and memory (True: the
-        embedded bucket store's inline objects), or False: the writes must go to a thread."""
-        return batch_now(self.s3)
-
-
-def batch_now(store: object) -> AbstractContextManager[bool]:
-    """``store.batch_now()`` where it has one, else a batch that never starts."""
-    now = getattr(store, "batch_now", None)
-    return now() if now is not None else nullcontext(False)
+        return self.s3.batch_now()  # (as ``batch``: local files have no metadata to share)

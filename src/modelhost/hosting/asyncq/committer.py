@@ -32,7 +32,6 @@ from modelhost.hosting.asyncq.metrics import QueueMetrics
 from modelhost.hosting.asyncq.notify import Notifier, notification
 from modelhost.hosting.asyncq.queue import RequestRows
 from modelhost.store.blobs import BlobError, BlobNotFound, BlobStore
-from modelhost.store.blobs_scheme import batch_now
 
 log = logging.getLogger("modelhost.async")
 
@@ -75,7 +74,7 @@ class Committer:
         # the object writes (step 2): one thread hop and one metadata transaction per batch
         self.batches = ThreadBatches(blobs.batch)
         # a small object kept in the local bucket index: on the loop, no thread hop (batches.py)
-        self.now_batches = LoopBatches(lambda: batch_now(blobs), self.batches)
+        self.now_batches = LoopBatches(blobs.batch_now, self.batches)
 
     def notification(self, item: Item, outcome: dict[str, Any]) -> dict[str, Any] | None:
         return notification(item, outcome, self.region)
