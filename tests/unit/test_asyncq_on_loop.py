@@ -16,6 +16,7 @@ from typing import Any
 from modelhost.hosting.asyncq import AsyncInference
 from modelhost.hosting.asyncq import batches as batches_module
 from modelhost.hosting.asyncq import queue as queue_module
+from modelhost.hosting.asyncq.sql import Statement
 from modelhost.hosting.router import Router
 from modelhost.store import tables
 from modelhost.store.buckets.objects import ObjectAttrs
@@ -183,5 +184,88 @@ def test_a_held_bucket_store_sends_small_outputs_to_the_thread(tmp_path: Path) -
         finally:
             await q.stop()
         assert buckets.open_object(BUCKET, "ep/held.out")[1].read() == b"Z"
+
+    asyncio.run(main())
+
+
+def _counted_commits(writer: Any) -> list[int]:
+    """How many ops each of the writer's transactions on the loop carried."""
+    sizes: list[int] = []
+    real = writer._execute
+
+    def counted(ops: list[Any]) -> list[Any]:
+        sizes.append(len(ops))
+        return real(ops)
+
+    writer._execute = counted
+    return sizes
+
+
+def test_lazy_ops_ride_the_next_transaction(tmp_path: Path) -> None:
+    """The steps after an answer (lazy) wait up to LAZY_WAIT after the last transaction began, so
+    under load they share one; an eager op (an accept, a claim) is never held back, and takes the
+    waiting lazy ones along; a lazy op at idle runs at once."""
+    _settings, store, _buckets, _blobs = env(tmp_path)
+    select_one = Statement("SELECT 1")
+
+    def op(tx: Any) -> int:
+        return int(tx.scalar(select_one, {}))
+
+    async def main() -> None:
+        writer = queue_module.Writer(store)
+        writer.start()
+        assert writer.direct is not None
+        sizes = _counted_commits(writer)
+        loop = asyncio.get_running_loop()
+        try:
+            assert await writer.run(op) == 1  # eager
+            began = loop.time()
+            lazy = [asyncio.ensure_future(writer.run(op, lazy=True)) for _ in range(10)]
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            assert not any(f.done() for f in lazy)  # held for company
+            assert await asyncio.gather(*lazy) == [1] * 10
+            assert loop.time() - began >= writer.LAZY_WAIT * 0.9
+            assert sizes == [1, 10]
+
+            await asyncio.sleep(writer.LAZY_WAIT * 5)
+            more = [asyncio.ensure_future(writer.run(op, lazy=True)) for _ in range(5)]
+            await asyncio.sleep(0)
+            claimed = await asyncio.wait_for(writer.run(op), 1)  # eager: at once, with the five
+            assert claimed == 1 and all(f.done() for f in more)
+            assert sizes == [1, 10, 6]
+
+            await asyncio.sleep(writer.LAZY_WAIT * 5)
+            t0 = loop.time()
+            assert await writer.run(op, lazy=True) == 1  # idle: no wait
+            assert loop.time() - t0 < writer.LAZY_WAIT
+        finally:
+            await writer.stop()
+
+    asyncio.run(main())
+
+
+def test_loop_batches_wait_only_right_after_a_batch(tmp_path: Path) -> None:
+    """Small outputs: the first batch after a quiet spell begins in the same pass of the loop; one
+    right after another waits WAIT for company."""
+    later = batches_module.ThreadBatches()
+    began: list[int] = []
+
+    @contextlib.contextmanager
+    def now() -> Iterator[bool]:
+        began.append(0)
+        yield True
+
+    batches = batches_module.LoopBatches(now, later)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        assert await batches.run(lambda: "a") == "a"
+        assert loop.time() - t0 < batches.WAIT and len(began) == 1
+        t1 = loop.time()
+        assert await asyncio.gather(*(batches.run(lambda i=i: i) for i in range(8))) == list(range(8))
+        assert loop.time() - t1 >= batches.WAIT * 0.9
+        assert len(began) == 2  # the eight in one batch
 
     asyncio.run(main())

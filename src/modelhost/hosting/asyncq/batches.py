@@ -85,18 +85,27 @@ class LoopBatches:
     """Short calls (small objects into the local bucket index: no file, no network) run in
     batches on the event loop itself: the calls made during one pass of the loop share a batch
     and its transaction, with no thread hop. ``now()``: the batch if it can start without
-    waiting (True), else False, and the calls go to ``later`` (the thread's batches) instead."""
+    waiting (True), else False, and the calls go to ``later`` (the thread's batches) instead.
+    A batch begins no sooner than ``WAIT`` after the last one (at once when there was none
+    lately), so under load one transaction carries many calls (the queue's lazy ops, queue.py)."""
+
+    WAIT = 0.002  # seconds
 
     def __init__(self, now: Callable[[], AbstractContextManager[bool]], later: ThreadBatches) -> None:
         self.now = now
         self.later = later
         self._calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._flushed = 0.0  # (loop time) when the last batch began
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         if not self._calls:
-            loop.call_soon(self._flush)
+            at = self._flushed + self.WAIT
+            if at > loop.time():
+                loop.call_at(at, self._flush, loop)
+            else:
+                loop.call_soon(self._flush, loop)
         self._calls.append((fn, fut))
         ok, value = await fut
         if value is _LATER:
@@ -105,7 +114,8 @@ class LoopBatches:
             raise value
         return value
 
-    def _flush(self) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flushed = loop.time()
         calls, self._calls = self._calls, []
         results: list[tuple[bool, Any]] = [(True, _LATER)] * len(calls)
         try:

@@ -68,9 +68,15 @@ Op = Callable[[Tx], Any]
 class Writer:
     """Group commit: operations queued while a transaction runs share the next one. On SQLite
     (``DirectSqlite``) each transaction runs on the event loop, unless another writer holds the
-    database; then, and on other databases, in a thread."""
+    database; then, and on other databases, in a thread.
+
+    A ``lazy`` operation (the steps after a request's answer: nobody waits on them but its own
+    commit) does not start a transaction before ``LAZY_WAIT`` after the last one began, so under
+    load one transaction carries many of them; an eager one (an accept, a claim: a client or a
+    replica slot waits) starts the next transaction at once and takes the lazy ones along."""
 
     CHECKPOINT_EVERY = 1.0  # seconds between checkpoints of the WAL the loop's commits grew
+    LAZY_WAIT = 0.002  # seconds
 
     def __init__(self, store: MetadataStore) -> None:
         self.store = store
@@ -81,6 +87,8 @@ class Writer:
         self._checkpoint: asyncio.Task[None] | None = None
         self._checkpoint_at = 0.0
         self._dirty = False  # commits on the loop since the last checkpoint
+        self._began = 0.0  # (loop time) when the last transaction began
+        self._lazy: asyncio.TimerHandle | None = None  # wakes the loop for lazy ops alone
 
     def start(self) -> None:
         if self._task is None:  # a follower front door starts it before it is promoted (controllers/async_sharing.py)
@@ -98,26 +106,38 @@ class Writer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._checkpoint = None
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy = None
         if self.direct is not None:
             if self._dirty:
                 await asyncio.to_thread(self.direct.checkpoint)
             self.direct.close()
             self.direct = None
 
-    async def run(self, op: Op) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def run(self, op: Op, lazy: bool = False) -> Any:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._ops.append((op, fut))
-        self._event.set()
+        if not lazy:
+            self._event.set()
+        elif self._lazy is None and not self._event.is_set():
+            self._lazy = loop.call_at(self._began + self.LAZY_WAIT, self._event.set)
         return await fut
 
     async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._event.wait()
             await asyncio.sleep(0)  # (one more pass of the loop: the ops it makes share this transaction)
             self._event.clear()
+            if self._lazy is not None:
+                self._lazy.cancel()
+                self._lazy = None
             ops, self._ops = self._ops, []
             if not ops:
                 continue
+            self._began = loop.time()
             results = self._execute(ops)
             if len(results) < len(ops):  # (another writer has the database: wait for it in a thread)
                 results += await asyncio.to_thread(self._execute_pooled, ops[len(results) :])
@@ -278,7 +298,7 @@ class RequestRows:
         def op(tx: Tx) -> bool:
             return tx.rowcount(statement, params) == 1
 
-        return bool(await self.writer.run(op))
+        return bool(await self.writer.run(op, lazy=True))
 
     async def update_outcome(self, seq: int, outcome: dict, note: dict | None) -> None:
         params = {"seq": seq, "outcome": json.dumps(outcome), "note": _dumps(note)}
@@ -286,7 +306,7 @@ class RequestRows:
         def op(tx: Tx) -> None:
             tx.execute(_UPDATE_OUTCOME, params)
 
-        await self.writer.run(op)
+        await self.writer.run(op, lazy=True)
 
     async def done(self, seq: int, status: str) -> None:
         """Completing -> Completed | Failed (the end of the commit)."""
@@ -294,13 +314,13 @@ class RequestRows:
         def op(tx: Tx) -> None:
             tx.execute(_DONE, {"seq": seq, "status": status})
 
-        await self.writer.run(op)
+        await self.writer.run(op, lazy=True)
 
     async def notified(self, seq: int) -> None:
         def op(tx: Tx) -> None:
             tx.execute(_NOTIFIED, {"seq": seq})
 
-        await self.writer.run(op)
+        await self.writer.run(op, lazy=True)
 
     def load_unfinished(self) -> list[dict]:
         """(Blocking; at start) rows not yet finished, or finished with a notification not yet sent."""
