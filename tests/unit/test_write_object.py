@@ -7,12 +7,14 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import pytest
 
 from modelhost.store.blobs import S3Uri
 from modelhost.store.buckets import BucketStore, ObjectAttrs, S3StoreError
+from modelhost.store.buckets.index import AUTOCHECKPOINT_PAGES, NOW_CHECKPOINT_EVERY
 from modelhost.store.buckets.store import INLINE_LIMIT
 
 
@@ -184,3 +186,54 @@ def test_s3_uri_parse_matches_urlparse(uri: str) -> None:
     parsed = urlparse(uri)
     got = S3Uri.parse(uri)
     assert (got.bucket, got.key) == (parsed.netloc, unquote(parsed.path.lstrip("/")))
+
+
+class _Recorded:
+    """The index's connection, recording (thread, statement) of every execute (a spy: the calls go through)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.calls: list[tuple[int, str]] = []
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        self.calls.append((threading.get_ident(), sql))
+        return self.db.execute(sql, *args)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_batch_now_commits_leave_the_checkpoint_to_a_thread(store: BucketStore) -> None:
+    """A loop's batch never runs SQLite's automatic checkpoint (a WAL copy and an fsync) inside its
+    commit; a thread runs a passive one every NOW_CHECKPOINT_EVERY of them, so the WAL stays bounded."""
+    index = store.index
+    spy = _Recorded(index._db)
+    index._db = spy  # type: ignore[assignment]
+    me = threading.get_ident()
+    attrs = ObjectAttrs("text/plain")
+    commits = 3 * NOW_CHECKPOINT_EVERY
+    i = skipped = 0
+    while i < commits:
+        with store.batch_now() as began:
+            if not began:  # the checkpoint thread holds the index: a loop would use its thread batch
+                skipped += 1
+                time.sleep(0.001)
+                continue
+            store.write_object("bkt", f"now/{i:05d}", b"x" * 100, hashlib.md5(b"x" * 100).hexdigest(), attrs)
+            i += 1
+    deadline = time.monotonic() + 10
+    while index._checkpointing and time.monotonic() < deadline:
+        time.sleep(0.01)
+    mine = [sql for thread, sql in spy.calls if thread == me]
+    for i, sql in enumerate(mine):
+        if sql == "COMMIT":
+            assert mine[i - 1] == "PRAGMA wal_autocheckpoint=0"  # none inside this commit
+            assert mine[i + 1] == f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}"
+    assert mine.count("COMMIT") == commits
+    theirs = [sql for thread, sql in spy.calls if thread != me]
+    assert theirs and set(theirs) == {"PRAGMA wal_checkpoint(PASSIVE)"}
+    # Without a checkpoint the WAL holds every commit's pages; with them, about NOW_CHECKPOINT_EVERY's.
+    wal = store.meta_dir / "objects.db-wal"
+    pages = wal.stat().st_size / 4096
+    assert pages < 4 * NOW_CHECKPOINT_EVERY, pages
+    assert store.open_object("bkt", f"now/{commits - 1:05d}")[1].read() == b"x" * 100

@@ -21,6 +21,8 @@ from modelhost.store.buckets.objects import ObjectAttrs
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000  # (sqlite3.connect's default timeout)
 PAGE = 1000  # inline keys read per query while listing (the lock is not held between pages)
+AUTOCHECKPOINT_PAGES = 1000  # (SQLite's default wal_autocheckpoint)
+NOW_CHECKPOINT_EVERY = 200  # batch_now commits between the checkpoints a thread runs for them
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class MetaIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.RLock()  # (re-entered by the writes inside a batch)
+        self._now_commits = 0  # batch_now commits since the last checkpoint run for them
+        self._checkpointing = False
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -153,7 +157,11 @@ class MetaIndex:
     @contextlib.contextmanager
     def batch_now(self) -> Iterator[bool]:
         """``batch`` if it can start without waiting (yields True), else nothing (yields False):
-        the lock is free and no other process is writing (no busy timeout for the BEGIN)."""
+        the lock is free and no other process is writing (no busy timeout for the BEGIN).
+
+        Its commit never runs SQLite's automatic checkpoint (copying the WAL into the database and
+        an fsync, which would stall the caller: the event loop); every NOW_CHECKPOINT_EVERY of
+        them, a thread runs a passive one instead (``batch`` and single writes still run theirs)."""
         if not self._lock.acquire(blocking=False):
             yield False
             return
@@ -175,9 +183,27 @@ class MetaIndex:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
+            try:
+                self._db.execute("COMMIT")
+            finally:
+                self._db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
+            self._now_commits += 1
+            if self._now_commits >= NOW_CHECKPOINT_EVERY and not self._checkpointing:
+                self._now_commits, self._checkpointing = 0, True
+                threading.Thread(target=self._checkpoint, name="bucket-index-checkpoint", daemon=True).start()
         finally:
             self._lock.release()
+
+    def _checkpoint(self) -> None:
+        """(In its own thread) a passive checkpoint: it never waits for readers or writers of other processes."""
+        try:
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # (closed meanwhile, or busy: the next one catches up)
+            pass
+        finally:
+            self._checkpointing = False
 
     def put(self, bucket: str, key: str, st: Stat, etag: str, attrs: ObjectAttrs, data: bytes | None = None) -> None:
         """A file's row (``data`` None), or an inline object's (stamped ``InlineStat``)."""
