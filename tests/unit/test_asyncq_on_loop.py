@@ -188,19 +188,6 @@ def test_a_held_bucket_store_sends_small_outputs_to_the_thread(tmp_path: Path) -
     asyncio.run(main())
 
 
-def _counted_commits(writer: Any) -> list[int]:
-    """How many ops each of the writer's transactions on the loop carried."""
-    sizes: list[int] = []
-    real = writer._execute
-
-    def counted(ops: list[Any]) -> list[Any]:
-        sizes.append(len(ops))
-        return real(ops)
-
-    writer._execute = counted
-    return sizes
-
-
 def test_lazy_ops_ride_the_next_transaction(tmp_path: Path) -> None:
     """The steps after an answer (lazy) wait up to LAZY_WAIT after the last transaction began, so
     under load they share one; an eager op (an accept, a claim) is never held back, and takes the
@@ -215,7 +202,6 @@ def test_lazy_ops_ride_the_next_transaction(tmp_path: Path) -> None:
         writer = queue_module.Writer(store)
         writer.start()
         assert writer.direct is not None
-        sizes = _counted_commits(writer)
         loop = asyncio.get_running_loop()
         try:
             assert await writer.run(op) == 1  # eager
@@ -226,14 +212,14 @@ def test_lazy_ops_ride_the_next_transaction(tmp_path: Path) -> None:
             assert not any(f.done() for f in lazy)  # held for company
             assert await asyncio.gather(*lazy) == [1] * 10
             assert loop.time() - began >= writer.LAZY_WAIT * 0.9
-            assert sizes == [1, 10]
+            assert (writer.batches, writer.batched_ops) == (2, 11)  # the ten in one transaction
 
             await asyncio.sleep(writer.LAZY_WAIT * 5)
             more = [asyncio.ensure_future(writer.run(op, lazy=True)) for _ in range(5)]
             await asyncio.sleep(0)
             claimed = await asyncio.wait_for(writer.run(op), 1)  # eager: at once, with the five
             assert claimed == 1 and all(f.done() for f in more)
-            assert sizes == [1, 10, 6]
+            assert (writer.batches, writer.batched_ops) == (3, 17)
 
             await asyncio.sleep(writer.LAZY_WAIT * 5)
             t0 = loop.time()
@@ -267,5 +253,6 @@ def test_loop_batches_wait_only_right_after_a_batch(tmp_path: Path) -> None:
         assert await asyncio.gather(*(batches.run(lambda i=i: i) for i in range(8))) == list(range(8))
         assert loop.time() - t1 >= batches.WAIT * 0.9
         assert len(began) == 2  # the eight in one batch
+        assert (batches.batches, batches.batched_calls) == (2, 9)
 
     asyncio.run(main())

@@ -96,6 +96,8 @@ class LoopBatches:
         self.later = later
         self._calls: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._flushed = 0.0  # (loop time) when the last batch began
+        self.batches = 0  # batches run on the loop, and the calls in them (bench/async_tx.py reads them)
+        self.batched_calls = 0
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         loop = asyncio.get_running_loop()
@@ -121,6 +123,8 @@ class LoopBatches:
         try:
             with self.now() as began:
                 if began:
+                    self.batches += 1
+                    self.batched_calls += len(calls)
                     results = []
                     for fn, _ in calls:
                         try:

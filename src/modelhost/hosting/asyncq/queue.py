@@ -89,6 +89,8 @@ class Writer:
         self._dirty = False  # commits on the loop since the last checkpoint
         self._began = 0.0  # (loop time) when the last transaction began
         self._lazy: asyncio.TimerHandle | None = None  # wakes the loop for lazy ops alone
+        self.batches = 0  # batches of ops run, and the ops in them (bench/async_tx.py reads them)
+        self.batched_ops = 0
 
     def start(self) -> None:
         if self._task is None:  # a follower front door starts it before it is promoted (controllers/async_sharing.py)
@@ -138,6 +140,8 @@ class Writer:
             if not ops:
                 continue
             self._began = loop.time()
+            self.batches += 1
+            self.batched_ops += len(ops)
             results = self._execute(ops)
             if len(results) < len(ops):  # (another writer has the database: wait for it in a thread)
                 results += await asyncio.to_thread(self._execute_pooled, ops[len(results) :])
