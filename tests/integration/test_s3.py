@@ -60,7 +60,17 @@ def _tmp_files(server: Server) -> list[Path]:
 
 def test_bucket_lifecycle(s3: Any, server: Server) -> None:
     s3.create_bucket(Bucket="life")
-    _fails(s3.create_bucket, "BucketAlreadyOwnedByYou", 409, Bucket="life")
+    s3.put_object(Bucket="life", Key="kept", Body=b"k")
+    # us-east-1's legacy rule: re-creating a bucket you own there is 200 OK, and nothing in it is lost
+    assert s3.create_bucket(Bucket="life")["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert s3.get_object(Bucket="life", Key="kept")["Body"].read() == b"k"
+    s3.delete_object(Bucket="life", Key="kept")
+    # another region's constraint, or a bucket located elsewhere: 409 as in every other region
+    elsewhere = {"LocationConstraint": "eu-west-1"}
+    _fails(s3.create_bucket, "BucketAlreadyOwnedByYou", 409, Bucket="life", CreateBucketConfiguration=elsewhere)
+    s3.create_bucket(Bucket="life-eu", CreateBucketConfiguration=elsewhere)
+    _fails(s3.create_bucket, "BucketAlreadyOwnedByYou", 409, Bucket="life-eu")
+    s3.delete_bucket(Bucket="life-eu")
     s3.head_bucket(Bucket="life")
     assert "life" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert s3.get_bucket_location(Bucket="life")["LocationConstraint"] is None

@@ -23,7 +23,7 @@ from modelhost.server.s3.xml import (
     sub,
     xml_reply,
 )
-from modelhost.store.buckets import InvalidArgument, ObjectMeta
+from modelhost.store.buckets import BucketAlreadyOwnedByYou, InvalidArgument, ObjectMeta
 
 MAX_LIST_KEYS = 1000
 HIGHEST = "\U0010ffff"  # sorts after every character a key can continue with
@@ -57,8 +57,18 @@ async def create_bucket(ctx: Stores, req: S3Request) -> Reply:
         if root.tag != "CreateBucketConfiguration":
             raise MalformedXML(MALFORMED)
         location = (root.findtext("LocationConstraint") or "").strip()
-    await asyncio.to_thread(ctx.store.create_bucket, req.bucket, location)
+    try:
+        await asyncio.to_thread(ctx.store.create_bucket, req.bucket, location)
+    except BucketAlreadyOwnedByYou:
+        # S3's legacy rule in us-east-1: re-creating a bucket you own there answers 200 OK (the
+        # sagemaker SDK's default-bucket race relies on it); every other region answers 409.
+        existing = await asyncio.to_thread(ctx.store.head_bucket, req.bucket)
+        if not (ctx.region == US_EAST_1 and location in ("", US_EAST_1) and existing.location in ("", US_EAST_1)):
+            raise
     return Reply(200, [("location", f"/{req.bucket}")])
+
+
+US_EAST_1 = "us-east-1"
 
 
 async def head_bucket(ctx: Stores, req: S3Request) -> Reply:
