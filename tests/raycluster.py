@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_ports
 
 OBJECT_STORE = 200 * 1024 * 1024
 # Ray's memory monitor kills workers when the *machine* is nearly full; the machine is shared.
@@ -75,27 +75,41 @@ def _ray_exe() -> str:
     return exe
 
 
-def _ray_start(temp_dir: Path, env: dict[str, str], args: list[str]) -> None:
-    ports = [
-        f"--node-manager-port={free_port()}",
-        f"--object-manager-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-    ]
-    cmd = [
-        _ray_exe(),
-        "start",
-        *args,
-        "--node-ip-address=127.0.0.1",
-        f"--object-store-memory={OBJECT_STORE}",
-        f"--temp-dir={temp_dir}",
-        "--disable-usage-stats",
-        *ports,
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    if done.returncode:
+_NODE_PORTS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--metrics-export-port",
+    "--runtime-env-agent-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+)
+
+
+def _ray_start(temp_dir: Path, env: dict[str, str], args: list[str], head_port: int | None = None) -> None:
+    """``ray start`` on distinct free ports; a clash with a port taken meanwhile is retried once.
+
+    ``head_port`` (the GCS port of a head node) is kept out of the node's other ports."""
+    for attempt in range(2):
+        ports = [p for p in free_ports(len(_NODE_PORTS) + 3) if p != head_port][: len(_NODE_PORTS) + 2]
+        extra = list(args)
+        if head_port is not None:
+            # the head's own dashboard and client ports come from the same distinct set
+            extra += [f"--dashboard-port={ports[-2]}", f"--ray-client-server-port={ports[-1]}"]
+        cmd = [
+            _ray_exe(),
+            "start",
+            *extra,
+            "--node-ip-address=127.0.0.1",
+            f"--object-store-memory={OBJECT_STORE}",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+            *(f"{flag}={port}" for flag, port in zip(_NODE_PORTS, ports, strict=False)),
+        ]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if not done.returncode:
+            return
+        if attempt == 0 and "port" in (done.stdout + done.stderr).lower():
+            continue
         raise RuntimeError(f"ray start failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
 
 
@@ -105,7 +119,7 @@ def ray_cluster(head_cpus: int = 2, worker_cpus: int = 1) -> Iterator[RayCluster
     temp_dir = Path(tempfile.mkdtemp(prefix="mhray-"))
     env = {**os.environ, **RAY_ENV}
     env.pop("RAY_ADDRESS", None)
-    port = free_port()
+    (port,) = free_ports(1)
     cluster = RayCluster(f"127.0.0.1:{port}", temp_dir, {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
     try:
         _ray_start(
@@ -116,9 +130,8 @@ def ray_cluster(head_cpus: int = 2, worker_cpus: int = 1) -> Iterator[RayCluster
                 f"--port={port}",
                 f"--num-cpus={head_cpus}",
                 "--include-dashboard=false",
-                f"--dashboard-port={free_port()}",
-                f"--ray-client-server-port={free_port()}",
             ],
+            head_port=port,
         )
         if worker_cpus:
             cluster.add_node(worker_cpus)
