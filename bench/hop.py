@@ -3,7 +3,9 @@ row, one instance, with `wrk` as the load generator.
 
 Rows: the in-process limit, bare Starlette serving the model inline (one uvicorn process), and
 modelhost (front door + one instance), at c=1 (p50) and c=16 (req/s), plus the server's CPU per
-request at c=16 (CPU time of the server and all its descendant processes / requests answered).
+request at c=16 (CPU time of the server and all its descendant processes / requests answered), and
+that CPU split into the front process and the instance at c=1 and at c=16 (at c=1 every request
+finds both processes asleep: the wake-ups, and the interpreter's work on cold caches, cost more there).
 Placement: every server process on CPU 0 (taskset, inherited by the instances it starts), wrk
 (one thread) on CPU 1. Each phase runs ``--rounds`` times, targets interleaved; the table shows
 min-max over the rounds, the JSON every figure, with the load average before each round.
@@ -102,19 +104,20 @@ def wrk(url: str, body: str, script: Path, connections: int, seconds: float) -> 
 
 
 def measure(url: str, root_pid: int, body: str, script: Path, seconds: float) -> dict:
-    """c=1 (p50), then c=16 (req/s and the server's CPU per request)."""
+    """c=1 (p50), then c=16 (req/s and the server's CPU per request). CPU per request is also split
+    into the root process (the front door; bare Starlette's only one) and the rest (the instance)."""
     wrk(url, body, script, 16, 1.0)  # warm-up: connections, caches
-    c1 = wrk(url, body, script, 1, seconds)
     pids = descendants(root_pid)
-    cpu0 = cpu_seconds(pids)
-    c16 = wrk(url, body, script, 16, seconds)
-    cpu = cpu_seconds(pids) - cpu0
-    return {
-        "c1": c1,
-        "c16": c16,
-        "cpu_ms_per_request_c16": cpu * 1e3 / max(c16["requests"], 1),
-        "processes": len(pids),
-    }
+    rest = [p for p in pids if p != root_pid]
+    out: dict = {"processes": len(pids)}
+    for c in (1, 16):
+        front0, rest0 = cpu_seconds([root_pid]), cpu_seconds(rest)
+        run = out[f"c{c}"] = wrk(url, body, script, c, seconds)
+        n = max(run["requests"], 1)
+        out[f"front_cpu_ms_c{c}"] = (cpu_seconds([root_pid]) - front0) * 1e3 / n
+        out[f"rest_cpu_ms_c{c}"] = (cpu_seconds(rest) - rest0) * 1e3 / n
+    out["cpu_ms_per_request_c16"] = out["front_cpu_ms_c16"] + out["rest_cpu_ms_c16"]
+    return out
 
 
 def span(values: list[float], fmt: str) -> str:
@@ -257,6 +260,10 @@ def main() -> None:
         ("c=1 p50 ms", f"{limit['p50_ms']:.3f}", "p50", ".3f"),
         ("c=16 req/s", f"{limit['rps']:.0f}", "rps", ".0f"),
         ("server CPU ms/request, c=16", "—", "cpu_ms_per_request_c16", ".3f"),
+        ("  front process, c=1", "—", "front_cpu_ms_c1", ".3f"),
+        ("  front process, c=16", "—", "front_cpu_ms_c16", ".3f"),
+        ("  instance, c=1", "—", "rest_cpu_ms_c1", ".3f"),
+        ("  instance, c=16", "—", "rest_cpu_ms_c16", ".3f"),
     ]
     for label, first, key, fmt in rows:
         print(f"{label:<30}{first:>{width}}" + "".join(f"{span(col(n, key), fmt):>{width}}" for n in names))
